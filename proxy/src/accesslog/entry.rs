@@ -1,0 +1,179 @@
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::Protocol;
+use crate::restrict::{CrowdSecFlag, Outcome, Verdict};
+
+/// One HTTP request or one TCP connection.
+#[derive(Debug, Clone)]
+pub struct AccessLogEntry {
+    pub ts: SystemTime,
+    /// Empty when no service matched (unknown Host).
+    pub service_id: Arc<str>,
+    pub protocol: Protocol,
+    pub source_ip: IpAddr,
+    pub host: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// HTTP status; absent for TCP.
+    pub status: Option<u16>,
+    pub duration: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub outcome: Outcome,
+    /// Why forwarding failed, when it did (`connection refused`, `timeout`, …).
+    pub upstream_error: Option<&'static str>,
+}
+
+impl AccessLogEntry {
+    pub fn deny_reason(&self) -> Option<Verdict> {
+        (!self.outcome.is_allowed()).then_some(self.outcome.verdict)
+    }
+
+    pub fn to_json_line(&self, out: &mut Vec<u8>) {
+        let wire = Wire {
+            ts: humantime::format_rfc3339_millis(self.ts),
+            service_id: &self.service_id,
+            protocol: self.protocol.as_str(),
+            source_ip: self.source_ip,
+            host: self.host.as_deref(),
+            method: self.method.as_deref(),
+            path: self.path.as_deref(),
+            status: self.status,
+            duration_ms: (self.duration.as_micros() as f64) / 1000.0,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            deny_reason: self.deny_reason().map(Verdict::as_str).unwrap_or(""),
+            metadata: Metadata {
+                crowdsec: self.outcome.crowdsec,
+                upstream_error: self.upstream_error,
+            },
+        };
+        // Serialising plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &wire);
+        out.push(b'\n');
+    }
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    #[serde(serialize_with = "display")]
+    ts: humantime::Rfc3339Timestamp,
+    service_id: &'a str,
+    protocol: &'static str,
+    source_ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    duration_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    deny_reason: &'static str,
+    metadata: Metadata,
+}
+
+struct Metadata {
+    crowdsec: Option<CrowdSecFlag>,
+    upstream_error: Option<&'static str>,
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        if let Some(flag) = self.crowdsec {
+            m.serialize_entry("crowdsec_verdict", flag.verdict.as_str())?;
+            m.serialize_entry("crowdsec_mode", flag.mode.as_str())?;
+        }
+        if let Some(err) = self.upstream_error {
+            m.serialize_entry("upstream_error", err)?;
+        }
+        m.end()
+    }
+}
+
+fn display<S: serde::Serializer>(v: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restrict::CrowdSecMode;
+
+    #[test]
+    fn json_shape_matches_the_design() {
+        let e = AccessLogEntry {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_860_000_123),
+            service_id: "whoami".into(),
+            protocol: Protocol::Http,
+            source_ip: "203.0.113.7".parse().unwrap(),
+            host: Some("whoami.localhost".into()),
+            method: Some("GET".into()),
+            path: Some("/".into()),
+            status: Some(403),
+            duration: Duration::from_micros(410),
+            bytes_in: 0,
+            bytes_out: 9,
+            outcome: Outcome {
+                verdict: Verdict::CrowdsecBan,
+                crowdsec: Some(CrowdSecFlag {
+                    verdict: Verdict::CrowdsecBan,
+                    mode: CrowdSecMode::Enforce,
+                }),
+            },
+            upstream_error: None,
+        };
+        let mut out = Vec::new();
+        e.to_json_line(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ts"], "2026-11-28T10:00:00.123Z");
+        assert_eq!(v["service_id"], "whoami");
+        assert_eq!(v["protocol"], "http");
+        assert_eq!(v["source_ip"], "203.0.113.7");
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["duration_ms"], 0.41);
+        assert_eq!(v["deny_reason"], "crowdsec_ban");
+        assert_eq!(v["metadata"]["crowdsec_verdict"], "crowdsec_ban");
+        assert_eq!(v["metadata"]["crowdsec_mode"], "enforce");
+        assert!(out.ends_with(b"}\n"));
+    }
+
+    #[test]
+    fn tcp_entries_have_no_http_fields_and_allowed_has_empty_reason() {
+        let e = AccessLogEntry {
+            ts: SystemTime::now(),
+            service_id: "db".into(),
+            protocol: Protocol::Tcp,
+            source_ip: "::1".parse().unwrap(),
+            host: None,
+            method: None,
+            path: None,
+            status: None,
+            duration: Duration::from_millis(5),
+            bytes_in: 10,
+            bytes_out: 20,
+            outcome: Outcome {
+                verdict: Verdict::Allow,
+                crowdsec: None,
+            },
+            upstream_error: None,
+        };
+        let mut out = Vec::new();
+        e.to_json_line(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for absent in ["host", "method", "path", "status"] {
+            assert!(v.get(absent).is_none(), "{absent}");
+        }
+        assert_eq!(v["deny_reason"], "");
+        assert_eq!(v["metadata"], serde_json::json!({}));
+    }
+}

@@ -1,0 +1,109 @@
+//! Command-line flags; every flag is also an `NB_PROXY_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 10s, 500ms, 2m)"))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "nb-proxy",
+    version,
+    about = "Reverse proxy with per-service access control"
+)]
+pub struct Args {
+    /// Standalone mode: services from a YAML file (reloaded on change and on SIGHUP).
+    #[arg(long, env = "NB_PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Listener for HTTP services, routed by Host.
+    #[arg(long, env = "NB_PROXY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// Listener for HTTP services that terminate TLS (certificate chosen by SNI).
+    #[arg(long, env = "NB_PROXY_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+
+    /// Directory of `<host>.crt` / `<host>.key` pairs for HTTP hosts without their own `tls`.
+    #[arg(long, env = "NB_PROXY_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// JSON-lines access log: a file path, or `-` for stdout.
+    #[arg(long, env = "NB_PROXY_ACCESS_LOG", default_value = "-")]
+    pub access_log: String,
+
+    /// MaxMind-format Country or City database, needed by country lists.
+    #[arg(long, env = "NB_PROXY_GEO_DB")]
+    pub geo_db: Option<PathBuf>,
+
+    /// Peers whose X-Forwarded-For and PROXY headers are believed (comma-separated CIDRs).
+    #[arg(long, env = "NB_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Accept PROXY protocol v1/v2 headers from trusted peers (HTTP and TCP listeners).
+    #[arg(long, env = "NB_PROXY_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// Time allowed for a PROXY protocol header.
+    #[arg(long, env = "NB_PROXY_PROXY_PROTOCOL_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub proxy_protocol_timeout: Duration,
+
+    /// Time allowed for a request's headers.
+    #[arg(long, env = "NB_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[arg(long, env = "NB_PROXY_MAX_HEADER_SIZE", default_value_t = 64 * 1024)]
+    pub max_header_size: usize,
+
+    /// Close client connections on which nothing moved for this long.
+    #[arg(long, env = "NB_PROXY_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Time allowed to connect to an upstream (then 504).
+    #[arg(long, env = "NB_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time allowed for an upstream's response headers (then 504).
+    #[arg(long, env = "NB_PROXY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub upstream_timeout: Duration,
+
+    /// Time allowed for a client's TLS handshake.
+    #[arg(long, env = "NB_PROXY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// How often the services file is checked for changes.
+    #[arg(long, env = "NB_PROXY_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
+    pub config_poll_interval: Duration,
+
+    /// Log filter (tracing syntax), e.g. `info` or `nb_proxy=debug`.
+    #[arg(long, env = "NB_PROXY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let a = Args::try_parse_from([
+            "nb-proxy",
+            "--config",
+            "s.yaml",
+            "--trusted-proxies",
+            "10.0.0.0/8,::1",
+        ])
+        .unwrap();
+        assert_eq!(a.http_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(a.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
+        assert_eq!(a.idle_timeout, Duration::from_secs(60));
+        assert!(!a.proxy_protocol);
+        assert!(Args::try_parse_from(["nb-proxy", "--idle-timeout", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! Service configuration: the description, its validation and the compiled routing table.
+
+mod compile;
+mod error;
+mod file;
+mod spec;
+
+pub use compile::{
+    certified_key, compile, parse_cidr, CompileOptions, HttpUpstream, Routes, Service, Upstream,
+};
+pub use error::{ConfigError, Problem};
+pub use file::{load_file, parse_services};
+pub use spec::{Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};

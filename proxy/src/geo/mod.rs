@@ -1,0 +1,61 @@
+//! Country lookups from a MaxMind-format database (GeoLite2/GeoIP2 Country or City, or any
+//! database with the same `country.iso_code` shape).
+//!
+//! When a record has no `country` (real GeoLite2 does this for some anycast networks, e.g.
+//! 1.1.1.1), we fall back to `registered_country`: the country of the organisation that holds the
+//! network is a better answer than "unknown", which an allow list would deny.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use maxminddb::{PathElement, Reader};
+
+use crate::restrict::{CountryCode, CountryLookup};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load GeoIP database {path}: {source}")]
+pub struct GeoError {
+    path: PathBuf,
+    #[source]
+    source: maxminddb::MaxMindDbError,
+}
+
+pub struct GeoDb {
+    reader: Reader<Vec<u8>>,
+}
+
+const COUNTRY: [PathElement<'static>; 2] =
+    [PathElement::Key("country"), PathElement::Key("iso_code")];
+const REGISTERED: [PathElement<'static>; 2] = [
+    PathElement::Key("registered_country"),
+    PathElement::Key("iso_code"),
+];
+
+impl GeoDb {
+    pub fn open(path: &Path) -> Result<Self, GeoError> {
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { reader })
+    }
+
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+}
+
+impl CountryLookup for GeoDb {
+    fn country(&self, addr: IpAddr) -> Option<CountryCode> {
+        let found = self.reader.lookup(addr.to_canonical()).ok()?;
+        if !found.has_data() {
+            return None;
+        }
+        // Borrowed &str: no allocation per lookup.
+        let code = match found.decode_path::<&str>(&COUNTRY) {
+            Ok(Some(code)) => code,
+            _ => found.decode_path::<&str>(&REGISTERED).ok()??,
+        };
+        CountryCode::from_database(code)
+    }
+}

@@ -1,0 +1,356 @@
+//! One downstream connection's request handler: route by Host, ask `restrict`, forward or deny.
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::body::{CountedBody, PendingEntry, ProxyBody};
+use crate::accesslog::AccessLogEntry;
+use crate::clientip::client_address;
+use crate::config::{Protocol, Service, Upstream};
+use crate::restrict::{Outcome, Verdict};
+use crate::state::ProxyState;
+use crate::upstream::{dial, UpstreamError};
+
+/// An open HTTP/1.1 connection to an upstream, kept for this downstream connection's next
+/// request. One upstream connection per downstream connection needs no shared pool and no lock
+/// that other connections contend on.
+struct UpstreamConn {
+    address: Arc<str>,
+    sender: SendRequest<CountedBody>,
+}
+
+pub struct ConnHandler {
+    state: Arc<ProxyState>,
+    /// The connection's client: the socket peer or what its PROXY header said.
+    conn_client: IpAddr,
+    tls: bool,
+    /// Only this connection touches it; HTTP/2 streams may briefly overlap.
+    idle_upstream: Mutex<Option<UpstreamConn>>,
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+impl ConnHandler {
+    pub fn new(state: Arc<ProxyState>, conn_client: IpAddr, tls: bool) -> Self {
+        Self {
+            state,
+            conn_client,
+            tls,
+            idle_upstream: Mutex::new(None),
+        }
+    }
+
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let ts = SystemTime::now();
+        let started = Instant::now();
+        let state = &self.state;
+        let client = client_address(
+            self.conn_client,
+            req.headers().get_all("x-forwarded-for").iter(),
+            &state.clients.trusted,
+        );
+        let host = request_host(&req).unwrap_or_default();
+        let routes = state.routes.load();
+        let service = routes.http_service(&host).cloned();
+        drop(routes);
+
+        let mut entry = AccessLogEntry {
+            ts,
+            service_id: service
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_else(|| "".into()),
+            protocol: Protocol::Http,
+            source_ip: client,
+            host: Some(host),
+            method: Some(req.method().as_str().to_owned()),
+            path: Some(req.uri().path().to_owned()),
+            status: None,
+            duration: Default::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome {
+                verdict: Verdict::Allow,
+                crowdsec: None,
+            },
+            upstream_error: None,
+        };
+        let bytes_in = Arc::new(AtomicU64::new(0));
+
+        let Some(service) = service else {
+            return self.local_reply(
+                entry,
+                started,
+                bytes_in,
+                StatusCode::NOT_FOUND,
+                "no service is configured for this host\n",
+            );
+        };
+        entry.outcome = state.check(&service.filter, client);
+        if !entry.outcome.is_allowed() {
+            return self.local_reply(
+                entry,
+                started,
+                bytes_in,
+                StatusCode::FORBIDDEN,
+                "Forbidden\n",
+            );
+        }
+
+        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        match self.forward(&service, req, client, bytes_in.clone()).await {
+            Ok(mut resp) => {
+                entry.status = Some(resp.status().as_u16());
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_side) = upgrade {
+                        let upstream_side = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(tunnel(client_side, upstream_side));
+                    }
+                }
+                let (mut parts, body) = resp.into_parts();
+                if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(&mut parts.headers);
+                }
+                let pending = self.pending(entry, started, bytes_in);
+                Response::from_parts(parts, ProxyBody::upstream(body, pending))
+            }
+            Err(e) => {
+                entry.upstream_error = Some(e.as_str());
+                let status =
+                    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let body = if status == StatusCode::GATEWAY_TIMEOUT {
+                    "upstream timed out\n"
+                } else {
+                    "upstream unavailable\n"
+                };
+                self.local_reply(entry, started, bytes_in, status, body)
+            }
+        }
+    }
+
+    fn pending(
+        &self,
+        entry: AccessLogEntry,
+        started: Instant,
+        bytes_in: Arc<AtomicU64>,
+    ) -> PendingEntry {
+        PendingEntry {
+            entry,
+            started,
+            bytes_in,
+            log: self.state.access_log.clone(),
+        }
+    }
+
+    fn local_reply(
+        &self,
+        mut entry: AccessLogEntry,
+        started: Instant,
+        bytes_in: Arc<AtomicU64>,
+        status: StatusCode,
+        body: &'static str,
+    ) -> Response<ProxyBody> {
+        entry.status = Some(status.as_u16());
+        let pending = self.pending(entry, started, bytes_in);
+        let mut resp = Response::new(ProxyBody::full(
+            Bytes::from_static(body.as_bytes()),
+            Some(pending),
+        ));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
+    async fn forward(
+        &self,
+        service: &Service,
+        req: Request<Incoming>,
+        client: IpAddr,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Upstream::Http(upstream) = &service.upstream else {
+            return Err(UpstreamError::Failed);
+        };
+        let limits = &self.state.limits;
+        let upstream_req = self.upstream_request(req, client, bytes_in);
+
+        let mut conn = self.take_idle(&upstream.address);
+        let conn = match conn.take() {
+            Some(c) => c,
+            None => {
+                let stream = dial(&upstream.address, limits.connect_timeout).await?;
+                let (sender, connection) = hyper::client::conn::http1::Builder::new()
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|_| UpstreamError::Failed)?;
+                tokio::spawn(async move {
+                    let _ = connection.with_upgrades().await;
+                });
+                UpstreamConn {
+                    address: upstream.address.as_str().into(),
+                    sender,
+                }
+            }
+        };
+        let UpstreamConn {
+            address,
+            mut sender,
+        } = conn;
+        let resp =
+            match tokio::time::timeout(limits.upstream_timeout, sender.send_request(upstream_req))
+                .await
+            {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Err(e)) => {
+                    tracing::debug!(service = %service.id, error = %e, "upstream request failed");
+                    return Err(if e.is_canceled() || e.is_incomplete_message() {
+                        UpstreamError::Closed
+                    } else {
+                        UpstreamError::Failed
+                    });
+                }
+                Ok(Ok(r)) => r,
+            };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            if let Ok(mut slot) = self.idle_upstream.lock() {
+                *slot = Some(UpstreamConn { address, sender });
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Takes the kept upstream connection if it goes to `address` and can send now.
+    fn take_idle(&self, address: &str) -> Option<UpstreamConn> {
+        let mut slot = self.idle_upstream.lock().ok()?;
+        match slot.take() {
+            Some(c) if &*c.address == address && c.sender.is_ready() => Some(c),
+            Some(c) if !c.sender.is_closed() && &*c.address == address => {
+                // Busy with another (HTTP/2) stream's body: keep it for later, open another.
+                *slot = Some(c);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        client: IpAddr,
+        bytes_in: Arc<AtomicU64>,
+    ) -> Request<CountedBody> {
+        let (mut parts, body) = req.into_parts();
+        let upgrade = is_upgrade(&parts.headers);
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        if parts.headers.get(header::HOST).is_none() {
+            // HTTP/2 clients send :authority instead of Host.
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(v)) = (upgrade, upgrade_value) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, v);
+        }
+        self.set_forwarded(&mut parts.headers, client);
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map(|pq| Uri::from(pq.clone()))
+            .unwrap_or_else(|| Uri::from_static("/"));
+        parts.version = Version::HTTP_11;
+        Request::from_parts(parts, CountedBody::new(body, bytes_in))
+    }
+
+    fn set_forwarded(&self, headers: &mut HeaderMap, client: IpAddr) {
+        let peer = self.conn_client;
+        let trusted = self.state.clients.trusts(peer);
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if trusted => format!("{prev}, {peer}"),
+            _ => client.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if !trusted || !headers.contains_key("x-forwarded-proto") {
+            let proto = if self.tls { "https" } else { "http" };
+            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        }
+        if !trusted || !headers.contains_key("x-forwarded-host") {
+            if let Some(h) = headers.get(header::HOST).cloned() {
+                headers.insert("x-forwarded-host", h);
+            }
+        }
+    }
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

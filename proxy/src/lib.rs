@@ -1,0 +1,19 @@
+//! nb-proxy: a reverse proxy with per-service access control.
+//!
+//! Data flows one way: config ⇒ compiled per-service [`restrict::Filter`] ⇒ client address
+//! ([`clientip`]) ⇒ `Filter::check` ⇒ [`http`] or [`tcp`] forwards or denies ⇒ [`accesslog`].
+
+pub mod accesslog;
+pub mod cli;
+pub mod clientip;
+pub mod config;
+pub mod geo;
+pub mod http;
+pub mod io;
+pub mod reload;
+pub mod restrict;
+pub mod server;
+pub mod state;
+pub mod tcp;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,137 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::Parser;
+
+use nb_proxy::accesslog::{AccessLog, Destination};
+use nb_proxy::cli::Args;
+use nb_proxy::clientip::ClientAddressPolicy;
+use nb_proxy::config::{load_file, parse_cidr, CompileOptions, Routes};
+use nb_proxy::geo::GeoDb;
+use nb_proxy::restrict::IpSet;
+use nb_proxy::server::{Listeners, Server};
+use nb_proxy::state::{Limits, ProxyState};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nb-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("nb-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let mut trusted = Vec::new();
+    for s in &args.trusted_proxies {
+        let s = s.trim();
+        if s.is_empty() {
+            continue;
+        }
+        trusted.push(parse_cidr(s).map_err(|e| format!("--trusted-proxies: {e}"))?);
+    }
+    let geo = match &args.geo_db {
+        Some(path) => {
+            let db = GeoDb::open(path).map_err(|e| e.to_string())?;
+            tracing::info!(path = %path.display(), kind = db.database_type(), "GeoIP database loaded");
+            Some(db)
+        }
+        None => None,
+    };
+    let opts = CompileOptions {
+        tls_dir: args.tls_dir.clone(),
+    };
+    let routes = match &args.config {
+        Some(path) => load_file(path, &opts).map_err(|e| e.to_string())?,
+        None => {
+            tracing::warn!("no --config given: serving no services");
+            Routes::default()
+        }
+    };
+    if geo.is_none()
+        && routes.services.iter().any(|s| {
+            let r = &s.spec.restrictions;
+            !r.country_allow.is_empty() || !r.country_deny.is_empty()
+        })
+    {
+        tracing::warn!("services use country lists but no --geo-db is loaded: they deny everything (geo_unavailable)");
+    }
+    let access_log = AccessLog::open(Destination::parse(&args.access_log))
+        .await
+        .map_err(|e| format!("cannot open access log {}: {e}", args.access_log))?;
+    let state = Arc::new(ProxyState {
+        routes: ArcSwap::from_pointee(routes),
+        geo,
+        access_log,
+        clients: ClientAddressPolicy {
+            trusted: IpSet::new(&trusted),
+            proxy_protocol: args.proxy_protocol,
+            header_timeout: args.proxy_protocol_timeout,
+        },
+        limits: Limits {
+            header_read_timeout: args.header_read_timeout,
+            max_header_bytes: args.max_header_size,
+            idle_timeout: args.idle_timeout,
+            connect_timeout: args.upstream_connect_timeout,
+            upstream_timeout: args.upstream_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+        },
+    });
+    let server = Server::start(
+        state.clone(),
+        Listeners {
+            http: Some(args.http_listen),
+            https: args.https_listen,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let services = state.routes.load().services.len();
+    tracing::info!(
+        http = ?server.http_addr(),
+        https = ?server.https_addr(),
+        services,
+        "nb-proxy ready"
+    );
+
+    let reload = async {
+        match &args.config {
+            Some(path) => {
+                nb_proxy::reload::watch_file(&server, path.clone(), opts, args.config_poll_interval)
+                    .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = reload => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        _ = term.recv() => tracing::info!("terminated: shutting down"),
+    }
+    // Give the access-log writer a moment to flush what it holds.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Ok(())
+}

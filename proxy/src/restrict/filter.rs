@@ -1,0 +1,146 @@
+//! The compiled per-service filter and the pure check: CIDR, then country, then CrowdSec.
+
+use std::net::IpAddr;
+
+use super::country::{CountryCode, CountrySet};
+use super::ipset::IpSet;
+use super::verdict::{CrowdSecMode, Verdict};
+
+/// Where the country layer gets its answers (the GeoIP database in production).
+pub trait CountryLookup {
+    fn country(&self, addr: IpAddr) -> Option<CountryCode>;
+}
+
+/// What the CrowdSec layer learns about an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reputation {
+    /// No bouncer configured, or not synced once yet.
+    Unavailable,
+    Clean,
+    /// A decision covers the address; the verdict it maps to (`crowdsec_ban`, …).
+    Flagged(Verdict),
+}
+
+/// What the CrowdSec layer would have said, for the access log's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrowdSecFlag {
+    pub verdict: Verdict,
+    pub mode: CrowdSecMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// Present whenever the CrowdSec layer flagged the address, in enforce or observe mode.
+    pub crowdsec: Option<CrowdSecFlag>,
+}
+
+impl Outcome {
+    pub(crate) const fn plain(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            crowdsec: None,
+        }
+    }
+
+    pub const fn is_allowed(&self) -> bool {
+        self.verdict.is_allow()
+    }
+}
+
+/// One service's restrictions, compiled once per config change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub(super) cidr_allow: Option<IpSet>,
+    pub(super) cidr_deny: IpSet,
+    pub(super) country_allow: Option<CountrySet>,
+    pub(super) country_deny: CountrySet,
+    pub(super) crowdsec: CrowdSecMode,
+}
+
+impl Filter {
+    /// Empty allow lists mean "no allow list", as in the YAML and the API.
+    pub fn new(
+        cidr_allow: IpSet,
+        cidr_deny: IpSet,
+        country_allow: CountrySet,
+        country_deny: CountrySet,
+        crowdsec: CrowdSecMode,
+    ) -> Self {
+        Self {
+            cidr_allow: (!cidr_allow.is_empty()).then_some(cidr_allow),
+            cidr_deny,
+            country_allow: (!country_allow.is_empty()).then_some(country_allow),
+            country_deny,
+            crowdsec,
+        }
+    }
+
+    pub fn crowdsec_mode(&self) -> CrowdSecMode {
+        self.crowdsec
+    }
+
+    fn has_country_layer(&self) -> bool {
+        self.country_allow.is_some() || !self.country_deny.is_empty()
+    }
+
+    /// Decides for one client address. First denial wins; later layers are not consulted.
+    /// `reputation` is called only when the CrowdSec layer is reached with a mode other than off.
+    pub fn check(
+        &self,
+        addr: IpAddr,
+        geo: Option<&dyn CountryLookup>,
+        reputation: impl FnOnce(IpAddr) -> Reputation,
+    ) -> Outcome {
+        let addr = addr.to_canonical();
+
+        if self
+            .cidr_allow
+            .as_ref()
+            .is_some_and(|allow| !allow.contains(addr))
+            || self.cidr_deny.contains(addr)
+        {
+            return Outcome::plain(Verdict::IpRestricted);
+        }
+
+        if self.has_country_layer() {
+            let Some(geo) = geo else {
+                return Outcome::plain(Verdict::GeoUnavailable);
+            };
+            let denied = match geo.country(addr) {
+                None => self.country_allow.is_some(),
+                Some(code) => {
+                    self.country_allow
+                        .as_ref()
+                        .is_some_and(|allow| !allow.contains(code))
+                        || self.country_deny.contains(code)
+                }
+            };
+            if denied {
+                return Outcome::plain(Verdict::CountryRestricted);
+            }
+        }
+
+        if self.crowdsec.is_on() {
+            let would = match reputation(addr) {
+                Reputation::Clean => return Outcome::plain(Verdict::Allow),
+                Reputation::Unavailable => Verdict::CrowdsecUnavailable,
+                Reputation::Flagged(v) => v,
+            };
+            let flag = Some(CrowdSecFlag {
+                verdict: would,
+                mode: self.crowdsec,
+            });
+            let verdict = match self.crowdsec {
+                CrowdSecMode::Enforce => would,
+                _ => Verdict::Allow,
+            };
+            return Outcome {
+                verdict,
+                crowdsec: flag,
+            };
+        }
+
+        Outcome::plain(Verdict::Allow)
+    }
+}

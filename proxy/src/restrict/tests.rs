@@ -1,0 +1,310 @@
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::*;
+
+/// A table-driven stand-in for the GeoIP database that counts how often it is asked.
+struct Table {
+    map: HashMap<IpAddr, CountryCode>,
+    asked: Cell<u32>,
+}
+
+impl CountryLookup for Table {
+    fn country(&self, addr: IpAddr) -> Option<CountryCode> {
+        self.asked.set(self.asked.get() + 1);
+        self.map.get(&addr).copied()
+    }
+}
+
+fn geo() -> Table {
+    let map = [
+        ("192.0.2.1", "DE"),
+        ("192.0.2.2", "FR"),
+        ("2001:db8::1", "DE"),
+        ("2001:db8::2", "US"),
+        ("10.1.2.3", "DE"),
+    ]
+    .into_iter()
+    .map(|(ip, cc)| (ip.parse().unwrap(), CountryCode::parse(cc).unwrap()))
+    .collect();
+    Table {
+        map,
+        asked: Cell::new(0),
+    }
+}
+
+fn nets(list: &[&str]) -> IpSet {
+    let nets: Vec<IpNet> = list.iter().map(|n| n.parse().unwrap()).collect();
+    IpSet::new(&nets)
+}
+
+fn countries(list: &[&str]) -> CountrySet {
+    CountrySet::new(list.iter().map(|c| CountryCode::parse(c).unwrap()))
+}
+
+struct Case {
+    name: &'static str,
+    cidr_allow: &'static [&'static str],
+    cidr_deny: &'static [&'static str],
+    country_allow: &'static [&'static str],
+    country_deny: &'static [&'static str],
+    addr: &'static str,
+    with_geo: bool,
+    verdict: Verdict,
+    geo_consulted: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "no restrictions allow everything",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "198.51.100.9",
+        with_geo: false,
+        verdict: Verdict::Allow,
+        geo_consulted: false,
+    },
+    Case {
+        name: "outside the CIDR allow list",
+        cidr_allow: &["10.0.0.0/8"],
+        cidr_deny: &[],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "192.0.2.1",
+        with_geo: true,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "CIDR deny short-circuits before an allowed country",
+        cidr_allow: &[],
+        cidr_deny: &["192.0.2.0/24"],
+        country_allow: &["DE"],
+        country_deny: &[],
+        addr: "192.0.2.1",
+        with_geo: true,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "CIDR deny short-circuits before a missing database",
+        cidr_allow: &[],
+        cidr_deny: &["192.0.2.0/24"],
+        country_allow: &["DE"],
+        country_deny: &[],
+        addr: "192.0.2.1",
+        with_geo: false,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "deny wins over allow inside the CIDR layer",
+        cidr_allow: &["10.0.0.0/8"],
+        cidr_deny: &["10.1.0.0/16"],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "10.1.2.3",
+        with_geo: true,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "IPv6 deny list",
+        cidr_allow: &[],
+        cidr_deny: &["2001:db8::/64"],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "2001:db8::2",
+        with_geo: true,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "IPv4-mapped address is matched as IPv4",
+        cidr_allow: &[],
+        cidr_deny: &["192.0.2.0/24"],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "::ffff:192.0.2.1",
+        with_geo: true,
+        verdict: Verdict::IpRestricted,
+        geo_consulted: false,
+    },
+    Case {
+        name: "CIDR passes, country allow list passes",
+        cidr_allow: &["10.0.0.0/8"],
+        cidr_deny: &[],
+        country_allow: &["de"],
+        country_deny: &[],
+        addr: "10.1.2.3",
+        with_geo: true,
+        verdict: Verdict::Allow,
+        geo_consulted: true,
+    },
+    Case {
+        name: "country not in allow list",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &["DE"],
+        country_deny: &[],
+        addr: "192.0.2.2",
+        with_geo: true,
+        verdict: Verdict::CountryRestricted,
+        geo_consulted: true,
+    },
+    Case {
+        name: "country in deny list (IPv6)",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &[],
+        country_deny: &["US"],
+        addr: "2001:db8::2",
+        with_geo: true,
+        verdict: Verdict::CountryRestricted,
+        geo_consulted: true,
+    },
+    Case {
+        name: "unknown country denied only when an allow list exists",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &["DE"],
+        country_deny: &[],
+        addr: "198.51.100.9",
+        with_geo: true,
+        verdict: Verdict::CountryRestricted,
+        geo_consulted: true,
+    },
+    Case {
+        name: "unknown country passes a deny list",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &[],
+        country_deny: &["DE"],
+        addr: "198.51.100.9",
+        with_geo: true,
+        verdict: Verdict::Allow,
+        geo_consulted: true,
+    },
+    Case {
+        name: "country lists without a database fail closed",
+        cidr_allow: &[],
+        cidr_deny: &[],
+        country_allow: &[],
+        country_deny: &["FR"],
+        addr: "192.0.2.1",
+        with_geo: false,
+        verdict: Verdict::GeoUnavailable,
+        geo_consulted: false,
+    },
+    Case {
+        name: "no country list: database never consulted",
+        cidr_allow: &[],
+        cidr_deny: &["10.0.0.0/8"],
+        country_allow: &[],
+        country_deny: &[],
+        addr: "192.0.2.1",
+        with_geo: true,
+        verdict: Verdict::Allow,
+        geo_consulted: false,
+    },
+];
+
+#[test]
+fn cidr_then_country_table() {
+    for case in CASES {
+        let filter = Filter::new(
+            nets(case.cidr_allow),
+            nets(case.cidr_deny),
+            countries(case.country_allow),
+            countries(case.country_deny),
+            CrowdSecMode::Off,
+        );
+        let table = geo();
+        let lookup: Option<&dyn CountryLookup> = case.with_geo.then_some(&table);
+        let outcome = filter.check(case.addr.parse().unwrap(), lookup, |_| {
+            panic!("{}: CrowdSec layer consulted while off", case.name)
+        });
+        assert_eq!(outcome.verdict, case.verdict, "{}", case.name);
+        assert_eq!(outcome.crowdsec, None, "{}", case.name);
+        assert_eq!(table.asked.get() > 0, case.geo_consulted, "{}", case.name);
+    }
+}
+
+fn crowdsec_filter(mode: CrowdSecMode, cidr_deny: &[&str]) -> Filter {
+    Filter::new(
+        IpSet::default(),
+        nets(cidr_deny),
+        CountrySet::default(),
+        CountrySet::default(),
+        mode,
+    )
+}
+
+#[test]
+fn crowdsec_enforce_denies_with_the_decision_verdict() {
+    let f = crowdsec_filter(CrowdSecMode::Enforce, &[]);
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    for v in [
+        Verdict::CrowdsecBan,
+        Verdict::CrowdsecCaptcha,
+        Verdict::CrowdsecThrottle,
+    ] {
+        let out = f.check(ip, None, |_| Reputation::Flagged(v));
+        assert_eq!(out.verdict, v);
+        assert_eq!(
+            out.crowdsec,
+            Some(CrowdSecFlag {
+                verdict: v,
+                mode: CrowdSecMode::Enforce
+            })
+        );
+    }
+    let out = f.check(ip, None, |_| Reputation::Clean);
+    assert_eq!(out, Outcome::plain(Verdict::Allow));
+}
+
+#[test]
+fn crowdsec_enforce_fails_closed_while_unavailable() {
+    let f = crowdsec_filter(CrowdSecMode::Enforce, &[]);
+    let out = f.check("192.0.2.1".parse().unwrap(), None, |_| {
+        Reputation::Unavailable
+    });
+    assert_eq!(out.verdict, Verdict::CrowdsecUnavailable);
+}
+
+#[test]
+fn crowdsec_observe_never_denies_but_records() {
+    let f = crowdsec_filter(CrowdSecMode::Observe, &[]);
+    for r in [
+        Reputation::Unavailable,
+        Reputation::Flagged(Verdict::CrowdsecBan),
+    ] {
+        let out = f.check("192.0.2.1".parse().unwrap(), None, |_| r);
+        assert_eq!(out.verdict, Verdict::Allow);
+        let flag = out.crowdsec.expect("observe records the would-be verdict");
+        assert_eq!(flag.mode, CrowdSecMode::Observe);
+        assert!(!flag.verdict.is_allow());
+    }
+}
+
+#[test]
+fn crowdsec_never_relaxes_a_cidr_denial_and_sees_canonical_addresses() {
+    let f = crowdsec_filter(CrowdSecMode::Observe, &["192.0.2.0/24"]);
+    let out = f.check("192.0.2.1".parse().unwrap(), None, |_| {
+        panic!("CrowdSec consulted after a CIDR denial")
+    });
+    assert_eq!(out.verdict, Verdict::IpRestricted);
+
+    let f = crowdsec_filter(CrowdSecMode::Enforce, &[]);
+    let mut seen = None;
+    f.check("::ffff:198.51.100.7".parse().unwrap(), None, |a| {
+        seen = Some(a);
+        Reputation::Clean
+    });
+    assert_eq!(seen, Some("198.51.100.7".parse().unwrap()));
+}

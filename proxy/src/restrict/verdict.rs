@@ -1,0 +1,75 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of one layer or of the whole filter. The strings are a stable contract: they
+/// appear in the access log, metrics, the management API and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    IpRestricted,
+    CountryRestricted,
+    GeoUnavailable,
+    CrowdsecBan,
+    CrowdsecCaptcha,
+    CrowdsecThrottle,
+    CrowdsecUnavailable,
+}
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::IpRestricted => "ip_restricted",
+            Verdict::CountryRestricted => "country_restricted",
+            Verdict::GeoUnavailable => "geo_unavailable",
+            Verdict::CrowdsecBan => "crowdsec_ban",
+            Verdict::CrowdsecCaptcha => "crowdsec_captcha",
+            Verdict::CrowdsecThrottle => "crowdsec_throttle",
+            Verdict::CrowdsecUnavailable => "crowdsec_unavailable",
+        }
+    }
+
+    pub const fn is_allow(self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-service CrowdSec IP-reputation mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrowdSecMode {
+    #[default]
+    Off,
+    /// Deny flagged addresses; deny everything until the first decision sync (fail closed).
+    Enforce,
+    /// Never deny; record what would have been denied.
+    Observe,
+}
+
+impl CrowdSecMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CrowdSecMode::Off => "off",
+            CrowdSecMode::Enforce => "enforce",
+            CrowdSecMode::Observe => "observe",
+        }
+    }
+
+    pub const fn is_on(self) -> bool {
+        !matches!(self, CrowdSecMode::Off)
+    }
+}
+
+impl fmt::Display for CrowdSecMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

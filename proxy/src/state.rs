@@ -1,0 +1,57 @@
+//! What every listener shares: the current routes (swapped whole on reload) and the sources the
+//! filter consults.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::accesslog::AccessLog;
+use crate::clientip::ClientAddressPolicy;
+use crate::config::Routes;
+use crate::geo::GeoDb;
+use crate::restrict::{CountryLookup, Filter, Outcome, Reputation};
+
+/// Timeouts and limits of the data plane.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time allowed for a request's headers (HTTP) once the first byte arrived.
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// Close connections on which nothing moved for this long.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    pub upstream_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct ProxyState {
+    pub routes: ArcSwap<Routes>,
+    pub geo: Option<GeoDb>,
+    pub access_log: AccessLog,
+    pub clients: ClientAddressPolicy,
+    pub limits: Limits,
+}
+
+impl ProxyState {
+    /// Asks `restrict` about one client, with this process's sources.
+    pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
+        let geo = self.geo.as_ref().map(|g| g as &dyn CountryLookup);
+        // No bouncer is embedded in this build: CrowdSec is unavailable, so enforce fails closed.
+        filter.check(client, geo, |_| Reputation::Unavailable)
+    }
+}

@@ -1,0 +1,64 @@
+//! Dialling upstreams, with errors that say what went wrong in an operator's words.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// Why an upstream could not be used. Always on the upstream side; a retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection refused")]
+    Refused,
+    #[error("timeout")]
+    Timeout,
+    #[error("host not found")]
+    HostNotFound,
+    #[error("connection failed")]
+    Failed,
+    #[error("upstream closed the connection")]
+    Closed,
+}
+
+impl UpstreamError {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Refused => "connection refused",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::HostNotFound => "host not found",
+            UpstreamError::Failed => "connection failed",
+            UpstreamError::Closed => "upstream closed the connection",
+        }
+    }
+
+    /// 504 when the upstream was too slow, 502 otherwise.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            UpstreamError::Timeout => 504,
+            _ => 502,
+        }
+    }
+
+    fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => UpstreamError::Refused,
+            io::ErrorKind::TimedOut => UpstreamError::Timeout,
+            _ if e.to_string().contains("lookup address") => UpstreamError::HostNotFound,
+            _ => UpstreamError::Failed,
+        }
+    }
+}
+
+pub async fn dial(address: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => Err(UpstreamError::Timeout),
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = address, error = %e, "upstream connect failed");
+            Err(UpstreamError::from_io(&e))
+        }
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+use serde_json::json;
+
+use crate::harness::*;
+
+/// Builds a MaxMind-format database inside the test: Country-shaped or City-shaped records.
+fn write_db(path: &std::path::Path, kind: &str) {
+    let mut w = mmdb_writer::Writer::new(kind);
+    let city = kind.contains("City");
+    let rec = |cc: &str| {
+        if city {
+            json!({"city": {"geoname_id": 1, "names": {"en": "Somewhere"}},
+                   "continent": {"code": "EU"},
+                   "country": {"iso_code": cc, "names": {"en": cc}},
+                   "location": {"latitude": 1.5, "longitude": 2.5}})
+        } else {
+            json!({"country": {"iso_code": cc, "names": {"en": cc}}})
+        }
+    };
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+    w.insert(net("127.0.0.0/24"), &rec("DE")).unwrap();
+    w.insert(net("127.0.1.0/24"), &rec("FR")).unwrap();
+    w.insert(net("::1/128"), &rec("US")).unwrap();
+    // Only the registered country, as real GeoLite2 has for some anycast networks.
+    w.insert(
+        net("127.0.2.0/24"),
+        &json!({"registered_country": {"iso_code": "JP"}}),
+    )
+    .unwrap();
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+fn services(up: &Upstream) -> String {
+    format!(
+        r#"
+services:
+  - id: de-only
+    protocol: http
+    hosts: [de.test]
+    upstream: {u}
+    restrictions:
+      country_allow: [de]
+  - id: no-fr-jp
+    protocol: http
+    hosts: [nofr.test]
+    upstream: {u}
+    restrictions:
+      country_deny: [FR, JP]
+  - id: cidr-first
+    protocol: http
+    hosts: [cidr.test]
+    upstream: {u}
+    restrictions:
+      cidr_deny: [127.0.0.7]
+      country_allow: [DE]
+"#,
+        u = up.url()
+    )
+}
+
+async fn check_countries(kind: &str) {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("geo.mmdb");
+    write_db(&db, kind);
+    let proxy = ProxyBuilder::new(&services(&up))
+        .dual_stack()
+        .arg("--geo-db")
+        .arg(db.display().to_string())
+        .start()
+        .await;
+    let cases = [
+        ("127.0.0.5", "de.test", 200, ""),
+        ("127.0.1.5", "de.test", 403, "country_restricted"),
+        ("127.0.3.5", "de.test", 403, "country_restricted"), // unknown country vs allow list
+        ("::1", "de.test", 403, "country_restricted"),
+        ("127.0.1.5", "nofr.test", 403, "country_restricted"),
+        ("127.0.2.5", "nofr.test", 403, "country_restricted"), // registered_country fallback
+        ("127.0.3.5", "nofr.test", 200, ""),                   // unknown country vs deny list
+        ("::1", "nofr.test", 200, ""),
+        ("127.0.0.7", "cidr.test", 403, "ip_restricted"), // CIDR decides before country
+    ];
+    for (i, (src, host, status, _)) in cases.iter().enumerate() {
+        let r = get_from(&proxy, src, host, "/").await;
+        assert_eq!(r.status, *status, "{kind} case {i}: {src} -> {host}");
+    }
+    let entries = proxy.wait_entries(cases.len()).await;
+    for (i, (src, host, _, reason)) in cases.iter().enumerate() {
+        assert_eq!(entries[i]["source_ip"], *src, "{kind} case {i}");
+        assert_eq!(entries[i]["host"], *host);
+        assert_eq!(entries[i]["deny_reason"], *reason, "{kind} case {i}");
+    }
+}
+
+#[tokio::test]
+async fn country_allow_and_deny_with_a_country_database() {
+    check_countries("GeoLite2-Country").await;
+}
+
+#[tokio::test]
+async fn country_allow_and_deny_with_a_city_database() {
+    check_countries("GeoLite2-City").await;
+}
+
+#[tokio::test]
+async fn country_lists_without_a_database_fail_closed() {
+    let up = Upstream::start("u").await;
+    let proxy = ProxyBuilder::new(&services(&up)).start().await;
+    assert!(
+        proxy.stderr_text().contains("no --geo-db"),
+        "operator is warned"
+    );
+    for host in ["de.test", "nofr.test"] {
+        let r = get_from(&proxy, "127.0.0.5", host, "/").await;
+        assert_eq!(r.status, 403);
+    }
+    // CIDR still decides first.
+    assert_eq!(
+        get_from(&proxy, "127.0.0.7", "cidr.test", "/").await.status,
+        403
+    );
+    let entries = proxy.wait_entries(3).await;
+    assert_eq!(entries[0]["deny_reason"], "geo_unavailable");
+    assert_eq!(entries[1]["deny_reason"], "geo_unavailable");
+    assert_eq!(entries[2]["deny_reason"], "ip_restricted");
+}
+
+#[tokio::test]
+async fn a_broken_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("broken.mmdb");
+    std::fs::write(&db, b"not a database").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nb-proxy"))
+        .args(["--http-listen", "127.0.0.1:0", "--geo-db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load GeoIP database") && err.contains("broken.mmdb"),
+        "{err}"
+    );
+}

@@ -1,0 +1,462 @@
+//! Real sockets on loopback: the real `nb-proxy` binary, real upstreams, and clients bound to
+//! chosen source addresses in 127.0.0.0/8 (Linux routes all of it to loopback).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// A free port on loopback, probed by binding (sozu-style), so tests run in parallel.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub struct Proxy {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub ports: HashMap<String, u16>,
+    pub config: PathBuf,
+    pub access_log: PathBuf,
+    pub stderr: PathBuf,
+}
+
+pub struct ProxyBuilder {
+    yaml: String,
+    args: Vec<String>,
+    https: bool,
+    listen_host: String,
+    ports: HashMap<String, u16>,
+    poll: String,
+}
+
+impl ProxyBuilder {
+    pub fn new(yaml: &str) -> Self {
+        Self {
+            yaml: yaml.to_owned(),
+            args: Vec::new(),
+            https: false,
+            listen_host: "127.0.0.1".into(),
+            ports: HashMap::new(),
+            poll: "100ms".into(),
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// Listen on `[::]` so IPv4 clients arrive as IPv4-mapped IPv6 and `::1` can connect.
+    pub fn dual_stack(mut self) -> Self {
+        self.listen_host = "[::]".into();
+        self
+    }
+
+    /// `{name}` in the YAML becomes a free port (for TCP services' listeners).
+    pub fn port(mut self, name: &str) -> Self {
+        self.ports.insert(name.to_owned(), free_port());
+        self
+    }
+
+    pub fn poll_interval(mut self, d: &str) -> Self {
+        self.poll = d.to_owned();
+        self
+    }
+
+    pub async fn start(self) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("services.yaml");
+        let access_log = dir.path().join("access.log");
+        let stderr = dir.path().join("stderr.log");
+        std::fs::write(&config, substitute(&self.yaml, &self.ports, dir.path())).unwrap();
+        let http_port = free_port();
+        let http: SocketAddr = format!("{}:{http_port}", self.listen_host).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nb-proxy"));
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--access-log")
+            .arg(&access_log)
+            .arg("--config-poll-interval")
+            .arg(&self.poll)
+            .arg("--log")
+            .arg("info");
+        let https = self.https.then(|| {
+            let a: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            cmd.arg("--https-listen").arg(a.to_string());
+            a
+        });
+        for a in &self.args {
+            cmd.arg(substitute(a, &self.ports, dir.path()));
+        }
+        // Flags come from the command line only, whatever the environment says.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NB_PROXY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let child = cmd.spawn().expect("nb-proxy starts");
+        let proxy = Proxy {
+            child,
+            dir,
+            http,
+            https,
+            ports: self.ports,
+            config,
+            access_log,
+            stderr,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+}
+
+fn substitute(s: &str, ports: &HashMap<String, u16>, dir: &std::path::Path) -> String {
+    let mut out = s.replace("{dir}", &dir.display().to_string());
+    for (name, port) in ports {
+        out = out.replace(&format!("{{{name}}}"), &port.to_string());
+    }
+    out
+}
+
+impl Proxy {
+    async fn wait_ready(&self) {
+        let target: SocketAddr = if self.http.ip().is_unspecified() {
+            SocketAddr::new(ip("127.0.0.1"), self.http.port())
+        } else {
+            self.http
+        };
+        for _ in 0..200 {
+            if TcpStream::connect(target).await.is_ok()
+                && self.stderr_text().contains("nb-proxy ready")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nb-proxy did not become ready:\n{}", self.stderr_text());
+    }
+
+    /// The HTTP listener as a client reaches it.
+    pub fn http_addr(&self) -> SocketAddr {
+        if self.http.ip().is_unspecified() {
+            SocketAddr::new(ip("127.0.0.1"), self.http.port())
+        } else {
+            self.http
+        }
+    }
+
+    pub fn port(&self, name: &str) -> SocketAddr {
+        SocketAddr::new(ip("127.0.0.1"), self.ports[name])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn entries(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad access-log line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` access-log entries are written, and returns them.
+    pub async fn wait_entries(&self, n: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let e = self.entries();
+            if e.len() >= n {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("expected {n} access-log entries, have {:?}", self.entries());
+    }
+
+    /// Rewrites the services file and waits until the proxy says what it did with it.
+    pub async fn rewrite_config(&self, yaml: &str, expect: &str) {
+        let before = self.stderr_text().matches(expect).count();
+        std::fs::write(&self.config, substitute(yaml, &self.ports, self.dir.path())).unwrap();
+        self.wait_log_count(expect, before + 1).await;
+    }
+
+    pub async fn wait_log_count(&self, needle: &str, n: usize) {
+        for _ in 0..200 {
+            if self.stderr_text().matches(needle).count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "proxy never logged {needle:?} ({n} times):\n{}",
+            self.stderr_text()
+        );
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection from a chosen source address.
+pub async fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let source: IpAddr = source.parse().unwrap();
+    let sock = match source {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    sock.bind(SocketAddr::new(source, 0))?;
+    let to = match (source, to.ip()) {
+        (IpAddr::V6(_), IpAddr::V4(v4)) if v4.is_loopback() => {
+            SocketAddr::new(ip("::1"), to.port())
+        }
+        _ => to,
+    };
+    sock.connect(to).await
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over an existing stream.
+pub async fn request_over<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Result<Reply>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    send(&mut sender, host, path, headers).await
+}
+
+pub async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Result<Reply> {
+    let mut req = Request::builder().uri(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// GET `path` on the proxy's HTTP listener from `source`.
+pub async fn get_from(proxy: &Proxy, source: &str, host: &str, path: &str) -> Reply {
+    get_with(proxy, source, host, path, &[]).await
+}
+
+pub async fn get_with(
+    proxy: &Proxy,
+    source: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let stream = connect_from(source, proxy.http_addr())
+        .await
+        .expect("connect to proxy");
+    request_over(stream, host, path, headers)
+        .await
+        .expect("HTTP exchange")
+}
+
+/// An HTTP upstream that answers with what it saw, as JSON, and counts its connections.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                        if req.uri().path() == "/slow" {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        let h = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let body = serde_json::json!({
+                            "upstream": name,
+                            "host": h("host"),
+                            "xff": h("x-forwarded-for"),
+                            "proto": h("x-forwarded-proto"),
+                            "path": req.uri().to_string(),
+                        });
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP upstream that echoes, counting accepted connections.
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes `msg`, reads the echo back. `Err` when the proxy closed the connection instead.
+pub async fn echo(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok(got)
+}
+
+/// True when the peer closes the connection (EOF or reset) within a few seconds.
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+pub fn entries_for<'a>(entries: &'a [Value], source_ip: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| e["source_ip"] == source_ip)
+        .collect()
+}

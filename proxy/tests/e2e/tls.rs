@@ -1,0 +1,154 @@
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::harness::*;
+
+struct Pki {
+    ca_der: CertificateDer<'static>,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        Self {
+            ca_der: ca.der().clone(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// Writes `<name>.crt` and `<name>.key` into `dir`; returns the certificate's DER.
+    fn issue(&self, dir: &std::path::Path, name: &str) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    fn connector(&self) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(cfg))
+    }
+}
+
+#[tokio::test]
+async fn https_certificates_are_chosen_by_sni() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let pki = Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    let dir_certs = tempfile::tempdir().unwrap();
+    let a_der = pki.issue(certs.path(), "a.test");
+    let b_der = pki.issue(dir_certs.path(), "b.test");
+    let yaml = format!(
+        r#"
+services:
+  - id: a
+    protocol: http
+    hosts: [a.test]
+    upstream: {}
+    tls:
+      cert_file: {c}/a.test.crt
+      key_file: {c}/a.test.key
+  - id: b
+    protocol: http
+    hosts: [b.test]
+    upstream: {}
+"#,
+        a.url(),
+        b.url(),
+        c = certs.path().display()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .https()
+        .arg("--tls-dir")
+        .arg(dir_certs.path().display().to_string())
+        .start()
+        .await;
+    let https = proxy.https.unwrap();
+    let connector = pki.connector();
+    for (name, der, upstream) in [("a.test", &a_der, "a"), ("b.test", &b_der, "b")] {
+        let tcp = connect_from("127.0.0.1", https).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .expect("handshake");
+        let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        assert_eq!(&presented, der, "certificate for {name}");
+        let r = request_over(tls, name, "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["upstream"], upstream);
+        assert_eq!(r.json()["proto"], "https");
+    }
+    // No certificate for an unknown name: the handshake fails, nothing is served.
+    let tcp = connect_from("127.0.0.1", https).await.unwrap();
+    let res = connector
+        .connect(ServerName::try_from("c.test").unwrap(), tcp)
+        .await;
+    assert!(res.is_err());
+    let entries = proxy.wait_entries(2).await;
+    assert_eq!(entries.len(), 2);
+}
+
+#[tokio::test]
+async fn tcp_service_can_terminate_tls() {
+    let echo_up = EchoUpstream::start().await;
+    let pki = Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    pki.issue(certs.path(), "db.test");
+    let yaml = format!(
+        "services:\n  - id: db\n    protocol: tcp\n    listen: 127.0.0.1:{{p}}\n    upstream: {}\n    tls:\n      cert_file: {c}/db.test.crt\n      key_file: {c}/db.test.key\n",
+        echo_up.addr,
+        c = certs.path().display()
+    );
+    let proxy = ProxyBuilder::new(&yaml).port("p").start().await;
+    let tcp = connect_from("127.0.0.1", proxy.port("p")).await.unwrap();
+    let mut tls = pki
+        .connector()
+        .connect(ServerName::try_from("db.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"plaintext upstream").await.unwrap();
+    let mut got = [0u8; 18];
+    tls.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"plaintext upstream");
+}
+
+#[tokio::test]
+async fn a_missing_certificate_rejects_the_config_at_start() {
+    let yaml = "services:\n  - id: a\n    protocol: http\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n    tls:\n      cert_file: /nonexistent/a.crt\n      key_file: /nonexistent/a.key\n";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nb-proxy"))
+        .args(["--http-listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service \"a\"") && err.contains("/nonexistent/a.crt"),
+        "{err}"
+    );
+}

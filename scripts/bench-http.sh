@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Load test: nb-proxy against nginx, both as reverse proxies in front of the same upstream, with
+# the same restrictions (a CIDR allow list and a country list) and both writing an access log.
+# Prints req/s, p99 latency and CPU time per request for each, and the ratios nb-proxy/nginx.
+#
+#   scripts/bench-http.sh            # DURATION=10s CONNECTIONS=50 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "== building nb-proxy (release)"
+cargo build --release -q -p nb-proxy
+NBPROXY=target/release/nb-proxy
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/up/nginx.pid" ] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/px/nginx.pid" ] && kill "$(cat "$work/px/nginx.pid")" 2>/dev/null || true
+  sleep 0.3
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port); NGINX_PORT=$(free_port); NB_PORT=$(free_port)
+
+# The upstream: a single nginx worker answering a small body.
+mkdir -p "$work/up" "$work/px"
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$UP_PORT reuseport;
+    location / { return 200 "hello from the upstream\n"; }
+  }
+}
+CONF
+
+# The peer: nginx as a reverse proxy, keep-alive upstream connections, CIDR allow list (allow/deny)
+# and a country list (geo module table standing in for a GeoIP lookup), JSON access log.
+cat > "$work/px/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/px/nginx.pid;
+error_log $work/px/error.log warn;
+events { worker_connections 4096; }
+http {
+  log_format json escape=json '{"ts":"\$time_iso8601","source_ip":"\$remote_addr","host":"\$host","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"bytes_out":\$bytes_sent}';
+  access_log $work/px/access.log json buffer=64k flush=1s;
+  geo \$country { default ZZ; 127.0.0.0/8 DE; }
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    location / {
+      allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
+      if (\$country !~ ^(DE|FR|NL)\$) { return 403; }
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+
+# nb-proxy with the same restrictions; its GeoIP database is built here from the same table.
+cargo run -q --release -p nb-proxy --example make-geo-db -- "$work/geo.mmdb" 127.0.0.0/8=DE
+cat > "$work/services.yaml" <<CONF
+services:
+  - id: bench
+    protocol: http
+    hosts: [bench.local]
+    upstream: http://127.0.0.1:$UP_PORT
+    restrictions:
+      cidr_allow: [127.0.0.0/8, 10.0.0.0/8]
+      country_allow: [DE, FR, NL]
+CONF
+
+"$NGINX" -c "$work/up/nginx.conf" -p "$work/up"
+"$NGINX" -c "$work/px/nginx.conf" -p "$work/px"
+"$NBPROXY" --config "$work/services.yaml" --http-listen "127.0.0.1:$NB_PORT" \
+  --geo-db "$work/geo.mmdb" --access-log "$work/nb-access.log" --log warn &
+pids+=($!)
+NB_PID=$!
+sleep 1
+
+# CPU ticks (user+system) of a process and its children that are alive now.
+cpu_ticks() {
+  local total=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    fi
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# run NAME PORT PIDS... -> prints "rps p99_ms cpu_us_per_req"
+run() {
+  local name=$1 port=$2; shift 2
+  curl -fsS -o /dev/null -H 'Host: bench.local' "http://127.0.0.1:$port/" || { echo "$name does not answer" >&2; exit 1; }
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
+  local before after out rps p99 reqs non2xx
+  before=$(cpu_ticks "$@")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "http://127.0.0.1:$port/")
+  after=$(cpu_ticks "$@")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  [ -z "$non2xx" ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  local cpu_us
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+  echo "$rps $p99 $cpu_us"
+}
+
+NGINX_MASTER=$(cat "$work/px/nginx.pid")
+echo "== wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run"
+read -r NG_RPS NG_P99 NG_CPU < <(run nginx "$NGINX_PORT" "$NGINX_MASTER")
+read -r NB_RPS NB_P99 NB_CPU < <(run nb-proxy "$NB_PORT" "$NB_PID")
+
+printf '\n%-10s %12s %10s %16s\n' proxy 'req/s' 'p99 ms' 'CPU us/request'
+printf '%-10s %12.0f %10.2f %16.2f\n' nginx "$NG_RPS" "$NG_P99" "$NG_CPU"
+printf '%-10s %12.0f %10.2f %16.2f\n' nb-proxy "$NB_RPS" "$NB_P99" "$NB_CPU"
+awk -v a="$NB_RPS" -v b="$NG_RPS" -v c="$NB_CPU" -v d="$NG_CPU" -v e="$NB_P99" -v f="$NG_P99" 'BEGIN {
+  printf "\nnb-proxy / nginx: req/s %.2fx (target >= 1.0), CPU per request %.2fx (target <= 1.0), p99 %.2fx\n", a/b, c/d, e/f }'
+echo "access-log lines: nginx $(wc -l < "$work/px/access.log"), nb-proxy $(wc -l < "$work/nb-access.log")"
