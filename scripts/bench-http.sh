@@ -3,10 +3,14 @@
 # the same restrictions (a CIDR allow list and a country list) and both writing an access log.
 # Prints req/s, p99 latency and CPU time per request for each, and the ratios nb-proxy/nginx.
 #
-#   scripts/bench-http.sh            # DURATION=10s CONNECTIONS=50 by default
+# The two run alternately for ROUNDS rounds and the medians are reported, because on a small
+# shared machine single runs vary by ±20%.
+#
+#   scripts/bench-http.sh            # DURATION=5s ROUNDS=5 CONNECTIONS=50 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 
@@ -117,7 +121,7 @@ HZ=$(getconf CLK_TCK)
 run() {
   local name=$1 port=$2; shift 2
   curl -fsS -o /dev/null -H 'Host: bench.local' "http://127.0.0.1:$port/" || { echo "$name does not answer" >&2; exit 1; }
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
   local before after out rps p99 reqs non2xx
   before=$(cpu_ticks "$@")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "http://127.0.0.1:$port/")
@@ -132,12 +136,21 @@ run() {
   echo "$rps $p99 $cpu_us"
 }
 
-NGINX_MASTER=$(cat "$work/px/nginx.pid")
-echo "== wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run"
-read -r NG_RPS NG_P99 NG_CPU < <(run nginx "$NGINX_PORT" "$NGINX_MASTER")
-read -r NB_RPS NB_P99 NB_CPU < <(run nb-proxy "$NB_PORT" "$NB_PID")
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
-printf '\n%-10s %12s %10s %16s\n' proxy 'req/s' 'p99 ms' 'CPU us/request'
+NGINX_MASTER=$(cat "$work/px/nginx.pid")
+echo "== wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
+: > "$work/ng.txt"; : > "$work/nb.txt"
+for round in $(seq "$ROUNDS"); do
+  run nginx "$NGINX_PORT" "$NGINX_MASTER" >> "$work/ng.txt"
+  run nb-proxy "$NB_PORT" "$NB_PID" >> "$work/nb.txt"
+  printf '   round %s: nginx %s | nb-proxy %s   (req/s p99_ms cpu_us)\n' "$round" "$(tail -1 "$work/ng.txt")" "$(tail -1 "$work/nb.txt")"
+done
+col() { awk -v c="$1" '{print $c}' "$2" | median; }
+NG_RPS=$(col 1 "$work/ng.txt"); NG_P99=$(col 2 "$work/ng.txt"); NG_CPU=$(col 3 "$work/ng.txt")
+NB_RPS=$(col 1 "$work/nb.txt"); NB_P99=$(col 2 "$work/nb.txt"); NB_CPU=$(col 3 "$work/nb.txt")
+
+printf '\nmedians:\n%-10s %12s %10s %16s\n' proxy 'req/s' 'p99 ms' 'CPU us/request'
 printf '%-10s %12.0f %10.2f %16.2f\n' nginx "$NG_RPS" "$NG_P99" "$NG_CPU"
 printf '%-10s %12.0f %10.2f %16.2f\n' nb-proxy "$NB_RPS" "$NB_P99" "$NB_CPU"
 awk -v a="$NB_RPS" -v b="$NG_RPS" -v c="$NB_CPU" -v d="$NG_CPU" -v e="$NB_P99" -v f="$NG_P99" 'BEGIN {

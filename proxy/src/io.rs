@@ -10,36 +10,17 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 /// Counters shared between a connection's stream and whoever watches it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Traffic {
-    epoch: Instant,
-    /// Milliseconds since `epoch` of the last read or write.
-    last_active_ms: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
 
 impl Traffic {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            epoch: Instant::now(),
-            last_active_ms: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-        })
-    }
-
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_active_ms.store(ms, Ordering::Relaxed);
-    }
-
-    pub fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
+        Arc::default()
     }
 
     pub fn totals(&self) -> (u64, u64) {
@@ -49,14 +30,24 @@ impl Traffic {
         )
     }
 
-    /// Resolves once nothing has moved for `limit`.
+    /// Resolves once nothing has moved for at least `limit` (at most 1.5 × `limit`). The
+    /// counters are sampled, so reads and writes never read the clock.
     pub async fn idle_timeout(&self, limit: Duration) {
+        let step = (limit / 2).max(Duration::from_millis(10));
+        let mut last = self.totals();
+        let mut quiet = Duration::ZERO;
         loop {
-            let idle = self.idle_for();
-            if idle >= limit {
-                return;
+            tokio::time::sleep(step).await;
+            let now = self.totals();
+            if now == last {
+                quiet += step;
+                if quiet >= limit {
+                    return;
+                }
+            } else {
+                quiet = Duration::ZERO;
+                last = now;
             }
-            tokio::time::sleep(limit - idle).await;
         }
     }
 }
@@ -96,7 +87,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientStream<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             this.traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            this.traffic.touch();
         }
         res
     }
@@ -114,7 +104,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
             this.traffic
                 .bytes_out
                 .fetch_add(n as u64, Ordering::Relaxed);
-            this.traffic.touch();
         }
         res
     }
@@ -130,7 +119,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
             this.traffic
                 .bytes_out
                 .fetch_add(n as u64, Ordering::Relaxed);
-            this.traffic.touch();
         }
         res
     }

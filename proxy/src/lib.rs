@@ -17,3 +17,4 @@ pub mod state;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

@@ -12,6 +12,12 @@ use nb_proxy::geo::GeoDb;
 use nb_proxy::restrict::IpSet;
 use nb_proxy::server::{Listeners, Server};
 use nb_proxy::state::{Limits, ProxyState};
+use nb_proxy::workers::Workers;
+
+// The request path allocates a little per request (headers, log entry); mimalloc's per-thread
+// heaps suit the thread-per-core workers better than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -78,7 +84,6 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::warn!("services use country lists but no --geo-db is loaded: they deny everything (geo_unavailable)");
     }
     let access_log = AccessLog::open(Destination::parse(&args.access_log))
-        .await
         .map_err(|e| format!("cannot open access log {}: {e}", args.access_log))?;
     let state = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(routes),
@@ -98,12 +103,14 @@ async fn run(args: Args) -> Result<(), String> {
             tls_handshake_timeout: args.tls_handshake_timeout,
         },
     });
+    let workers = Workers::per_core().map_err(|e| format!("cannot start worker threads: {e}"))?;
     let server = Server::start(
         state.clone(),
         Listeners {
             http: Some(args.http_listen),
             https: args.https_listen,
         },
+        workers,
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Problem, Routes};
 use crate::state::ProxyState;
+use crate::workers::Workers;
 
 #[derive(Debug, Clone, Default)]
 pub struct Listeners {
@@ -33,43 +33,53 @@ pub enum StartError {
 
 pub struct Server {
     state: Arc<ProxyState>,
+    workers: Workers,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
-    tcp: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
-    _shared_listeners: Vec<JoinHandle<()>>,
+    tcp: Mutex<HashMap<SocketAddr, Vec<AbortHandle>>>,
+    shared_listeners: Vec<AbortHandle>,
 }
 
 impl Server {
-    /// Binds the shared listeners and the initial services' TCP listeners, then serves.
-    pub async fn start(state: Arc<ProxyState>, listeners: Listeners) -> Result<Self, StartError> {
+    /// Binds the shared listeners and the initial services' TCP listeners, then serves them on
+    /// `workers`. Called from within the control runtime.
+    pub async fn start(
+        state: Arc<ProxyState>,
+        listeners: Listeners,
+        workers: Workers,
+    ) -> Result<Self, StartError> {
         let mut tasks = Vec::new();
         let mut http_addr = None;
         let mut https_addr = None;
+        let bind_err = |addr, what| move |source| StartError::Bind { addr, what, source };
         if let Some(addr) = listeners.http {
-            let l = bind(addr, "HTTP listener").await?;
-            http_addr = l.local_addr().ok();
-            tasks.push(tokio::spawn(crate::http::run_listener(
-                state.clone(),
-                l,
-                None,
-            )));
+            let l = workers
+                .bind(addr)
+                .map_err(bind_err(addr, "HTTP listener"))?;
+            http_addr = l.first().and_then(|l| l.local_addr().ok());
+            let st = state.clone();
+            let serving = workers.serve(l, move |l| crate::http::run_listener(st.clone(), l, None));
+            tasks.extend(serving.map_err(bind_err(addr, "HTTP listener"))?);
         }
         if let Some(addr) = listeners.https {
-            let l = bind(addr, "HTTPS listener").await?;
-            https_addr = l.local_addr().ok();
+            let l = workers
+                .bind(addr)
+                .map_err(bind_err(addr, "HTTPS listener"))?;
+            https_addr = l.first().and_then(|l| l.local_addr().ok());
             let acceptor = TlsAcceptor::from(crate::tls::sni_config(state.clone()));
-            tasks.push(tokio::spawn(crate::http::run_listener(
-                state.clone(),
-                l,
-                Some(acceptor),
-            )));
+            let st = state.clone();
+            let serving = workers.serve(l, move |l| {
+                crate::http::run_listener(st.clone(), l, Some(acceptor.clone()))
+            });
+            tasks.extend(serving.map_err(bind_err(addr, "HTTPS listener"))?);
         }
         let server = Self {
             state,
+            workers,
             http_addr,
             https_addr,
             tcp: Mutex::new(HashMap::new()),
-            _shared_listeners: tasks,
+            shared_listeners: tasks,
         };
         let routes = server.state.routes.load_full();
         server
@@ -116,7 +126,7 @@ impl Server {
             if running.contains(addr) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            match self.workers.bind(*addr) {
                 Ok(l) => fresh.push((*addr, l)),
                 Err(e) => problems.push(Problem {
                     service: Some(service.id.to_string()),
@@ -134,14 +144,21 @@ impl Server {
         self.state.routes.store(routes.clone());
         let mut table = self.tcp.lock().expect("listener table");
         for (addr, listener) in fresh {
-            let task = tokio::spawn(crate::tcp::run_listener(self.state.clone(), listener, addr));
-            table.insert(addr, task);
+            let st = self.state.clone();
+            match self.workers.serve(listener, move |l| {
+                crate::tcp::run_listener(st.clone(), l, addr)
+            }) {
+                Ok(tasks) => {
+                    table.insert(addr, tasks);
+                }
+                Err(e) => tracing::error!(listen = %addr, error = %e, "cannot serve listener"),
+            }
         }
         // Stop accepting where no service listens any more; open connections carry on.
-        table.retain(|addr, task| {
+        table.retain(|addr, tasks| {
             let keep = routes.tcp.contains_key(addr);
             if !keep {
-                task.abort();
+                tasks.iter().for_each(AbortHandle::abort);
             }
             keep
         });
@@ -151,19 +168,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        for t in &self._shared_listeners {
-            t.abort();
-        }
+        self.shared_listeners.iter().for_each(AbortHandle::abort);
         if let Ok(table) = self.tcp.lock() {
-            for t in table.values() {
-                t.abort();
-            }
+            table.values().flatten().for_each(AbortHandle::abort);
         }
     }
-}
-
-async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, what, source })
 }

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::io::Write;
 use tokio::sync::mpsc;
 
 use super::AccessLogEntry;
 
-const QUEUE: usize = 16 * 1024;
-const BATCH: usize = 512;
+const QUEUE: usize = 32 * 1024;
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub enum Destination {
@@ -42,20 +42,21 @@ impl AccessLog {
         Self::default()
     }
 
-    /// Opens the destination and starts its writer task.
-    pub async fn open(dest: Destination) -> std::io::Result<Self> {
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = match &dest {
-            Destination::Stdout => Box::new(tokio::io::stdout()),
+    /// Opens the destination and starts its writer thread.
+    pub fn open(dest: Destination) -> std::io::Result<Self> {
+        let writer: Box<dyn Write + Send> = match &dest {
+            Destination::Stdout => Box::new(std::io::stdout()),
             Destination::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)
-                    .await?,
+                    .open(path)?,
             ),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_lines(rx, writer));
+        std::thread::Builder::new()
+            .name("nb-access-log".into())
+            .spawn(move || write_lines(rx, writer))?;
         Ok(Self {
             sinks: Arc::new(vec![tx]),
             dropped: Arc::default(),
@@ -83,23 +84,28 @@ impl AccessLog {
     }
 }
 
-async fn write_lines(
-    mut rx: mpsc::Receiver<Arc<AccessLogEntry>>,
-    mut out: Box<dyn AsyncWrite + Send + Unpin>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+/// The writer drains the queue on a tick instead of being woken per entry, so recording an
+/// entry never wakes another thread, and each batch is one write.
+fn write_lines(mut rx: mpsc::Receiver<Arc<AccessLogEntry>>, mut out: Box<dyn Write + Send>) {
+    let mut buf = Vec::with_capacity(256 * 1024);
+    let mut open = true;
+    while open {
+        std::thread::sleep(DRAIN_EVERY);
         buf.clear();
-        for entry in batch.drain(..) {
-            entry.to_json_line(&mut buf);
+        loop {
+            match rx.try_recv() {
+                Ok(entry) => entry.to_json_line(&mut buf),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
         }
-        if let Err(e) = async {
-            out.write_all(&buf).await?;
-            out.flush().await
+        if buf.is_empty() {
+            continue;
         }
-        .await
-        {
+        if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
             tracing::error!(error = %e, "cannot write the access log");
         }
     }
