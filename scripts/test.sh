@@ -4,7 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (none are skipped when missing: they are installed here).
-packages=()
+#   crowdsec: the real CrowdSec LAPI the bouncer tests run against.
+packages=(crowdsec)
+
+# crowdsec's postinst registers with the Central API unless credentials already exist, which
+# fails offline; the tests never use the Central API, so a placeholder is enough.
+if ! dpkg -s crowdsec >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO mkdir -p /etc/crowdsec
+  if [ ! -s /etc/crowdsec/online_api_credentials.yaml ]; then
+    printf 'url: http://127.0.0.1:1/\nlogin: offline\npassword: offline\n' | $SUDO tee /etc/crowdsec/online_api_credentials.yaml >/dev/null
+  fi
+fi
 if [ ${#packages[@]} -gt 0 ]; then
   missing=()
   for p in "${packages[@]}"; do

@@ -81,6 +81,76 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub config_poll_interval: Duration,
 
+    /// CrowdSec LAPI base URL (http or https). Without it, services with CrowdSec enforce deny
+    /// everything (crowdsec_unavailable) and observe records that.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_API_URL")]
+    pub crowdsec_api_url: Option<String>,
+
+    /// Bouncer key from `cscli bouncers add`.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_API_KEY", hide_env_values = true)]
+    pub crowdsec_api_key: Option<String>,
+
+    /// How often to pull decision changes.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_UPDATE_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub crowdsec_update_interval: Duration,
+
+    /// How often to pull the full decision set again, repairing any drift.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_RESYNC_INTERVAL", default_value = "4h", value_parser = duration)]
+    pub crowdsec_resync_interval: Duration,
+
+    /// Per LAPI request: the whole of a delta poll, the longest silence within a full sync.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub crowdsec_timeout: Duration,
+
+    /// PEM file of the CA that signed the LAPI's certificate (private PKI).
+    #[arg(long, env = "NB_PROXY_CROWDSEC_CA_CERT")]
+    pub crowdsec_ca_cert: Option<PathBuf>,
+
+    /// Client certificate for LAPI mutual TLS (its OU must be in the LAPI's bouncers_allowed_ou).
+    #[arg(long, env = "NB_PROXY_CROWDSEC_CLIENT_CERT")]
+    pub crowdsec_client_cert: Option<PathBuf>,
+
+    /// Private key of --crowdsec-client-cert.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_CLIENT_KEY")]
+    pub crowdsec_client_key: Option<PathBuf>,
+
+    /// Do not verify the LAPI's certificate. Insecure; logged loudly.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_INSECURE_SKIP_VERIFY")]
+    pub crowdsec_insecure_skip_verify: bool,
+
+    /// Only decisions from these origins (comma-separated: crowdsec,cscli,CAPI,lists,…).
+    #[arg(long, env = "NB_PROXY_CROWDSEC_ORIGINS", value_delimiter = ',')]
+    pub crowdsec_origins: Vec<String>,
+
+    /// Only decisions whose scenario contains one of these (comma-separated, case-insensitive).
+    #[arg(
+        long,
+        env = "NB_PROXY_CROWDSEC_SCENARIOS_CONTAINING",
+        value_delimiter = ','
+    )]
+    pub crowdsec_scenarios_containing: Vec<String>,
+
+    /// Ignore decisions whose scenario contains one of these (e.g. the proxy's own scenarios).
+    #[arg(
+        long,
+        env = "NB_PROXY_CROWDSEC_SCENARIOS_NOT_CONTAINING",
+        value_delimiter = ','
+    )]
+    pub crowdsec_scenarios_not_containing: Vec<String>,
+
+    /// Decision types enforced (comma-separated: ban,captcha,throttle,…); empty = all. Types
+    /// other than captcha and throttle deny as crowdsec_ban.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_TYPES", value_delimiter = ',')]
+    pub crowdsec_types: Vec<String>,
+
+    /// Refuse LAPI answers with more decisions than this (bounds memory).
+    #[arg(
+        long,
+        env = "NB_PROXY_CROWDSEC_MAX_DECISIONS",
+        default_value_t = 5_000_000
+    )]
+    pub crowdsec_max_decisions: usize,
+
     /// Log filter (tracing syntax), e.g. `info` or `nb_proxy=debug`.
     #[arg(long, env = "NB_PROXY_LOG", default_value = "info")]
     pub log: String,

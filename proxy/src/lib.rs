@@ -7,6 +7,7 @@ pub mod accesslog;
 pub mod cli;
 pub mod clientip;
 pub mod config;
+pub mod crowdsec;
 pub mod geo;
 pub mod http;
 pub mod io;

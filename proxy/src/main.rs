@@ -8,6 +8,7 @@ use nb_proxy::accesslog::{AccessLog, Destination};
 use nb_proxy::cli::Args;
 use nb_proxy::clientip::ClientAddressPolicy;
 use nb_proxy::config::{load_file, parse_cidr, CompileOptions, Routes};
+use nb_proxy::crowdsec::{ApiKey, CrowdSec, DecisionFilter, LapiConfig};
 use nb_proxy::geo::GeoDb;
 use nb_proxy::restrict::IpSet;
 use nb_proxy::server::{Listeners, Server};
@@ -85,6 +86,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let access_log = AccessLog::open(Destination::parse(&args.access_log))
         .map_err(|e| format!("cannot open access log {}: {e}", args.access_log))?;
+    let crowdsec = CrowdSec::new(lapi_config(&args)?, tokio::runtime::Handle::current());
     let state = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(routes),
         geo,
@@ -102,6 +104,7 @@ async fn run(args: Args) -> Result<(), String> {
             upstream_timeout: args.upstream_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
         },
+        crowdsec,
     });
     let workers = Workers::per_core().map_err(|e| format!("cannot start worker threads: {e}"))?;
     let server = Server::start(
@@ -141,4 +144,50 @@ async fn run(args: Args) -> Result<(), String> {
     // Give the access-log writer a moment to flush what it holds.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(())
+}
+
+fn lapi_config(args: &Args) -> Result<Option<LapiConfig>, String> {
+    let Some(url) = args
+        .crowdsec_api_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        if args.crowdsec_api_key.is_some() {
+            tracing::warn!(
+                "--crowdsec-api-key is set without --crowdsec-api-url: CrowdSec stays off"
+            );
+        }
+        return Ok(None);
+    };
+    let url: reqwest::Url = url
+        .trim()
+        .parse()
+        .map_err(|e| format!("--crowdsec-api-url {url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--crowdsec-api-url {url} must be http:// or https://"
+        ));
+    }
+    if args.crowdsec_api_key.is_none() && args.crowdsec_client_cert.is_none() {
+        return Err("--crowdsec-api-url needs --crowdsec-api-key (from `cscli bouncers add`) or a client certificate".into());
+    }
+    let mut cfg = LapiConfig::new(url);
+    cfg.api_key = args.crowdsec_api_key.clone().map(ApiKey::new);
+    cfg.ca_cert = args.crowdsec_ca_cert.clone();
+    cfg.client_cert = args.crowdsec_client_cert.clone();
+    cfg.client_key = args.crowdsec_client_key.clone();
+    cfg.insecure_skip_verify = args.crowdsec_insecure_skip_verify;
+    cfg.update_interval = args.crowdsec_update_interval;
+    cfg.resync_interval = args.crowdsec_resync_interval;
+    cfg.timeout = args.crowdsec_timeout;
+    cfg.max_decisions = args.crowdsec_max_decisions;
+    cfg.filter = DecisionFilter::new(
+        args.crowdsec_origins.clone(),
+        args.crowdsec_scenarios_containing.clone(),
+        args.crowdsec_scenarios_not_containing.clone(),
+        args.crowdsec_types.clone(),
+    );
+    // Fail at start, not at the first service, when files are missing.
+    nb_proxy::crowdsec::LapiClient::new(cfg.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(cfg))
 }

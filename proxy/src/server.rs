@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, Problem, Routes};
+use crate::config::{ConfigError, Problem, Routes, Service};
+use crate::crowdsec::BouncerRef;
+use crate::restrict::CrowdSecMode;
 use crate::state::ProxyState;
 use crate::workers::Workers;
 
@@ -38,6 +40,8 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     tcp: Mutex<HashMap<SocketAddr, Vec<AbortHandle>>>,
     shared_listeners: Vec<AbortHandle>,
+    /// One bouncer reference per service of the running configuration with CrowdSec on.
+    crowdsec_refs: Mutex<Vec<BouncerRef>>,
 }
 
 impl Server {
@@ -80,6 +84,7 @@ impl Server {
             https_addr,
             tcp: Mutex::new(HashMap::new()),
             shared_listeners: tasks,
+            crowdsec_refs: Mutex::new(Vec::new()),
         };
         let routes = server.state.routes.load_full();
         server
@@ -141,7 +146,13 @@ impl Server {
                 problems,
             });
         }
+        // New references before the old ones go: an edit never restarts the bouncer.
+        let refs = self.crowdsec_references(routes);
         self.state.routes.store(routes.clone());
+        drop(std::mem::replace(
+            &mut *self.crowdsec_refs.lock().expect("refs"),
+            refs,
+        ));
         let mut table = self.tcp.lock().expect("listener table");
         for (addr, listener) in fresh {
             let st = self.state.clone();
@@ -163,6 +174,35 @@ impl Server {
             keep
         });
         Ok(())
+    }
+}
+
+impl Server {
+    fn crowdsec_references(&self, routes: &Routes) -> Vec<BouncerRef> {
+        let crowdsec = &self.state.crowdsec;
+        let users: Vec<&Service> = routes
+            .services
+            .iter()
+            .map(|s| &**s)
+            .filter(|s| s.filter.crowdsec_mode().is_on())
+            .collect();
+        if !users.is_empty() && !crowdsec.is_configured() {
+            for s in &users {
+                tracing::warn!(
+                    service = %s.id,
+                    mode = %s.filter.crowdsec_mode(),
+                    "service \"{}\" uses crowdsec_mode {} but no --crowdsec-api-url is configured: {}",
+                    s.id,
+                    s.filter.crowdsec_mode(),
+                    if s.filter.crowdsec_mode() == CrowdSecMode::Enforce {
+                        "it denies every request (crowdsec_unavailable)"
+                    } else {
+                        "every entry records crowdsec_unavailable"
+                    }
+                );
+            }
+        }
+        users.iter().map(|_| crowdsec.acquire()).collect()
     }
 }
 

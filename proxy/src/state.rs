@@ -4,13 +4,16 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
 use crate::clientip::ClientAddressPolicy;
 use crate::config::Routes;
+use crate::crowdsec::CrowdSec;
 use crate::geo::GeoDb;
-use crate::restrict::{CountryLookup, Filter, Outcome, Reputation};
+use crate::restrict::{CountryLookup, Filter, Outcome};
 
 /// Timeouts and limits of the data plane.
 #[derive(Debug, Clone)]
@@ -45,13 +48,13 @@ pub struct ProxyState {
     pub access_log: AccessLog,
     pub clients: ClientAddressPolicy,
     pub limits: Limits,
+    pub crowdsec: Arc<CrowdSec>,
 }
 
 impl ProxyState {
     /// Asks `restrict` about one client, with this process's sources.
     pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
         let geo = self.geo.as_ref().map(|g| g as &dyn CountryLookup);
-        // No bouncer is embedded in this build: CrowdSec is unavailable, so enforce fails closed.
-        filter.check(client, geo, |_| Reputation::Unavailable)
+        filter.check(client, geo, |ip| self.crowdsec.reputation(ip))
     }
 }

@@ -3,8 +3,10 @@
 mod harness;
 
 mod client_ip;
+mod crowdsec_real;
 mod geo;
 mod http;
+mod lapi;
 mod limits;
 mod reload;
 mod tcp;

@@ -1,0 +1,154 @@
+//! The stream loop: a full sync at start (and periodically), deltas every interval, capped
+//! exponential backoff with jitter on failure. A failure never empties the cache; the state is
+//! logged when it changes, not on every poll.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::client::{LapiClient, LapiError};
+use super::shared::Shared;
+use super::store::Store;
+
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
+    let cfg = client.config().clone();
+    tracing::info!(url = %cfg.url, "connecting to CrowdSec LAPI at {}", cfg.url);
+    let mut store = Some(Store::new());
+    let mut need_full = true;
+    let mut last_full = Instant::now();
+    let mut last_purge = Instant::now();
+    let mut failures: u32 = 0;
+    let mut failing: Option<&'static str> = None;
+    loop {
+        let full = need_full || last_full.elapsed() >= cfg.resync_interval;
+        match client.stream(full).await {
+            Ok(batch) => {
+                let (skipped, new, deleted) = (batch.skipped, batch.new.len(), batch.deleted.len());
+                let purge = last_purge.elapsed() >= PURGE_EVERY;
+                // Building a snapshot of a million decisions takes a while: off the runtime.
+                let mut s = store.take().unwrap_or_default();
+                let sh = shared.clone();
+                let (s, snap) = tokio::task::spawn_blocking(move || {
+                    let now = sh.tick();
+                    let snap = if full {
+                        s.replace_all(batch, now)
+                    } else if purge {
+                        s.apply(batch, now);
+                        s.purge_expired(now)
+                    } else {
+                        s.apply(batch, now)
+                    };
+                    (s, snap)
+                })
+                .await
+                .unwrap_or_else(|_| (Store::new(), Arc::new(super::store::Snapshot::empty())));
+                store = Some(s);
+                let count = snap.len();
+                shared.publish(snap);
+                if purge {
+                    last_purge = Instant::now();
+                }
+                if full {
+                    last_full = Instant::now();
+                    need_full = false;
+                }
+                if !shared.is_synced() {
+                    shared.set_synced(true);
+                    tracing::info!(
+                        decisions = count,
+                        skipped,
+                        "CrowdSec bouncer synced initial decisions ({count})"
+                    );
+                } else {
+                    tracing::debug!(
+                        full,
+                        new,
+                        deleted,
+                        skipped,
+                        decisions = count,
+                        "CrowdSec decisions updated"
+                    );
+                }
+                if failing.take().is_some() {
+                    tracing::info!(decisions = count, "CrowdSec LAPI reachable again");
+                }
+                failures = 0;
+                if let Ok(mut st) = shared.status.lock() {
+                    st.last_sync = Some(SystemTime::now());
+                    st.last_error = None;
+                }
+                tokio::time::sleep(cfg.update_interval).await;
+            }
+            Err(e) => {
+                if e.needs_resync() {
+                    need_full = true;
+                }
+                if failing != Some(e.kind()) {
+                    report(&shared, &cfg.url, &e);
+                    failing = Some(e.kind());
+                }
+                if let Ok(mut st) = shared.status.lock() {
+                    st.last_error = Some(e.to_string());
+                }
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(backoff(failures, cfg.update_interval)).await;
+            }
+        }
+    }
+}
+
+fn report(shared: &Shared, url: &reqwest::Url, e: &LapiError) {
+    if shared.is_synced() {
+        tracing::warn!(
+            decisions = shared.decisions(),
+            "CrowdSec LAPI at {url}: {e}; keeping the last known decisions"
+        );
+    } else {
+        tracing::warn!("CrowdSec LAPI at {url}: {e}; not synced yet: enforce services deny (crowdsec_unavailable)");
+    }
+}
+
+/// 1s, 2s, 4s … capped at max(interval, 60s), ±20% jitter.
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    let cap = interval.max(MAX_BACKOFF);
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(cap);
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// Advances the coarse clock the lookups read, so decisions expire on time even when the LAPI
+/// is unreachable.
+pub(super) async fn tick_clock(shared: Arc<Shared>) {
+    let mut t = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        t.tick().await;
+        shared.tick();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let i = Duration::from_secs(10);
+        let b1 = backoff(1, i);
+        assert!(
+            b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200),
+            "{b1:?}"
+        );
+        let b3 = backoff(3, i);
+        assert!(
+            b3 >= Duration::from_millis(3200) && b3 <= Duration::from_millis(4800),
+            "{b3:?}"
+        );
+        for n in [7, 20, 1000] {
+            assert!(backoff(n, i) <= Duration::from_secs(72));
+            assert!(backoff(n, i) >= Duration::from_secs(48));
+        }
+    }
+}

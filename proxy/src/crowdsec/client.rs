@@ -1,0 +1,342 @@
+//! The LAPI HTTP client: `GET /v1/decisions/stream`, with errors in the operator's words.
+//! The API key travels as a sensitive header and is never formatted into a message.
+
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Certificate, Identity, StatusCode, Url};
+
+use super::filter::DecisionFilter;
+use super::wire::{parse_stream, Batch, ParseError};
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// How to reach the LAPI and what to ask it for.
+#[derive(Debug, Clone)]
+pub struct LapiConfig {
+    pub url: Url,
+    pub api_key: Option<ApiKey>,
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub update_interval: Duration,
+    pub resync_interval: Duration,
+    /// Per request: whole delta polls, and the longest silence within a startup answer.
+    pub timeout: Duration,
+    pub filter: DecisionFilter,
+    pub max_decisions: usize,
+}
+
+impl LapiConfig {
+    /// Answers larger than this are refused: about 4 times what the LAPI sends for
+    /// `max_decisions` decisions, at least 64 MiB.
+    pub fn max_body_bytes(&self) -> u64 {
+        (self.max_decisions as u64 * 600).max(64 << 20)
+    }
+
+    pub fn new(url: Url) -> Self {
+        Self {
+            url,
+            api_key: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
+            insecure_skip_verify: false,
+            update_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(4 * 3600),
+            timeout: Duration::from_secs(10),
+            filter: DecisionFilter::default(),
+            max_decisions: 5_000_000,
+        }
+    }
+}
+
+/// Why talking to the LAPI failed. All are on the LAPI's side of the connection; the bouncer
+/// retries every one of them with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum LapiError {
+    #[error("certificate not trusted ({0}); give the LAPI's CA with --crowdsec-ca-cert")]
+    CertificateNotTrusted(String),
+    #[error("key rejected (the LAPI answered 403); check --crowdsec-api-key against `cscli bouncers list`")]
+    KeyRejected,
+    #[error("host not found")]
+    HostNotFound,
+    #[error("connection refused")]
+    ConnectionRefused,
+    #[error("timeout")]
+    Timeout,
+    #[error("the LAPI answered HTTP {0}")]
+    Status(u16),
+    #[error("{0}")]
+    BadAnswer(#[from] ParseError),
+    #[error("the LAPI answer is larger than {0} MiB; refused to bound memory")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Other(String),
+    #[error("bad bouncer configuration: {0}")]
+    Config(String),
+}
+
+impl LapiError {
+    /// A short stable label, to log once per change of state.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LapiError::CertificateNotTrusted(_) => "certificate",
+            LapiError::KeyRejected => "key",
+            LapiError::HostNotFound => "dns",
+            LapiError::ConnectionRefused => "refused",
+            LapiError::Timeout => "timeout",
+            LapiError::Status(_) => "status",
+            LapiError::BadAnswer(_) | LapiError::TooLarge(_) => "answer",
+            LapiError::Other(_) => "other",
+            LapiError::Config(_) => "config",
+        }
+    }
+
+    /// The answer may have been read in part, and the LAPI's cursor may have moved: only a
+    /// full resync is safe after this.
+    pub fn needs_resync(&self) -> bool {
+        matches!(
+            self,
+            LapiError::BadAnswer(_)
+                | LapiError::TooLarge(_)
+                | LapiError::Other(_)
+                | LapiError::Timeout
+        )
+    }
+
+    fn classify(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            return LapiError::Timeout;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut text = String::new();
+        while let Some(err) = source {
+            if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>()
+            {
+                return LapiError::CertificateNotTrusted(format!("{c:?}"));
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return LapiError::ConnectionRefused,
+                    std::io::ErrorKind::TimedOut => return LapiError::Timeout,
+                    _ => {}
+                }
+            }
+            text.push_str(&err.to_string());
+            text.push_str(": ");
+            source = err.source();
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("dns error") || lower.contains("failed to lookup address") {
+            LapiError::HostNotFound
+        } else if lower.contains("invalid peer certificate") {
+            LapiError::CertificateNotTrusted("invalid peer certificate".into())
+        } else if lower.contains("connection refused") {
+            LapiError::ConnectionRefused
+        } else {
+            LapiError::Other(text.trim_end_matches(": ").to_owned())
+        }
+    }
+}
+
+/// `NAME/vVERSION`: the LAPI stores it as the bouncer's type and version (`cscli bouncers list`).
+pub const USER_AGENT: &str = concat!("crowdsec-nb-proxy-bouncer/v", env!("CARGO_PKG_VERSION"));
+
+pub struct LapiClient {
+    http: reqwest::Client,
+    stream_url: Url,
+    cfg: LapiConfig,
+}
+
+impl LapiClient {
+    pub fn new(cfg: LapiConfig) -> Result<Self, LapiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(key) = &cfg.api_key {
+            let mut v = HeaderValue::from_str(&key.0).map_err(|_| {
+                LapiError::Config("the API key has characters a header cannot carry".into())
+            })?;
+            v.set_sensitive(true);
+            headers.insert("x-api-key", v);
+        }
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(cfg.timeout)
+            .read_timeout(cfg.timeout)
+            .pool_max_idle_per_host(1);
+        if let Some(ca) = &cfg.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                LapiError::Config(format!(
+                    "cannot read --crowdsec-ca-cert {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                LapiError::Config(format!("{} is not a PEM certificate: {e}", ca.display()))
+            })?;
+            b = b.add_root_certificate(cert);
+        }
+        match (&cfg.client_cert, &cfg.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = std::fs::read(cert).map_err(|e| {
+                    LapiError::Config(format!(
+                        "cannot read --crowdsec-client-cert {}: {e}",
+                        cert.display()
+                    ))
+                })?;
+                pem.push(b'\n');
+                pem.extend(std::fs::read(key).map_err(|e| {
+                    LapiError::Config(format!(
+                        "cannot read --crowdsec-client-key {}: {e}",
+                        key.display()
+                    ))
+                })?);
+                let id = Identity::from_pem(&pem).map_err(|e| {
+                    LapiError::Config(format!("client certificate or key unusable: {e}"))
+                })?;
+                b = b.identity(id);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(LapiError::Config(
+                    "--crowdsec-client-cert and --crowdsec-client-key go together".into(),
+                ))
+            }
+        }
+        if cfg.insecure_skip_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let http = b.build().map_err(|e| LapiError::Config(e.to_string()))?;
+        let mut stream_url = cfg.url.clone();
+        {
+            let mut segs = stream_url
+                .path_segments_mut()
+                .map_err(|_| LapiError::Config(format!("{} cannot be a base URL", cfg.url)))?;
+            segs.pop_if_empty().extend(["v1", "decisions", "stream"]);
+        }
+        Ok(Self {
+            http,
+            stream_url,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &LapiConfig {
+        &self.cfg
+    }
+
+    /// One poll: the full active set with `startup`, else the changes since the last poll.
+    pub async fn stream(&self, startup: bool) -> Result<Batch, LapiError> {
+        let mut req = self
+            .http
+            .get(self.stream_url.clone())
+            .query(&[("startup", if startup { "true" } else { "false" })])
+            .query(&[("scopes", "ip,range")])
+            .query(&self.cfg.filter.query());
+        if !startup {
+            req = req.timeout(self.cfg.timeout);
+        }
+        let resp = req.send().await.map_err(|e| LapiError::classify(&e))?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => return Err(LapiError::KeyRejected),
+            s => return Err(LapiError::Status(s.as_u16())),
+        }
+        // The body is parsed on a blocking thread as it arrives, chunk by chunk.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, LapiError>>(8);
+        let filter = self.cfg.filter.clone();
+        let max = self.cfg.max_decisions;
+        let parser = tokio::task::spawn_blocking(move || {
+            parse_stream(
+                std::io::BufReader::with_capacity(64 * 1024, ChunkReader::new(rx)),
+                &filter,
+                max,
+            )
+        });
+        let mut body = resp.bytes_stream();
+        let mut feed_error = None;
+        let limit = self.cfg.max_body_bytes();
+        let mut received: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| LapiError::classify(&e));
+            if let Ok(c) = &chunk {
+                received += c.len() as u64;
+                if received > limit {
+                    feed_error = Some(LapiError::TooLarge(limit >> 20));
+                    break;
+                }
+            }
+            let failed = chunk.is_err();
+            if let Err(e) = &chunk {
+                feed_error = Some(match e {
+                    LapiError::Timeout => LapiError::Timeout,
+                    other => LapiError::Other(format!("the answer broke off: {other}")),
+                });
+            }
+            if tx.send(chunk).is_err() || failed {
+                break; // the parser stopped (bad answer) or the body broke
+            }
+        }
+        drop(tx);
+        let parsed = parser
+            .await
+            .map_err(|e| LapiError::Other(format!("decision parser stopped: {e}")))?;
+        match (parsed, feed_error) {
+            (_, Some(e)) => Err(e),
+            (Ok(batch), None) => Ok(batch),
+            (Err(e), None) => Err(LapiError::BadAnswer(e)),
+        }
+    }
+}
+
+/// `Read` over body chunks handed across from the async side.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    fn new(rx: std::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>) -> Self {
+        Self {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}

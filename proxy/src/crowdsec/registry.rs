@@ -1,0 +1,128 @@
+//! One bouncer per process, reference-counted by the services that use CrowdSec. It starts
+//! with the first reference and stops with the last. Callers take new references before
+//! dropping old ones, so editing a service never restarts it.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use super::bouncer;
+use super::client::{LapiClient, LapiConfig};
+use super::shared::{BouncerStatus, Shared};
+use crate::restrict::Reputation;
+
+pub struct CrowdSec {
+    config: Option<LapiConfig>,
+    shared: Arc<Shared>,
+    runtime: Handle,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    refs: usize,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Held by the running configuration for each service with CrowdSec on.
+pub struct BouncerRef(Arc<CrowdSec>);
+
+impl Drop for BouncerRef {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl CrowdSec {
+    /// `config` is `None` when no LAPI is configured. Tasks run on `runtime`.
+    pub fn new(config: Option<LapiConfig>, runtime: Handle) -> Arc<Self> {
+        let shared = Shared::new();
+        if let Ok(mut st) = shared.status.lock() {
+            st.configured = config.is_some();
+        }
+        Arc::new(Self {
+            config,
+            shared,
+            runtime,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// The per-request check: lock-free.
+    #[inline]
+    pub fn reputation(&self, addr: IpAddr) -> Reputation {
+        self.shared.reputation(addr)
+    }
+
+    pub fn status(&self) -> BouncerStatus {
+        let mut s = self.shared.status();
+        s.running = self
+            .inner
+            .lock()
+            .map(|i| !i.tasks.is_empty())
+            .unwrap_or(false);
+        s
+    }
+
+    /// References currently held.
+    pub fn references(&self) -> usize {
+        self.inner.lock().map(|i| i.refs).unwrap_or(0)
+    }
+
+    pub fn acquire(self: &Arc<Self>) -> BouncerRef {
+        let mut inner = self.inner.lock().expect("crowdsec registry");
+        inner.refs += 1;
+        if inner.refs == 1 {
+            self.start(&mut inner);
+        }
+        BouncerRef(self.clone())
+    }
+
+    fn release(&self) {
+        let mut inner = self.inner.lock().expect("crowdsec registry");
+        inner.refs = inner.refs.saturating_sub(1);
+        if inner.refs == 0 && !inner.tasks.is_empty() {
+            for t in inner.tasks.drain(..) {
+                t.abort();
+            }
+            self.shared.reset();
+            tracing::info!("CrowdSec bouncer stopped");
+        }
+    }
+
+    fn start(&self, inner: &mut Inner) {
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        let client = match LapiClient::new(cfg.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("CrowdSec bouncer cannot start: {e}");
+                if let Ok(mut st) = self.shared.status.lock() {
+                    st.last_error = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        if cfg.insecure_skip_verify {
+            tracing::warn!(
+                "INSECURE: --crowdsec-insecure-skip-verify is set: the LAPI's certificate is NOT verified; anyone on the path can feed or suppress decisions"
+            );
+        }
+        self.shared.reset();
+        inner
+            .tasks
+            .push(self.runtime.spawn(bouncer::tick_clock(self.shared.clone())));
+        inner.tasks.push(
+            self.runtime
+                .spawn(bouncer::run(client, self.shared.clone())),
+        );
+        tracing::info!("CrowdSec bouncer started");
+    }
+}

@@ -1,0 +1,93 @@
+//! What the data plane reads: the current snapshot, whether the first sync happened, and a
+//! coarse clock. Lock-free: one arc-swap load and two atomic loads per lookup.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use super::store::Snapshot;
+use crate::restrict::Reputation;
+
+/// The bouncer's state as shown to operators and management.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BouncerStatus {
+    pub configured: bool,
+    pub running: bool,
+    pub synced: bool,
+    pub decisions: usize,
+    pub last_sync: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    synced: AtomicBool,
+    epoch: Instant,
+    /// Seconds since `epoch`, advanced by the bouncer's ticker (lookups never read the clock).
+    now: AtomicU32,
+    pub(super) status: Mutex<BouncerStatus>,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            synced: AtomicBool::new(false),
+            epoch: Instant::now(),
+            now: AtomicU32::new(0),
+            status: Mutex::new(BouncerStatus::default()),
+        })
+    }
+
+    /// The hot path: no lock, no allocation, no await.
+    #[inline]
+    pub fn reputation(&self, addr: IpAddr) -> Reputation {
+        if !self.synced.load(Ordering::Acquire) {
+            return Reputation::Unavailable;
+        }
+        let now = self.now.load(Ordering::Relaxed);
+        match self.snapshot.load().lookup(addr.to_canonical(), now) {
+            Some(v) => Reputation::Flagged(v),
+            None => Reputation::Clean,
+        }
+    }
+
+    /// Precise seconds since the epoch, for the writer; also advances the coarse clock.
+    pub(super) fn tick(&self) -> u32 {
+        let now = self.epoch.elapsed().as_secs().min(u32::MAX as u64) as u32;
+        self.now.store(now, Ordering::Relaxed);
+        now
+    }
+
+    pub(super) fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.snapshot.store(snapshot);
+    }
+
+    pub(super) fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn decisions(&self) -> usize {
+        self.snapshot.load().len()
+    }
+
+    pub fn status(&self) -> BouncerStatus {
+        let mut s = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        s.synced = self.is_synced();
+        s.decisions = self.decisions();
+        s
+    }
+
+    /// Forgets everything: after a stop, a new start must fail closed until it syncs again.
+    pub(super) fn reset(&self) {
+        self.set_synced(false);
+        self.publish(Arc::new(Snapshot::empty()));
+    }
+}

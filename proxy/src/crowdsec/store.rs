@@ -1,0 +1,630 @@
+//! The decision cache.
+//!
+//! Readers see an immutable [`Snapshot`] (loaded once per request through arc-swap): single
+//! addresses in a bucketed hash table per family, ranges in a sorted array with parent links.
+//! The writer ([`Store`]) applies a batch by copying only the buckets it touches and sharing
+//! the rest, then publishes a new snapshot; readers never wait.
+//!
+//! A single-address slot is 8 bytes for IPv4 (address + 28-bit expiry + 4-bit type) and 20 for
+//! IPv6. The rare address with several decision types is tracked writer-side in `multi`; the
+//! slot holds the winner (ban > captcha > throttle, then the longest).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::wire::{Batch, Target, MAX_TYPES};
+use crate::restrict::Verdict;
+
+const TYPE_BITS: u32 = 4;
+const TYPE_MASK: u32 = (1 << TYPE_BITS) - 1;
+/// Expiries are seconds since the store's epoch in 28 bits (8.5 years); longer saturate.
+const MAX_EXPIRY: u32 = u32::MAX >> TYPE_BITS;
+
+#[inline]
+fn meta(expires: u32, type_index: u8) -> u32 {
+    (expires.min(MAX_EXPIRY) << TYPE_BITS) | (type_index as u32 & TYPE_MASK)
+}
+#[inline]
+fn meta_expires(m: u32) -> u32 {
+    m >> TYPE_BITS
+}
+#[inline]
+fn meta_type(m: u32) -> u8 {
+    (m & TYPE_MASK) as u8
+}
+
+/// A single-address key.
+pub trait SlotKey: Copy + Eq + Send + Sync + 'static {
+    fn hash(self) -> u64;
+}
+
+impl SlotKey for u32 {
+    #[inline]
+    fn hash(self) -> u64 {
+        (self as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// An IPv6 address as four words, so a slot is 20 bytes rather than 32.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct V6Key([u32; 4]);
+
+impl From<u128> for V6Key {
+    fn from(v: u128) -> Self {
+        Self([
+            (v >> 96) as u32,
+            (v >> 64) as u32,
+            (v >> 32) as u32,
+            v as u32,
+        ])
+    }
+}
+
+impl SlotKey for V6Key {
+    #[inline]
+    fn hash(self) -> u64 {
+        let [a, b, c, d] = self.0;
+        let x = ((a as u64) << 32 | b as u64) ^ ((c as u64) << 32 | d as u64).rotate_left(29);
+        x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Slot<K> {
+    key: K,
+    meta: u32,
+}
+
+/// A hash table of buckets shared between snapshots.
+struct Table<K> {
+    buckets: Box<[Arc<[Slot<K>]>]>,
+    shift: u32,
+    len: usize,
+}
+
+impl<K: SlotKey> Table<K> {
+    fn with_capacity(n: usize) -> Self {
+        // About 8 slots a bucket; a bucket scan then touches one or two cache lines.
+        let bits = (n / 8).max(64).next_power_of_two().trailing_zeros();
+        let empty: Arc<[Slot<K>]> = Arc::from(Vec::new());
+        Self {
+            buckets: vec![empty; 1 << bits].into_boxed_slice(),
+            shift: 64 - bits,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn index(&self, key: K) -> usize {
+        (key.hash() >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, key: K) -> Option<u32> {
+        self.buckets[self.index(key)]
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| s.meta)
+    }
+
+    fn build(slots: impl IntoIterator<Item = Slot<K>>, n: usize) -> Self {
+        let mut t = Self::with_capacity(n);
+        let mut lists: Vec<Vec<Slot<K>>> = vec![Vec::new(); t.buckets.len()];
+        for s in slots {
+            lists[t.index(s.key)].push(s);
+            t.len += 1;
+        }
+        for (b, list) in t.buckets.iter_mut().zip(lists) {
+            if !list.is_empty() {
+                *b = Arc::from(list);
+            }
+        }
+        t
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let arcs = self.buckets.iter().filter(|b| !b.is_empty()).count();
+        self.buckets.len() * std::mem::size_of::<Arc<[Slot<K>]>>()
+            + arcs * 16
+            + self.len * std::mem::size_of::<Slot<K>>()
+    }
+}
+
+/// Working copies of the buckets a batch touches.
+struct Edit<'t, K> {
+    table: &'t Table<K>,
+    touched: HashMap<usize, Vec<Slot<K>>>,
+}
+
+impl<'t, K: SlotKey> Edit<'t, K> {
+    fn new(table: &'t Table<K>) -> Self {
+        Self {
+            table,
+            touched: HashMap::new(),
+        }
+    }
+
+    fn bucket(&mut self, key: K) -> &mut Vec<Slot<K>> {
+        let i = self.table.index(key);
+        let table = self.table;
+        self.touched
+            .entry(i)
+            .or_insert_with(|| table.buckets[i].to_vec())
+    }
+
+    fn get(&mut self, key: K) -> Option<u32> {
+        self.bucket(key)
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| s.meta)
+    }
+
+    fn set(&mut self, key: K, meta: Option<u32>) {
+        let b = self.bucket(key);
+        let pos = b.iter().position(|s| s.key == key);
+        match (pos, meta) {
+            (Some(p), Some(m)) => b[p].meta = m,
+            (Some(p), None) => {
+                b.swap_remove(p);
+            }
+            (None, Some(m)) => b.push(Slot { key, meta: m }),
+            (None, None) => {}
+        }
+    }
+
+    fn finish(self) -> Table<K> {
+        let mut buckets = self.table.buckets.clone();
+        let mut len = self.table.len;
+        for (i, list) in self.touched {
+            len = len + list.len() - buckets[i].len();
+            buckets[i] = Arc::from(list);
+        }
+        Table {
+            buckets,
+            shift: self.table.shift,
+            len,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RangeEntry<K> {
+    start: K,
+    end: K,
+    meta: u32,
+    /// Index of the nearest enclosing range, or `u32::MAX`.
+    parent: u32,
+}
+
+/// Ranges of one family, sorted by start (wider first on ties), each linked to its nearest
+/// enclosing range. CIDR ranges nest or are disjoint, so the most specific range covering an
+/// address is on the parent chain of the last range starting at or before it.
+struct RangeTable<K> {
+    entries: Box<[RangeEntry<K>]>,
+}
+
+impl<K: Copy + Ord> RangeTable<K> {
+    fn build(mut ranges: Vec<(K, K, u32)>) -> Self {
+        ranges.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut entries: Vec<RangeEntry<K>> = Vec::with_capacity(ranges.len());
+        let mut open: Vec<u32> = Vec::new();
+        for (start, end, meta) in ranges {
+            while let Some(&top) = open.last() {
+                if entries[top as usize].end < start {
+                    open.pop();
+                } else {
+                    break;
+                }
+            }
+            let parent = open.last().copied().unwrap_or(u32::MAX);
+            entries.push(RangeEntry {
+                start,
+                end,
+                meta,
+                parent,
+            });
+            open.push((entries.len() - 1) as u32);
+        }
+        Self {
+            entries: entries.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, x: K, now: u32) -> Option<u32> {
+        let mut i = self.entries.partition_point(|e| e.start <= x);
+        while i > 0 {
+            let e = &self.entries[i - 1];
+            if x <= e.end && meta_expires(e.meta) > now {
+                return Some(e.meta);
+            }
+            i = e.parent.wrapping_add(1) as usize;
+        }
+        None
+    }
+}
+
+/// What every request reads: immutable, swapped whole.
+pub struct Snapshot {
+    v4: Table<u32>,
+    v6: Table<V6Key>,
+    r4: RangeTable<u32>,
+    r6: RangeTable<u128>,
+    verdicts: [Verdict; MAX_TYPES + 1],
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Self {
+            v4: Table::with_capacity(0),
+            v6: Table::with_capacity(0),
+            r4: RangeTable::build(Vec::new()),
+            r6: RangeTable::build(Vec::new()),
+            verdicts: [Verdict::CrowdsecBan; MAX_TYPES + 1],
+        }
+    }
+
+    /// The decision covering `addr` (canonical) at `now` (seconds since the store's epoch).
+    /// Single addresses are the most specific; then the narrowest live range.
+    #[inline]
+    pub fn lookup(&self, addr: IpAddr, now: u32) -> Option<Verdict> {
+        let m = match addr {
+            IpAddr::V4(a) => {
+                let k = u32::from(a);
+                match self.v4.get(k) {
+                    Some(m) if meta_expires(m) > now => Some(m),
+                    _ => self.r4.get(k, now),
+                }
+            }
+            IpAddr::V6(a) => {
+                let k = u128::from(a);
+                match self.v6.get(V6Key::from(k)) {
+                    Some(m) if meta_expires(m) > now => Some(m),
+                    _ => self.r6.get(k, now),
+                }
+            }
+        }?;
+        Some(self.verdicts[meta_type(m) as usize])
+    }
+
+    /// Decisions held (expired ones not yet purged included).
+    pub fn len(&self) -> usize {
+        self.v4.len + self.v6.len + self.r4.entries.len() + self.r6.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes held by the snapshot.
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes()
+            + self.v6.heap_bytes()
+            + self.r4.entries.len() * std::mem::size_of::<RangeEntry<u32>>()
+            + self.r6.entries.len() * std::mem::size_of::<RangeEntry<u128>>()
+    }
+}
+
+/// Severity order when one target has decisions of several types.
+fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::CrowdsecBan => 3,
+        Verdict::CrowdsecCaptcha => 2,
+        Verdict::CrowdsecThrottle => 1,
+        _ => 0,
+    }
+}
+
+fn verdict_for(type_name: &str) -> Verdict {
+    match type_name.to_ascii_lowercase().as_str() {
+        "captcha" => Verdict::CrowdsecCaptcha,
+        "throttle" => Verdict::CrowdsecThrottle,
+        // `ban` and any custom type deny as a ban.
+        _ => Verdict::CrowdsecBan,
+    }
+}
+
+/// The writer: owns the authoritative extras and builds snapshots.
+pub struct Store {
+    snapshot: Arc<Snapshot>,
+    /// Global type table; a slot's 4-bit type indexes it.
+    types: Vec<String>,
+    /// Single targets with decisions of more than one type: every (type, expiry).
+    multi: HashMap<Target, Vec<(u8, u32)>>,
+    /// All range decisions by network: every (type, expiry).
+    ranges: HashMap<IpNet, Vec<(u8, u32)>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self {
+            snapshot: Arc::new(Snapshot::empty()),
+            types: Vec::new(),
+            multi: HashMap::new(),
+            ranges: HashMap::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    fn global_type(&mut self, name: &str) -> u8 {
+        if let Some(i) = self.types.iter().position(|t| t == name) {
+            return i as u8;
+        }
+        if self.types.len() >= MAX_TYPES {
+            // Out of type slots: the extra types share the last one, which denies as a ban.
+            return MAX_TYPES as u8;
+        }
+        self.types.push(name.to_owned());
+        (self.types.len() - 1) as u8
+    }
+
+    fn verdicts(&self) -> [Verdict; MAX_TYPES + 1] {
+        let mut v = [Verdict::CrowdsecBan; MAX_TYPES + 1];
+        for (i, t) in self.types.iter().enumerate() {
+            v[i] = verdict_for(t);
+        }
+        v
+    }
+
+    fn winner(&self, list: &[(u8, u32)]) -> Option<u32> {
+        let verdicts = self.verdicts();
+        list.iter()
+            .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
+            .map(|(t, e)| meta(*e, *t))
+    }
+
+    /// Replaces everything with a startup (full) answer.
+    pub fn replace_all(&mut self, batch: Batch, now: u32) -> Arc<Snapshot> {
+        self.types.clear();
+        self.multi.clear();
+        self.ranges.clear();
+        let map: Vec<u8> = batch.types.iter().map(|t| self.global_type(t)).collect();
+        let verdicts = self.verdicts();
+        let mut v4: HashMap<u32, u32> = HashMap::with_capacity(batch.new.len());
+        let mut v6: HashMap<u128, u32> = HashMap::new();
+        for c in &batch.new {
+            let t = map[c.type_index as usize];
+            let exp = now.saturating_add(c.remaining_secs);
+            if c.remaining_secs == 0 {
+                continue;
+            }
+            match c.target {
+                Target::V4(k) => {
+                    merge_single(&mut v4, &mut self.multi, c.target, k, t, exp, &verdicts)
+                }
+                Target::V6(k) => {
+                    merge_single(&mut v6, &mut self.multi, c.target, k, t, exp, &verdicts)
+                }
+                Target::Range(n) => upsert(self.ranges.entry(n).or_default(), t, exp),
+            }
+        }
+        let n4 = v4.len();
+        let n6 = v6.len();
+        let v4 = Table::build(v4.into_iter().map(|(key, meta)| Slot { key, meta }), n4);
+        let v6 = Table::build(
+            v6.into_iter().map(|(k, meta)| Slot {
+                key: V6Key::from(k),
+                meta,
+            }),
+            n6,
+        );
+        let (r4, r6) = self.range_tables();
+        self.snapshot = Arc::new(Snapshot {
+            v4,
+            v6,
+            r4,
+            r6,
+            verdicts,
+        });
+        self.snapshot.clone()
+    }
+
+    /// Applies a delta: `deleted` before `new`, one batch, one new snapshot.
+    pub fn apply(&mut self, batch: Batch, now: u32) -> Arc<Snapshot> {
+        let map: Vec<u8> = batch.types.iter().map(|t| self.global_type(t)).collect();
+        let old = self.snapshot.clone();
+        let mut e4 = Edit::new(&old.v4);
+        let mut e6 = Edit::new(&old.v6);
+        let mut ranges_changed = false;
+        for (c, deleted) in batch
+            .deleted
+            .iter()
+            .map(|c| (c, true))
+            .chain(batch.new.iter().map(|c| (c, false)))
+        {
+            let t = map[c.type_index as usize];
+            let exp = now.saturating_add(c.remaining_secs);
+            let op = if deleted || c.remaining_secs == 0 {
+                Op::Delete(t)
+            } else {
+                Op::Add(t, exp)
+            };
+            match c.target {
+                Target::V4(k) => self.edit_single(&mut e4, c.target, k, op),
+                Target::V6(k) => self.edit_single(&mut e6, c.target, V6Key::from(k), op),
+                Target::Range(n) => {
+                    ranges_changed = true;
+                    let list = self.ranges.entry(n).or_default();
+                    match op {
+                        Op::Add(t, e) => upsert(list, t, e),
+                        Op::Delete(t) => list.retain(|(lt, _)| *lt != t),
+                    }
+                    if list.is_empty() {
+                        self.ranges.remove(&n);
+                    }
+                }
+            }
+        }
+        let v4 = e4.finish();
+        let v6 = e6.finish();
+        let (r4, r6) = if ranges_changed {
+            self.range_tables()
+        } else {
+            (
+                RangeTable {
+                    entries: old.r4.entries.clone(),
+                },
+                RangeTable {
+                    entries: old.r6.entries.clone(),
+                },
+            )
+        };
+        let mut snap = Snapshot {
+            v4,
+            v6,
+            r4,
+            r6,
+            verdicts: self.verdicts(),
+        };
+        // Grow the tables when buckets get long.
+        if snap.v4.len > snap.v4.buckets.len() * 32 || snap.v6.len > snap.v6.buckets.len() * 32 {
+            snap = self.rebuilt(&snap, now);
+        }
+        self.snapshot = Arc::new(snap);
+        self.snapshot.clone()
+    }
+
+    /// Drops expired decisions (lookups already ignore them; this frees their memory).
+    pub fn purge_expired(&mut self, now: u32) -> Arc<Snapshot> {
+        let old = self.snapshot.clone();
+        self.multi.retain(|_, list| {
+            list.retain(|(_, e)| *e > now);
+            list.len() > 1
+        });
+        self.ranges.retain(|_, list| {
+            list.retain(|(_, e)| *e > now);
+            !list.is_empty()
+        });
+        let (r4, r6) = self.range_tables();
+        let mut snap = self.rebuilt(&old, now);
+        snap.r4 = r4;
+        snap.r6 = r6;
+        self.snapshot = Arc::new(snap);
+        self.snapshot.clone()
+    }
+
+    fn rebuilt(&self, s: &Snapshot, now: u32) -> Snapshot {
+        let live4: Vec<Slot<u32>> =
+            s.v4.buckets
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .filter(|sl| meta_expires(sl.meta) > now)
+                .collect();
+        let live6: Vec<Slot<V6Key>> =
+            s.v6.buckets
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .filter(|sl| meta_expires(sl.meta) > now)
+                .collect();
+        let (n4, n6) = (live4.len(), live6.len());
+        Snapshot {
+            v4: Table::build(live4, n4),
+            v6: Table::build(live6, n6),
+            r4: RangeTable {
+                entries: s.r4.entries.clone(),
+            },
+            r6: RangeTable {
+                entries: s.r6.entries.clone(),
+            },
+            verdicts: self.verdicts(),
+        }
+    }
+
+    fn edit_single<K: SlotKey>(&mut self, edit: &mut Edit<'_, K>, target: Target, key: K, op: Op) {
+        if let Some(list) = self.multi.get_mut(&target) {
+            match op {
+                Op::Add(t, e) => upsert(list, t, e),
+                Op::Delete(t) => list.retain(|(lt, _)| *lt != t),
+            }
+            let list = list.clone();
+            if list.len() <= 1 {
+                self.multi.remove(&target);
+            }
+            edit.set(key, self.winner(&list));
+            return;
+        }
+        let current = edit.get(key);
+        match (op, current) {
+            (Op::Delete(t), Some(m)) if meta_type(m) == t => edit.set(key, None),
+            (Op::Delete(_), _) => {}
+            (Op::Add(t, e), None) => edit.set(key, Some(meta(e, t))),
+            (Op::Add(t, e), Some(m)) if meta_type(m) == t => {
+                edit.set(key, Some(meta(e.max(meta_expires(m)), t)))
+            }
+            (Op::Add(t, e), Some(m)) => {
+                let list = vec![(meta_type(m), meta_expires(m)), (t, e)];
+                edit.set(key, self.winner(&list));
+                self.multi.insert(target, list);
+            }
+        }
+    }
+
+    fn range_tables(&self) -> (RangeTable<u32>, RangeTable<u128>) {
+        let mut r4 = Vec::new();
+        let mut r6 = Vec::new();
+        for (net, list) in &self.ranges {
+            let Some(m) = self.winner(list) else { continue };
+            match net {
+                IpNet::V4(n) => r4.push((u32::from(n.network()), u32::from(n.broadcast()), m)),
+                IpNet::V6(n) => r6.push((u128::from(n.network()), u128::from(n.broadcast()), m)),
+            }
+        }
+        (RangeTable::build(r4), RangeTable::build(r6))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Add(u8, u32),
+    Delete(u8),
+}
+
+fn upsert(list: &mut Vec<(u8, u32)>, t: u8, e: u32) {
+    match list.iter_mut().find(|(lt, _)| *lt == t) {
+        Some(slot) => slot.1 = slot.1.max(e),
+        None => list.push((t, e)),
+    }
+}
+
+fn merge_single<K: Eq + std::hash::Hash>(
+    map: &mut HashMap<K, u32>,
+    multi: &mut HashMap<Target, Vec<(u8, u32)>>,
+    target: Target,
+    key: K,
+    t: u8,
+    e: u32,
+    verdicts: &[Verdict; MAX_TYPES + 1],
+) {
+    let Some(m) = map.get(&key).copied() else {
+        map.insert(key, meta(e, t));
+        return;
+    };
+    if meta_type(m) == t {
+        map.insert(key, meta(e.max(meta_expires(m)), t));
+        return;
+    }
+    let list = multi
+        .entry(target)
+        .or_insert_with(|| vec![(meta_type(m), meta_expires(m))]);
+    upsert(list, t, e);
+    let best = list
+        .iter()
+        .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
+        .map(|(t, e)| meta(*e, *t));
+    if let Some(b) = best {
+        map.insert(key, b);
+    }
+}

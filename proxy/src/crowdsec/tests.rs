@@ -1,0 +1,259 @@
+use std::net::IpAddr;
+
+use super::store::Store;
+use super::wire::{Batch, Change, Target};
+use crate::restrict::Verdict;
+
+fn batch(new: Vec<Change>, deleted: Vec<Change>) -> Batch {
+    Batch {
+        new,
+        deleted,
+        types: vec![
+            "ban".into(),
+            "captcha".into(),
+            "throttle".into(),
+            "custom".into(),
+        ],
+        skipped: 0,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const BAN: u8 = 0;
+const CAPTCHA: u8 = 1;
+const THROTTLE: u8 = 2;
+const CUSTOM: u8 = 3;
+
+#[test]
+fn full_sync_covers_ips_and_ranges_of_both_families() {
+    let mut s = Store::new();
+    let snap = s.replace_all(
+        batch(
+            vec![
+                change("192.0.2.1", BAN, 60),
+                change("2001:db8::1", CAPTCHA, 60),
+                change("10.0.0.0/8", THROTTLE, 60),
+                change("2001:db8:1::/48", BAN, 60),
+                change("198.51.100.9", CUSTOM, 60),
+            ],
+            vec![],
+        ),
+        100,
+    );
+    assert_eq!(snap.len(), 5);
+    assert_eq!(
+        snap.lookup(ip("192.0.2.1"), 100),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(snap.lookup(ip("192.0.2.2"), 100), None);
+    assert_eq!(
+        snap.lookup(ip("2001:db8::1"), 100),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    assert_eq!(
+        snap.lookup(ip("10.200.3.4"), 100),
+        Some(Verdict::CrowdsecThrottle)
+    );
+    assert_eq!(
+        snap.lookup(ip("2001:db8:1:ffff::5"), 100),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(snap.lookup(ip("2001:db8:2::5"), 100), None);
+    assert_eq!(
+        snap.lookup(ip("198.51.100.9"), 100),
+        Some(Verdict::CrowdsecBan),
+        "custom type denies as ban"
+    );
+}
+
+#[test]
+fn most_specific_decision_wins_and_expiry_falls_back_to_the_parent() {
+    let mut s = Store::new();
+    let snap = s.replace_all(
+        batch(
+            vec![
+                change("10.0.0.0/8", BAN, 1000),
+                change("10.1.0.0/16", CAPTCHA, 1000),
+                change("10.1.2.0/24", THROTTLE, 5),
+                change("10.1.2.3", CAPTCHA, 2),
+                change("10.2.0.0/16", THROTTLE, 1000),
+            ],
+            vec![],
+        ),
+        0,
+    );
+    assert_eq!(
+        snap.lookup(ip("10.1.2.3"), 0),
+        Some(Verdict::CrowdsecCaptcha),
+        "single address"
+    );
+    assert_eq!(
+        snap.lookup(ip("10.1.2.4"), 0),
+        Some(Verdict::CrowdsecThrottle),
+        "/24"
+    );
+    assert_eq!(
+        snap.lookup(ip("10.1.9.9"), 0),
+        Some(Verdict::CrowdsecCaptcha),
+        "/16"
+    );
+    assert_eq!(
+        snap.lookup(ip("10.3.0.1"), 0),
+        Some(Verdict::CrowdsecBan),
+        "/8"
+    );
+    assert_eq!(
+        snap.lookup(ip("10.2.0.1"), 0),
+        Some(Verdict::CrowdsecThrottle),
+        "sibling /16"
+    );
+    assert_eq!(snap.lookup(ip("11.0.0.0"), 0), None);
+    // Expiry is local: the /32 and the /24 expire, the /16 takes over.
+    assert_eq!(
+        snap.lookup(ip("10.1.2.3"), 2),
+        Some(Verdict::CrowdsecThrottle)
+    );
+    assert_eq!(
+        snap.lookup(ip("10.1.2.3"), 5),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    assert_eq!(snap.lookup(ip("10.1.2.3"), 1000), None);
+}
+
+#[test]
+fn deltas_apply_deleted_before_new_and_share_untouched_data() {
+    let mut s = Store::new();
+    let first = s.replace_all(
+        batch(
+            vec![change("192.0.2.1", BAN, 60), change("192.0.2.2", BAN, 60)],
+            vec![],
+        ),
+        0,
+    );
+    // The same decision deleted and re-added in one batch stays (deleted first).
+    let snap = s.apply(
+        batch(
+            vec![
+                change("192.0.2.1", BAN, 60),
+                change("192.0.2.3", CAPTCHA, 60),
+            ],
+            vec![change("192.0.2.1", BAN, 0), change("192.0.2.2", BAN, 0)],
+        ),
+        1,
+    );
+    assert_eq!(snap.lookup(ip("192.0.2.1"), 1), Some(Verdict::CrowdsecBan));
+    assert_eq!(snap.lookup(ip("192.0.2.2"), 1), None);
+    assert_eq!(
+        snap.lookup(ip("192.0.2.3"), 1),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    // The old snapshot is untouched: readers holding it see a consistent view.
+    assert_eq!(first.lookup(ip("192.0.2.2"), 1), Some(Verdict::CrowdsecBan));
+    assert_eq!(first.lookup(ip("192.0.2.3"), 1), None);
+    // Deleting a type the address does not have changes nothing.
+    let snap = s.apply(batch(vec![], vec![change("192.0.2.3", BAN, 0)]), 2);
+    assert_eq!(
+        snap.lookup(ip("192.0.2.3"), 2),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    // Ranges too.
+    let snap = s.apply(batch(vec![change("2001:db8::/32", BAN, 60)], vec![]), 3);
+    assert_eq!(
+        snap.lookup(ip("2001:db8::77"), 3),
+        Some(Verdict::CrowdsecBan)
+    );
+    let snap = s.apply(batch(vec![], vec![change("2001:db8::/32", BAN, 0)]), 4);
+    assert_eq!(snap.lookup(ip("2001:db8::77"), 4), None);
+}
+
+#[test]
+fn several_types_on_one_address_the_severest_holds_until_deleted() {
+    let mut s = Store::new();
+    s.replace_all(batch(vec![change("192.0.2.1", THROTTLE, 60)], vec![]), 0);
+    let snap = s.apply(
+        batch(
+            vec![
+                change("192.0.2.1", BAN, 30),
+                change("192.0.2.1", CAPTCHA, 90),
+            ],
+            vec![],
+        ),
+        0,
+    );
+    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
+    let snap = s.apply(batch(vec![], vec![change("192.0.2.1", BAN, 0)]), 1);
+    assert_eq!(
+        snap.lookup(ip("192.0.2.1"), 1),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    let snap = s.apply(batch(vec![], vec![change("192.0.2.1", CAPTCHA, 0)]), 1);
+    assert_eq!(
+        snap.lookup(ip("192.0.2.1"), 1),
+        Some(Verdict::CrowdsecThrottle)
+    );
+    let snap = s.apply(batch(vec![], vec![change("192.0.2.1", THROTTLE, 0)]), 1);
+    assert_eq!(snap.lookup(ip("192.0.2.1"), 1), None);
+    // Same in a full sync.
+    let snap = s.replace_all(
+        batch(
+            vec![
+                change("192.0.2.1", CAPTCHA, 60),
+                change("192.0.2.1", BAN, 10),
+            ],
+            vec![],
+        ),
+        0,
+    );
+    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
+    assert_eq!(
+        snap.lookup(ip("192.0.2.1"), 10),
+        None,
+        "the winner's expiry is the slot's"
+    );
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_the_same_as_ipv4() {
+    let mut s = Store::new();
+    let snap = s.replace_all(batch(vec![change("::ffff:192.0.2.1", BAN, 60)], vec![]), 0);
+    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
+}
+
+#[test]
+fn tables_grow_and_purge_frees_expired() {
+    let mut s = Store::new();
+    s.replace_all(batch(vec![], vec![]), 0);
+    let adds: Vec<Change> = (0..50_000u32)
+        .map(|i| Change {
+            target: Target::V4(0x0a00_0000 + i),
+            type_index: BAN,
+            remaining_secs: if i % 2 == 0 { 10 } else { 1000 },
+        })
+        .collect();
+    let snap = s.apply(batch(adds, vec![]), 0);
+    assert_eq!(snap.len(), 50_000);
+    assert_eq!(snap.lookup(ip("10.0.0.7"), 0), Some(Verdict::CrowdsecBan));
+    let snap = s.purge_expired(20);
+    assert_eq!(snap.len(), 25_000);
+    assert_eq!(snap.lookup(ip("10.0.0.7"), 20), Some(Verdict::CrowdsecBan));
+    assert_eq!(snap.lookup(ip("10.0.0.8"), 20), None);
+}
+
+fn change(target: &str, type_index: u8, remaining_secs: u32) -> Change {
+    let target = if let Ok(a) = target.parse::<IpAddr>() {
+        match a.to_canonical() {
+            IpAddr::V4(a) => Target::V4(a.into()),
+            IpAddr::V6(a) => Target::V6(a.into()),
+        }
+    } else {
+        Target::Range(target.parse().unwrap())
+    };
+    Change {
+        target,
+        type_index,
+        remaining_secs,
+    }
+}

@@ -1,0 +1,300 @@
+//! The bouncer against a real CrowdSec LAPI.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::lapi::{Lapi, KEY};
+
+fn services(up: &Upstream) -> String {
+    format!(
+        r#"
+services:
+  - id: enforce
+    protocol: http
+    hosts: [enforce.test]
+    upstream: {u}
+    restrictions:
+      crowdsec_mode: enforce
+  - id: observe
+    protocol: http
+    hosts: [observe.test]
+    upstream: {u}
+    restrictions:
+      crowdsec_mode: observe
+  - id: off
+    protocol: http
+    hosts: [off.test]
+    upstream: {u}
+"#,
+        u = up.url()
+    )
+}
+
+async fn proxy_for(yaml: &str, lapi_url: &str, extra: &[&str]) -> Proxy {
+    let mut b = ProxyBuilder::new(yaml)
+        .dual_stack()
+        .arg("--crowdsec-api-url")
+        .arg(lapi_url)
+        .arg("--crowdsec-api-key")
+        .arg(KEY)
+        .arg("--crowdsec-update-interval")
+        .arg("300ms");
+    for a in extra {
+        b = b.arg(*a);
+    }
+    b.start().await
+}
+
+/// Polls until `source` gets `status` on `host`, for up to `within`.
+async fn eventually_status(proxy: &Proxy, source: &str, host: &str, status: u16, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let got = get_from(proxy, source, host, "/").await.status;
+        if got == status {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "{source} -> {host}: still {got}, wanted {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn verdicts_follow_real_lapi_decisions() {
+    let up = Upstream::start("u").await;
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.5"]);
+    lapi.add(&["--range", "127.1.0.0/16", "--type", "captcha"]);
+    lapi.add(&["--ip", "127.0.0.6", "--type", "throttle"]);
+    lapi.add(&["--ip", "::1", "--type", "ban"]);
+    let proxy = proxy_for(&services(&up), &lapi.url(), &[]).await;
+    proxy
+        .wait_log_count("CrowdSec bouncer synced initial decisions (4)", 1)
+        .await;
+
+    let cases = [
+        ("127.0.0.5", 403, "crowdsec_ban"),
+        ("127.1.7.7", 403, "crowdsec_captcha"),
+        ("127.0.0.6", 403, "crowdsec_throttle"),
+        ("::1", 403, "crowdsec_ban"),
+        ("127.0.0.7", 200, ""),
+    ];
+    for (src, status, _) in cases {
+        assert_eq!(
+            get_from(&proxy, src, "enforce.test", "/").await.status,
+            status,
+            "{src}"
+        );
+        assert_eq!(
+            get_from(&proxy, src, "observe.test", "/").await.status,
+            200,
+            "observe never denies"
+        );
+        assert_eq!(get_from(&proxy, src, "off.test", "/").await.status, 200);
+    }
+    let entries = proxy.wait_entries(cases.len() * 3).await;
+    for (i, (src, _, verdict)) in cases.iter().enumerate() {
+        let (enf, obs, off) = (&entries[3 * i], &entries[3 * i + 1], &entries[3 * i + 2]);
+        assert_eq!(enf["source_ip"], *src);
+        assert_eq!(enf["deny_reason"], *verdict, "{src}");
+        assert_eq!(obs["deny_reason"], "", "{src}");
+        assert_eq!(obs["status"], 200);
+        if verdict.is_empty() {
+            assert!(enf["metadata"].get("crowdsec_verdict").is_none());
+            assert!(obs["metadata"].get("crowdsec_verdict").is_none());
+        } else {
+            assert_eq!(enf["metadata"]["crowdsec_verdict"], *verdict);
+            assert_eq!(enf["metadata"]["crowdsec_mode"], "enforce");
+            assert_eq!(obs["metadata"]["crowdsec_verdict"], *verdict);
+            assert_eq!(obs["metadata"]["crowdsec_mode"], "observe");
+        }
+        assert!(
+            off["metadata"].get("crowdsec_verdict").is_none(),
+            "off is not consulted"
+        );
+    }
+
+    // Deleting a decision allows the address again within an interval or so.
+    lapi.cscli(&["decisions", "delete", "--ip", "127.0.0.5"]);
+    eventually_status(
+        &proxy,
+        "127.0.0.5",
+        "enforce.test",
+        200,
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // An IPv6 range.
+    lapi.cscli(&["decisions", "delete", "--ip", "::1"]);
+    eventually_status(&proxy, "::1", "enforce.test", 200, Duration::from_secs(5)).await;
+    lapi.add(&["--range", "::/64", "--type", "captcha"]);
+    eventually_status(&proxy, "::1", "enforce.test", 403, Duration::from_secs(5)).await;
+
+    // A 2s decision expires.
+    lapi.add(&["--ip", "127.0.0.9", "--duration", "2s"]);
+    eventually_status(
+        &proxy,
+        "127.0.0.9",
+        "enforce.test",
+        403,
+        Duration::from_secs(3),
+    )
+    .await;
+    eventually_status(
+        &proxy,
+        "127.0.0.9",
+        "enforce.test",
+        200,
+        Duration::from_secs(6),
+    )
+    .await;
+
+    // The bouncer shows its type and version.
+    let list = lapi.cscli(&["bouncers", "list"]);
+    assert!(list.contains("crowdsec-nb-proxy-bouncer"), "{list}");
+    assert!(
+        list.contains(concat!("v", env!("CARGO_PKG_VERSION"))),
+        "{list}"
+    );
+    assert!(
+        !proxy.stderr_text().contains(KEY),
+        "the key is never logged"
+    );
+}
+
+#[tokio::test]
+async fn lapi_down_after_sync_keeps_decisions_and_expires_them_locally() {
+    let up = Upstream::start("u").await;
+    let mut lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.20", "--duration", "5m"]);
+    lapi.add(&["--ip", "127.0.0.21", "--duration", "4s"]);
+    let proxy = proxy_for(&services(&up), &lapi.url(), &[]).await;
+    proxy
+        .wait_log_count("synced initial decisions (2)", 1)
+        .await;
+    lapi.stop();
+    proxy
+        .wait_log_count("keeping the last known decisions", 1)
+        .await;
+    assert_eq!(
+        get_from(&proxy, "127.0.0.20", "enforce.test", "/")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get_from(&proxy, "127.0.0.21", "enforce.test", "/")
+            .await
+            .status,
+        403
+    );
+    // The short one expires on time with no LAPI to say so.
+    eventually_status(
+        &proxy,
+        "127.0.0.21",
+        "enforce.test",
+        200,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(
+        get_from(&proxy, "127.0.0.20", "enforce.test", "/")
+            .await
+            .status,
+        403
+    );
+    // The outage is logged once, not per poll.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        proxy
+            .stderr_text()
+            .matches("keeping the last known decisions")
+            .count(),
+        1
+    );
+    assert!(proxy.stderr_text().contains("connection refused"));
+}
+
+#[tokio::test]
+async fn enforce_fails_closed_until_the_first_sync_observe_records_it() {
+    let up = Upstream::start("u").await;
+    let mut lapi = Lapi::configure(None);
+    let proxy = proxy_for(&services(&up), &lapi.url(), &[]).await;
+    proxy.wait_log_count("connection refused", 1).await;
+    assert!(proxy.stderr_text().contains("not synced yet"));
+    assert_eq!(
+        get_from(&proxy, "127.0.0.30", "enforce.test", "/")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get_from(&proxy, "127.0.0.30", "observe.test", "/")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get_from(&proxy, "127.0.0.30", "off.test", "/").await.status,
+        200
+    );
+    let e = proxy.wait_entries(3).await;
+    assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
+    assert_eq!(e[1]["deny_reason"], "");
+    assert_eq!(e[1]["metadata"]["crowdsec_verdict"], "crowdsec_unavailable");
+    assert_eq!(e[1]["metadata"]["crowdsec_mode"], "observe");
+    // Once the LAPI is up the first sync opens the gate.
+    lapi.start();
+    proxy.wait_log_count("synced initial decisions", 1).await;
+    eventually_status(
+        &proxy,
+        "127.0.0.30",
+        "enforce.test",
+        200,
+        Duration::from_secs(5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tcp_services_get_one_entry_per_connection() {
+    let echo_up = EchoUpstream::start().await;
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.40"]);
+    let yaml = format!(
+        "services:\n  - id: enf\n    protocol: tcp\n    listen: 127.0.0.1:{{e}}\n    upstream: {a}\n    restrictions:\n      crowdsec_mode: enforce\n  - id: obs\n    protocol: tcp\n    listen: 127.0.0.1:{{o}}\n    upstream: {a}\n    restrictions:\n      crowdsec_mode: observe\n",
+        a = echo_up.addr
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .port("e")
+        .port("o")
+        .arg("--crowdsec-api-url")
+        .arg(lapi.url())
+        .arg("--crowdsec-api-key")
+        .arg(KEY)
+        .start()
+        .await;
+    proxy.wait_log_count("synced initial decisions", 1).await;
+    let mut s = connect_from("127.0.0.40", proxy.port("e")).await.unwrap();
+    assert!(closed_by_peer(&mut s).await);
+    let mut s = connect_from("127.0.0.40", proxy.port("o")).await.unwrap();
+    assert_eq!(echo(&mut s, b"observed").await.unwrap(), b"observed");
+    drop(s);
+    let e = proxy.wait_entries(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(proxy.entries().len(), 2, "one entry per connection");
+    assert_eq!(e[0]["deny_reason"], "crowdsec_ban");
+    assert_eq!(e[1]["deny_reason"], "");
+    assert_eq!(e[1]["metadata"]["crowdsec_verdict"], "crowdsec_ban");
+    assert_eq!(e[1]["bytes_in"], 8);
+    assert_eq!(
+        echo_up
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "enforce never dialled"
+    );
+}
