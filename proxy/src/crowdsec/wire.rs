@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn decision_count_is_bounded() {
         let one = r#"{"type":"ban","scope":"Ip","value":"192.0.2.1","duration":"1h"}"#;
-        let body = format!(r#"{{"new":[{}]}}"#, vec![one; 11].join(","));
+        let body = format!(r#"{{"new":[{}]}}"#, [one; 11].join(","));
         let err = parse_stream(body.as_bytes(), &DecisionFilter::default(), 10).unwrap_err();
         assert!(matches!(err, ParseError::TooManyDecisions(10)), "{err}");
     }
