@@ -88,6 +88,8 @@ pub enum LapiError {
     Status(u16),
     #[error("{0}")]
     BadAnswer(#[from] ParseError),
+    #[error("the LAPI closed the connection before the answer was complete")]
+    Incomplete,
     #[error("the LAPI answer is larger than {0} MiB; refused to bound memory")]
     TooLarge(u64),
     #[error("{0}")]
@@ -107,6 +109,7 @@ impl LapiError {
             LapiError::Timeout => "timeout",
             LapiError::Status(_) => "status",
             LapiError::BadAnswer(_) | LapiError::TooLarge(_) => "answer",
+            LapiError::Incomplete => "incomplete",
             LapiError::Other(_) => "other",
             LapiError::Config(_) => "config",
         }
@@ -119,6 +122,7 @@ impl LapiError {
             self,
             LapiError::BadAnswer(_)
                 | LapiError::TooLarge(_)
+                | LapiError::Incomplete
                 | LapiError::Other(_)
                 | LapiError::Timeout
         )
@@ -151,6 +155,11 @@ impl LapiError {
             LapiError::HostNotFound
         } else if lower.contains("invalid peer certificate") {
             LapiError::CertificateNotTrusted("invalid peer certificate".into())
+        } else if lower.contains("connection closed before message completed")
+            || lower.contains("error decoding response body")
+            || lower.contains("incomplete")
+        {
+            LapiError::Incomplete
         } else if lower.contains("connection refused") {
             LapiError::ConnectionRefused
         } else {
@@ -291,7 +300,7 @@ impl LapiClient {
             if let Err(e) = &chunk {
                 feed_error = Some(match e {
                     LapiError::Timeout => LapiError::Timeout,
-                    other => LapiError::Other(format!("the answer broke off: {other}")),
+                    _ => LapiError::Incomplete,
                 });
             }
             if tx.send(chunk).is_err() || failed {

@@ -298,3 +298,98 @@ async fn tcp_services_get_one_entry_per_connection() {
         "enforce never dialled"
     );
 }
+
+/// A CA and a LAPI server certificate for 127.0.0.1, as PEM files in `dir`.
+fn lapi_pki(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (c, k, a) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}-ca.crt")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    std::fs::write(&a, ca.pem()).unwrap();
+    (c, k, a)
+}
+
+#[tokio::test]
+async fn https_lapi_with_a_private_ca_and_a_wrong_one() {
+    let up = Upstream::start("u").await;
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = lapi_pki(pki.path(), "lapi");
+    let (_, _, wrong_ca) = lapi_pki(pki.path(), "other");
+    let lapi = Lapi::start_new(Some((cert, key, ca.clone())));
+    lapi.add(&["--ip", "127.0.0.70"]);
+    let yaml = services(&up);
+
+    let good = proxy_for(
+        &yaml,
+        &lapi.url(),
+        &["--crowdsec-ca-cert", ca.to_str().unwrap()],
+    )
+    .await;
+    good.wait_log_count("synced initial decisions (1)", 1).await;
+    assert_eq!(
+        get_from(&good, "127.0.0.70", "enforce.test", "/")
+            .await
+            .status,
+        403
+    );
+
+    let wrong = proxy_for(
+        &yaml,
+        &lapi.url(),
+        &["--crowdsec-ca-cert", wrong_ca.to_str().unwrap()],
+    )
+    .await;
+    wrong.wait_log_count("certificate not trusted", 1).await;
+    assert!(!wrong.stderr_text().contains("synced initial decisions"));
+    assert_eq!(
+        get_from(&wrong, "127.0.0.1", "enforce.test", "/")
+            .await
+            .status,
+        403,
+        "fails closed"
+    );
+
+    let none = proxy_for(&yaml, &lapi.url(), &[]).await;
+    none.wait_log_count("certificate not trusted", 1).await;
+
+    let insecure = proxy_for(&yaml, &lapi.url(), &["--crowdsec-insecure-skip-verify"]).await;
+    insecure
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert!(insecure.stderr_text().contains("INSECURE"), "loudly logged");
+}
+
+#[tokio::test]
+async fn unreachable_lapi_host_is_named_in_operator_words() {
+    let up = Upstream::start("u").await;
+    let proxy = proxy_for(&services(&up), "http://lapi.invalid:8080", &[]).await;
+    proxy.wait_log_count("host not found", 1).await;
+    let lapi = Lapi::start_new(None);
+    let wrong_key = ProxyBuilder::new(&services(&up))
+        .arg("--crowdsec-api-url")
+        .arg(lapi.url())
+        .arg("--crowdsec-api-key")
+        .arg("not-the-key")
+        .start()
+        .await;
+    wrong_key
+        .wait_log_count("key rejected (the LAPI answered 403)", 1)
+        .await;
+    assert!(!wrong_key.stderr_text().contains("not-the-key"));
+}

@@ -3,7 +3,9 @@
 mod harness;
 
 mod client_ip;
+mod crowdsec_faults;
 mod crowdsec_real;
+mod fake_lapi;
 mod geo;
 mod http;
 mod lapi;
