@@ -88,7 +88,8 @@ struct Table<K> {
 
 impl<K: SlotKey> Table<K> {
     fn with_capacity(n: usize) -> Self {
-        // About 8 slots a bucket; a bucket scan then touches one or two cache lines.
+        // About 8-16 slots a bucket: a scan touches two cache lines, and a delta has few
+        // bucket handles to copy.
         let bits = (n / 8).max(64).next_power_of_two().trailing_zeros();
         let empty: Arc<[Slot<K>]> = Arc::from(Vec::new());
         Self {
@@ -176,18 +177,22 @@ impl<'t, K: SlotKey> Edit<'t, K> {
         }
     }
 
-    fn finish(self) -> Table<K> {
+    /// The edited table, or the same one shared when nothing was touched.
+    fn finish(self, old: &Arc<Table<K>>) -> Arc<Table<K>> {
+        if self.touched.is_empty() {
+            return old.clone();
+        }
         let mut buckets = self.table.buckets.clone();
         let mut len = self.table.len;
         for (i, list) in self.touched {
             len = len + list.len() - buckets[i].len();
             buckets[i] = Arc::from(list);
         }
-        Table {
+        Arc::new(Table {
             buckets,
             shift: self.table.shift,
             len,
-        }
+        })
     }
 }
 
@@ -204,6 +209,8 @@ struct RangeEntry<K> {
 /// enclosing range. CIDR ranges nest or are disjoint, so the most specific range covering an
 /// address is on the parent chain of the last range starting at or before it.
 struct RangeTable<K> {
+    /// The entries' starts alone, so the bisection stays in a few cache lines.
+    starts: Box<[K]>,
     entries: Box<[RangeEntry<K>]>,
 }
 
@@ -230,13 +237,14 @@ impl<K: Copy + Ord> RangeTable<K> {
             open.push((entries.len() - 1) as u32);
         }
         Self {
+            starts: entries.iter().map(|e| e.start).collect(),
             entries: entries.into_boxed_slice(),
         }
     }
 
     #[inline]
     fn get(&self, x: K, now: u32) -> Option<u32> {
-        let mut i = self.entries.partition_point(|e| e.start <= x);
+        let mut i = self.starts.partition_point(|s| *s <= x);
         while i > 0 {
             let e = &self.entries[i - 1];
             if x <= e.end && meta_expires(e.meta) > now {
@@ -250,20 +258,20 @@ impl<K: Copy + Ord> RangeTable<K> {
 
 /// What every request reads: immutable, swapped whole.
 pub struct Snapshot {
-    v4: Table<u32>,
-    v6: Table<V6Key>,
-    r4: RangeTable<u32>,
-    r6: RangeTable<u128>,
+    v4: Arc<Table<u32>>,
+    v6: Arc<Table<V6Key>>,
+    r4: Arc<RangeTable<u32>>,
+    r6: Arc<RangeTable<u128>>,
     verdicts: [Verdict; MAX_TYPES + 1],
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
         Self {
-            v4: Table::with_capacity(0),
-            v6: Table::with_capacity(0),
-            r4: RangeTable::build(Vec::new()),
-            r6: RangeTable::build(Vec::new()),
+            v4: Arc::new(Table::with_capacity(0)),
+            v6: Arc::new(Table::with_capacity(0)),
+            r4: Arc::new(RangeTable::build(Vec::new())),
+            r6: Arc::new(RangeTable::build(Vec::new())),
             verdicts: [Verdict::CrowdsecBan; MAX_TYPES + 1],
         }
     }
@@ -304,8 +312,8 @@ impl Snapshot {
     pub fn heap_bytes(&self) -> usize {
         self.v4.heap_bytes()
             + self.v6.heap_bytes()
-            + self.r4.entries.len() * std::mem::size_of::<RangeEntry<u32>>()
-            + self.r6.entries.len() * std::mem::size_of::<RangeEntry<u128>>()
+            + self.r4.entries.len() * (std::mem::size_of::<RangeEntry<u32>>() + 4)
+            + self.r6.entries.len() * (std::mem::size_of::<RangeEntry<u128>>() + 16)
     }
 }
 
@@ -413,14 +421,17 @@ impl Store {
         }
         let n4 = v4.len();
         let n6 = v6.len();
-        let v4 = Table::build(v4.into_iter().map(|(key, meta)| Slot { key, meta }), n4);
-        let v6 = Table::build(
+        let v4 = Arc::new(Table::build(
+            v4.into_iter().map(|(key, meta)| Slot { key, meta }),
+            n4,
+        ));
+        let v6 = Arc::new(Table::build(
             v6.into_iter().map(|(k, meta)| Slot {
                 key: V6Key::from(k),
                 meta,
             }),
             n6,
-        );
+        ));
         let (r4, r6) = self.range_tables();
         self.snapshot = Arc::new(Snapshot {
             v4,
@@ -468,19 +479,12 @@ impl Store {
                 }
             }
         }
-        let v4 = e4.finish();
-        let v6 = e6.finish();
+        let v4 = e4.finish(&old.v4);
+        let v6 = e6.finish(&old.v6);
         let (r4, r6) = if ranges_changed {
             self.range_tables()
         } else {
-            (
-                RangeTable {
-                    entries: old.r4.entries.clone(),
-                },
-                RangeTable {
-                    entries: old.r6.entries.clone(),
-                },
-            )
+            (old.r4.clone(), old.r6.clone())
         };
         let mut snap = Snapshot {
             v4,
@@ -531,14 +535,10 @@ impl Store {
                 .collect();
         let (n4, n6) = (live4.len(), live6.len());
         Snapshot {
-            v4: Table::build(live4, n4),
-            v6: Table::build(live6, n6),
-            r4: RangeTable {
-                entries: s.r4.entries.clone(),
-            },
-            r6: RangeTable {
-                entries: s.r6.entries.clone(),
-            },
+            v4: Arc::new(Table::build(live4, n4)),
+            v6: Arc::new(Table::build(live6, n6)),
+            r4: s.r4.clone(),
+            r6: s.r6.clone(),
             verdicts: self.verdicts(),
         }
     }
@@ -572,7 +572,7 @@ impl Store {
         }
     }
 
-    fn range_tables(&self) -> (RangeTable<u32>, RangeTable<u128>) {
+    fn range_tables(&self) -> (Arc<RangeTable<u32>>, Arc<RangeTable<u128>>) {
         let mut r4 = Vec::new();
         let mut r6 = Vec::new();
         for (net, list) in &self.ranges {
@@ -582,7 +582,10 @@ impl Store {
                 IpNet::V6(n) => r6.push((u128::from(n.network()), u128::from(n.broadcast()), m)),
             }
         }
-        (RangeTable::build(r4), RangeTable::build(r6))
+        (
+            Arc::new(RangeTable::build(r4)),
+            Arc::new(RangeTable::build(r6)),
+        )
     }
 }
 

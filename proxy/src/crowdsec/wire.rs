@@ -6,7 +6,7 @@ use std::io::Read;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::duration::parse_go_duration;
 use super::filter::DecisionFilter;
@@ -42,6 +42,8 @@ pub struct Batch {
 pub enum ParseError {
     #[error("the LAPI answer is not valid decision JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the LAPI answer is not valid decision JSON: {0}")]
+    Syntax(String),
     #[error("the LAPI answer has more than {0} decisions")]
     TooManyDecisions(usize),
     #[error("the LAPI answer has more than {0} distinct decision types")]
@@ -51,13 +53,15 @@ pub enum ParseError {
 /// At most this many distinct types per batch (the store keeps 4 bits per decision).
 pub const MAX_TYPES: usize = 15;
 
-/// Parses a whole stream body. `max_decisions` bounds memory whatever the body holds.
+/// Parses a whole stream body as it arrives. A small state machine walks the envelope
+/// (`{"new": [...], "deleted": [...]}`, either list possibly `null`) and cuts out each decision
+/// object, which serde then reads from the slice; nothing but the current object is buffered.
+/// `max_decisions` bounds memory whatever the body holds.
 pub fn parse_stream<R: Read>(
-    reader: R,
+    mut reader: R,
     filter: &DecisionFilter,
     max_decisions: usize,
 ) -> Result<Batch, ParseError> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
     let mut batch = Batch::default();
     let mut ctx = Ctx {
         batch: &mut batch,
@@ -65,13 +69,202 @@ pub fn parse_stream<R: Read>(
         max_decisions,
         error: None,
     };
-    let res = (&mut de).deserialize_map(BodyVisitor(&mut ctx));
-    if let Some(e) = ctx.error.take() {
-        return Err(e);
+    let mut buf: Vec<u8> = Vec::with_capacity(128 * 1024);
+    let mut pos = 0usize;
+    let mut eof = false;
+    let mut state = St::Start;
+    loop {
+        match step(&buf[pos..], state, eof, &mut ctx)? {
+            Step::Advance(n, next) => {
+                pos += n;
+                state = next;
+            }
+            Step::Done => return Ok(batch),
+            Step::NeedMore => {
+                if eof {
+                    return Err(syntax("the answer ends in the middle"));
+                }
+                buf.drain(..pos);
+                pos = 0;
+                if buf.len() > MAX_OBJECT {
+                    return Err(syntax("a decision is larger than 64 KiB"));
+                }
+                let old = buf.len();
+                buf.resize(old + 64 * 1024, 0);
+                let n = loop {
+                    match reader.read(&mut buf[old..]) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => break r.map_err(serde_json::Error::io)?,
+                    }
+                };
+                buf.truncate(old + n);
+                eof = n == 0;
+            }
+        }
     }
-    res?;
-    de.end()?;
-    Ok(batch)
+}
+
+const MAX_OBJECT: usize = 64 * 1024;
+
+fn syntax(what: &str) -> ParseError {
+    ParseError::Syntax(what.to_owned())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    New,
+    Deleted,
+    Other,
+}
+
+#[derive(Clone, Copy)]
+enum St {
+    Start,
+    TopKey { first: bool },
+    TopColon(Section),
+    TopValue(Section),
+    TopAfterValue,
+    ListItem { section: Section, first: bool },
+    ListAfterItem(Section),
+    End,
+}
+
+enum Step {
+    Advance(usize, St),
+    NeedMore,
+    Done,
+}
+
+/// One token of the envelope from `b`; `NeedMore` when `b` ends inside it.
+fn step(b: &[u8], st: St, eof: bool, ctx: &mut Ctx<'_>) -> Result<Step, ParseError> {
+    let ws = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let Some(&c) = b.get(ws) else {
+        return Ok(match (st, eof) {
+            (St::End, true) => Step::Done,
+            // Whitespace is consumed as it comes: padding is never buffered.
+            _ if ws > 0 => Step::Advance(ws, st),
+            _ => Step::NeedMore,
+        });
+    };
+    let rest = &b[ws..];
+    let adv = |n: usize, next: St| Ok(Step::Advance(ws + n, next));
+    match st {
+        St::Start if c == b'{' => adv(1, St::TopKey { first: true }),
+        St::Start => Err(syntax("expected value at the start (not a JSON object)")),
+        St::TopKey { first: true } if c == b'}' => adv(1, St::End),
+        St::TopKey { .. } if c == b'"' => match string_end(rest) {
+            None => Ok(Step::NeedMore),
+            Some(end) => {
+                let section = match &rest[1..end - 1] {
+                    b"new" => Section::New,
+                    b"deleted" => Section::Deleted,
+                    _ => Section::Other,
+                };
+                adv(end, St::TopColon(section))
+            }
+        },
+        St::TopKey { .. } => Err(syntax("expected a key")),
+        St::TopColon(section) if c == b':' => adv(1, St::TopValue(section)),
+        St::TopColon(_) => Err(syntax("expected ':'")),
+        St::TopValue(Section::Other) => match value_end(rest) {
+            None => Ok(Step::NeedMore),
+            Some(end) => adv(end, St::TopAfterValue),
+        },
+        St::TopValue(section) if c == b'[' => adv(
+            1,
+            St::ListItem {
+                section,
+                first: true,
+            },
+        ),
+        St::TopValue(_) if c == b'n' => {
+            if rest.len() < 4 {
+                Ok(Step::NeedMore)
+            } else if &rest[..4] == b"null" {
+                adv(4, St::TopAfterValue)
+            } else {
+                Err(syntax("expected a list of decisions or null"))
+            }
+        }
+        St::TopValue(_) => Err(syntax("expected a list of decisions or null")),
+        St::TopAfterValue if c == b',' => adv(1, St::TopKey { first: false }),
+        St::TopAfterValue if c == b'}' => adv(1, St::End),
+        St::TopAfterValue => Err(syntax("expected ',' or '}'")),
+        St::ListItem { first: true, .. } if c == b']' => adv(1, St::TopAfterValue),
+        St::ListItem { section, .. } if c == b'{' => match value_end(rest) {
+            None if rest.len() > MAX_OBJECT => Err(syntax("a decision is larger than 64 KiB")),
+            None => Ok(Step::NeedMore),
+            Some(end) if end > MAX_OBJECT => Err(syntax("a decision is larger than 64 KiB")),
+            Some(end) => {
+                let mut de = serde_json::Deserializer::from_slice(&rest[..end]);
+                let fields = DecisionSeed(&mut *ctx).deserialize(&mut de);
+                if let Some(e) = ctx.error.take() {
+                    return Err(e);
+                }
+                if ctx.accept(fields?, section == Section::Deleted).is_err() {
+                    return Err(ctx
+                        .error
+                        .take()
+                        .unwrap_or_else(|| syntax("decision refused")));
+                }
+                adv(end, St::ListAfterItem(section))
+            }
+        },
+        St::ListItem { .. } => Err(syntax("expected a decision object")),
+        St::ListAfterItem(section) if c == b',' => adv(
+            1,
+            St::ListItem {
+                section,
+                first: false,
+            },
+        ),
+        St::ListAfterItem(_) if c == b']' => adv(1, St::TopAfterValue),
+        St::ListAfterItem(_) => Err(syntax("expected ',' or ']'")),
+        St::End => Err(syntax("trailing characters after the answer")),
+    }
+}
+
+/// Length of the JSON string starting at `b[0] == '"'`, quotes included.
+fn string_end(b: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Length of the JSON value starting at `b[0]`: a string, an object or list (matched over
+/// nesting and strings), or a scalar up to the next delimiter.
+fn value_end(b: &[u8]) -> Option<usize> {
+    match b[0] {
+        b'"' => string_end(b),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => i += string_end(&b[i..])? - 1,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => b
+            .iter()
+            .position(|c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace()),
+    }
 }
 
 struct Ctx<'b> {
@@ -215,78 +408,6 @@ fn value_of(s: &str) -> Value {
     match s.parse::<IpNet>() {
         Ok(n) => Value::Net(n),
         Err(_) => Value::Bad,
-    }
-}
-
-struct BodyVisitor<'c, 'b>(&'c mut Ctx<'b>);
-
-impl<'de> Visitor<'de> for BodyVisitor<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(r#"an object {"new": [...], "deleted": [...]}"#)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "new" => map.next_value_seed(ListSeed {
-                    ctx: &mut *self.0,
-                    deleted: false,
-                })?,
-                "deleted" => map.next_value_seed(ListSeed {
-                    ctx: &mut *self.0,
-                    deleted: true,
-                })?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A list of decisions, or `null` (the LAPI sends null for an empty list up to 1.7.7).
-struct ListSeed<'c, 'b> {
-    ctx: &'c mut Ctx<'b>,
-    deleted: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ListSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of decisions or null")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(fields) = seq.next_element_seed(DecisionSeed(&mut *self.ctx))? {
-            self.ctx
-                .accept(fields, self.deleted)
-                .map_err(de::Error::custom)?;
-        }
-        Ok(())
     }
 }
 
@@ -477,6 +598,67 @@ mod tests {
         .is_err());
         assert!(parse_stream(&br#"{"new":[]} trailing"#[..], &f, 10).is_err());
         assert!(parse_stream(&br#"{"new":5}"#[..], &f, 10).is_err());
+    }
+
+    /// Hands out one byte per read, so every token straddles a chunk boundary.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn chunk_boundaries_escapes_and_unknown_keys() {
+        let body = r#" {
+          "meta": {"nested": [1, {"x": "]}\"{"}], "s": "a\"b"},
+          "deleted" : [ {"type":"ban","scope":"Ip","value":"192.0.2.9","duration":"-1s","scenario":"quote \" and } brace"} ],
+          "new": [
+            {"uuid":"u-1","type":"ban","scope":"Ip","value":"192.0.2.1","duration":"1h","origin":"cscli","scenario":"a\\b","simulated":false,"id":7},
+            {"type":"captcha","scope":"Range","value":"2001:db8::/32","duration":"30m","until":null}
+          ],
+          "version": 1.5
+        } "#;
+        let whole = parse_stream(body.as_bytes(), &DecisionFilter::default(), 100).unwrap();
+        let trickled =
+            parse_stream(Trickle(body.as_bytes()), &DecisionFilter::default(), 100).unwrap();
+        assert_eq!(whole.new, trickled.new);
+        assert_eq!(whole.deleted, trickled.deleted);
+        assert_eq!(whole.new.len(), 2);
+        assert_eq!(whole.deleted.len(), 1);
+        assert_eq!(whole.types, ["ban", "captcha"]);
+    }
+
+    #[test]
+    fn envelope_errors() {
+        let f = DecisionFilter::default();
+        for bad in [
+            "",
+            "[]",
+            r#"{"new":[1]}"#,
+            r#"{"new":[{"type":"ban"} {"type":"ban"}]}"#,
+            r#"{"new" [] }"#,
+            r#"{"new":[],}"#,
+            r#"{"new":nul}"#,
+            r#"{"new":[]}}"#,
+        ] {
+            assert!(parse_stream(bad.as_bytes(), &f, 10).is_err(), "{bad:?}");
+            assert!(
+                parse_stream(Trickle(bad.as_bytes()), &f, 10).is_err(),
+                "{bad:?} trickled"
+            );
+        }
+        let huge = format!(
+            r#"{{"new":[{{"type":"ban","scenario":"{}"}}]}}"#,
+            "x".repeat(100_000)
+        );
+        let err = parse_stream(huge.as_bytes(), &f, 10).unwrap_err();
+        assert!(err.to_string().contains("larger than 64 KiB"), "{err}");
     }
 
     #[test]

@@ -117,10 +117,10 @@ async fn a_slow_lapi_times_out_and_enforce_stays_closed() {
     assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
 }
 
-#[tokio::test]
-async fn huge_answers_are_refused_with_bounded_memory() {
+/// Streams a 1 GiB answer and watches the proxy's resident memory until it refuses it.
+async fn refuses_with_bounded_memory(reply: Reply, expect: &str) {
     let up = Upstream::start("u").await;
-    let lapi = FakeLapi::start(vec![Reply::HugeString(1 << 30)]).await;
+    let lapi = FakeLapi::start(vec![reply]).await;
     let proxy = proxy(
         &one_service(&up, "observe"),
         &lapi,
@@ -129,7 +129,7 @@ async fn huge_answers_are_refused_with_bounded_memory() {
     .await;
     let pid = proxy.pid();
     let mut peak_kib = 0u64;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let rss: u64 = status
             .lines()
@@ -138,20 +138,34 @@ async fn huge_answers_are_refused_with_bounded_memory() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         peak_kib = peak_kib.max(rss);
-        if proxy.stderr_text().contains("larger than 64 MiB") {
+        if proxy.stderr_text().contains(expect) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        proxy.stderr_text().contains("larger than 64 MiB"),
+        proxy.stderr_text().contains(expect),
         "{}",
         proxy.stderr_text()
     );
     assert!(
-        peak_kib < 256 * 1024,
+        peak_kib < 128 * 1024,
         "RSS peaked at {peak_kib} KiB while a 1 GiB answer streamed"
     );
+}
+
+#[tokio::test]
+async fn a_huge_decision_is_refused_with_bounded_memory() {
+    refuses_with_bounded_memory(
+        Reply::HugeString(1 << 30),
+        "a decision is larger than 64 KiB",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_huge_answer_is_refused_with_bounded_memory() {
+    refuses_with_bounded_memory(Reply::HugePadding(1 << 30), "larger than 64 MiB").await;
 }
 
 #[tokio::test]

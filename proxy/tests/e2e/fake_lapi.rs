@@ -25,6 +25,8 @@ pub enum Reply {
     Truncated(String),
     /// A JSON string value of this many bytes, streamed.
     HugeString(u64),
+    /// A valid start, then this many bytes of whitespace, streamed.
+    HugePadding(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -148,20 +150,24 @@ async fn respond(
             ]);
             Response::new(StreamBody::new(frames).boxed())
         }
-        Reply::HugeString(n) => {
-            let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
-            let head = Bytes::from_static(
-                br#"{"new":[{"type":"ban","scope":"Ip","duration":"1h","value":""#,
-            );
-            let count = n / chunk.len() as u64;
-            let frames = stream::iter(
-                std::iter::once(head)
-                    .chain((0..count).map(move |_| chunk.clone()))
-                    .map(|b| Ok::<_, std::io::Error>(Frame::data(b))),
-            );
-            Response::new(StreamBody::new(frames).boxed())
-        }
+        Reply::HugeString(n) => huge(
+            n,
+            b'a',
+            br#"{"new":[{"type":"ban","scope":"Ip","duration":"1h","value":""#,
+        ),
+        Reply::HugePadding(n) => huge(n, b' ', br#"{"new":["#),
     }
+}
+
+fn huge(n: u64, fill: u8, head: &'static [u8]) -> Response<Body> {
+    let chunk = Bytes::from(vec![fill; 64 * 1024]);
+    let count = n / chunk.len() as u64;
+    let frames = stream::iter(
+        std::iter::once(Bytes::from_static(head))
+            .chain((0..count).map(move |_| chunk.clone()))
+            .map(|b| Ok::<_, std::io::Error>(Frame::data(b))),
+    );
+    Response::new(StreamBody::new(frames).boxed())
 }
 
 /// A decision object as the LAPI writes it.
