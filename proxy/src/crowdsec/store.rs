@@ -127,6 +127,15 @@ impl<K: SlotKey> Table<K> {
         t
     }
 
+    /// The slots still alive at `now`.
+    fn live(&self, now: u32) -> Vec<Slot<K>> {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .filter(|sl| meta_expires(sl.meta) > now)
+            .collect()
+    }
+
     fn heap_bytes(&self) -> usize {
         let arcs = self.buckets.iter().filter(|b| !b.is_empty()).count();
         self.buckets.len() * std::mem::size_of::<Arc<[Slot<K>]>>()
@@ -521,18 +530,8 @@ impl Store {
     }
 
     fn rebuilt(&self, s: &Snapshot, now: u32) -> Snapshot {
-        let live4: Vec<Slot<u32>> =
-            s.v4.buckets
-                .iter()
-                .flat_map(|b| b.iter().copied())
-                .filter(|sl| meta_expires(sl.meta) > now)
-                .collect();
-        let live6: Vec<Slot<V6Key>> =
-            s.v6.buckets
-                .iter()
-                .flat_map(|b| b.iter().copied())
-                .filter(|sl| meta_expires(sl.meta) > now)
-                .collect();
+        let live4 = s.v4.live(now);
+        let live6 = s.v6.live(now);
         let (n4, n6) = (live4.len(), live6.len());
         Snapshot {
             v4: Arc::new(Table::build(live4, n4)),

@@ -145,10 +145,7 @@ async fn proxy_protocol_v1_and_v2_on_http_from_trusted_peers_only() {
     );
 
     // A trusted peer without a header keeps its own address.
-    assert_eq!(
-        get_from(&proxy, "127.0.0.20", "web.test", "/").await.status,
-        200
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.20", "web.test").await, 200);
 
     // Untrusted peer: the header is not interpreted, so it is just a broken request.
     let mut s = connect_from("127.0.0.21", proxy.http_addr()).await.unwrap();

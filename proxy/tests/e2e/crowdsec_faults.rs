@@ -57,11 +57,7 @@ async fn faults_never_empty_the_cache() {
         ("127.0.0.52", 200),
         ("127.0.0.53", 200),
     ] {
-        assert_eq!(
-            get_from(&proxy, src, "web.test", "/").await.status,
-            status,
-            "{src}"
-        );
+        assert_eq!(status_of(&proxy, src, "web.test").await, status, "{src}");
     }
     let log = proxy.stderr_text();
     for needle in [
@@ -109,10 +105,7 @@ async fn a_slow_lapi_times_out_and_enforce_stays_closed() {
     )
     .await;
     proxy.wait_log_count("timeout", 1).await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.1", "web.test", "/").await.status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 403);
     let e = proxy.wait_entries(1).await;
     assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
 }
@@ -187,7 +180,7 @@ async fn answers_with_too_many_decisions_are_refused() {
     .await;
     proxy.wait_log_count("more than 1000 decisions", 1).await;
     assert_eq!(
-        get_from(&proxy, "127.0.0.1", "web.test", "/").await.status,
+        status_of(&proxy, "127.0.0.1", "web.test").await,
         403,
         "still not synced"
     );
@@ -201,10 +194,7 @@ async fn null_arrays_sync_an_empty_set() {
     proxy
         .wait_log_count("synced initial decisions (0)", 1)
         .await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.1", "web.test", "/").await.status,
-        200
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 200);
 }
 
 #[tokio::test]
@@ -232,10 +222,7 @@ async fn bouncer_is_reference_counted_by_services() {
     proxy
         .wait_log_count("synced initial decisions (1)", 1)
         .await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.60", "web.test", "/").await.status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.60", "web.test").await, 403);
 
     // Edits and a hand-over to another service never restart it.
     let edited = one_service(&up, "enforce").replace(
@@ -283,10 +270,7 @@ async fn crowdsec_without_a_lapi_is_warned_about_and_fails_closed() {
         "{}",
         proxy.stderr_text()
     );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.1", "web.test", "/").await.status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 403);
     let e = proxy.wait_entries(1).await;
     assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
 }

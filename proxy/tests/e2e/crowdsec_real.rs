@@ -83,16 +83,16 @@ async fn verdicts_follow_real_lapi_decisions() {
     ];
     for (src, status, _) in cases {
         assert_eq!(
-            get_from(&proxy, src, "enforce.test", "/").await.status,
+            status_of(&proxy, src, "enforce.test").await,
             status,
             "{src}"
         );
         assert_eq!(
-            get_from(&proxy, src, "observe.test", "/").await.status,
+            status_of(&proxy, src, "observe.test").await,
             200,
             "observe never denies"
         );
-        assert_eq!(get_from(&proxy, src, "off.test", "/").await.status, 200);
+        assert_eq!(status_of(&proxy, src, "off.test").await, 200);
     }
     let entries = proxy.wait_entries(cases.len() * 3).await;
     for (i, (src, _, verdict)) in cases.iter().enumerate() {
@@ -179,18 +179,8 @@ async fn lapi_down_after_sync_keeps_decisions_and_expires_them_locally() {
     proxy
         .wait_log_count("keeping the last known decisions", 1)
         .await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.20", "enforce.test", "/")
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.21", "enforce.test", "/")
-            .await
-            .status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.20", "enforce.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.21", "enforce.test").await, 403);
     // The short one expires on time with no LAPI to say so.
     eventually_status(
         &proxy,
@@ -200,12 +190,7 @@ async fn lapi_down_after_sync_keeps_decisions_and_expires_them_locally() {
         Duration::from_secs(8),
     )
     .await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.20", "enforce.test", "/")
-            .await
-            .status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.20", "enforce.test").await, 403);
     // The outage is logged once, not per poll.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -225,22 +210,9 @@ async fn enforce_fails_closed_until_the_first_sync_observe_records_it() {
     let proxy = proxy_for(&services(&up), &lapi.url(), &[]).await;
     proxy.wait_log_count("connection refused", 1).await;
     assert!(proxy.stderr_text().contains("not synced yet"));
-    assert_eq!(
-        get_from(&proxy, "127.0.0.30", "enforce.test", "/")
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.30", "observe.test", "/")
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.30", "off.test", "/").await.status,
-        200
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.30", "enforce.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.30", "observe.test").await, 200);
+    assert_eq!(status_of(&proxy, "127.0.0.30", "off.test").await, 200);
     let e = proxy.wait_entries(3).await;
     assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
     assert_eq!(e[1]["deny_reason"], "");
@@ -342,12 +314,7 @@ async fn https_lapi_with_a_private_ca_and_a_wrong_one() {
     )
     .await;
     good.wait_log_count("synced initial decisions (1)", 1).await;
-    assert_eq!(
-        get_from(&good, "127.0.0.70", "enforce.test", "/")
-            .await
-            .status,
-        403
-    );
+    assert_eq!(status_of(&good, "127.0.0.70", "enforce.test").await, 403);
 
     let wrong = proxy_for(
         &yaml,
@@ -358,9 +325,7 @@ async fn https_lapi_with_a_private_ca_and_a_wrong_one() {
     wrong.wait_log_count("certificate not trusted", 1).await;
     assert!(!wrong.stderr_text().contains("synced initial decisions"));
     assert_eq!(
-        get_from(&wrong, "127.0.0.1", "enforce.test", "/")
-            .await
-            .status,
+        status_of(&wrong, "127.0.0.1", "enforce.test").await,
         403,
         "fails closed"
     );

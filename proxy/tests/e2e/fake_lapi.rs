@@ -86,17 +86,14 @@ impl FakeLapi {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_requests(&self, n: usize) -> Vec<Seen> {
-        for _ in 0..400 {
-            let r = self.requests();
-            if r.len() >= n {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "fake LAPI got {} requests, expected {n}",
-            self.requests().len()
-        );
+        crate::harness::poll(400, || Some(self.requests()).filter(|r| r.len() >= n))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "fake LAPI got {} requests, expected {n}",
+                    self.requests().len()
+                )
+            })
     }
 }
 

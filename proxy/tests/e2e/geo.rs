@@ -114,10 +114,7 @@ async fn country_lists_without_a_database_fail_closed() {
         assert_eq!(r.status, 403);
     }
     // CIDR still decides first.
-    assert_eq!(
-        get_from(&proxy, "127.0.0.7", "cidr.test", "/").await.status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.7", "cidr.test").await, 403);
     let entries = proxy.wait_entries(3).await;
     assert_eq!(entries[0]["deny_reason"], "geo_unavailable");
     assert_eq!(entries[1]["deny_reason"], "geo_unavailable");

@@ -200,14 +200,9 @@ impl Proxy {
 
     /// Waits until at least `n` access-log entries are written, and returns them.
     pub async fn wait_entries(&self, n: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            let e = self.entries();
-            if e.len() >= n {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("expected {n} access-log entries, have {:?}", self.entries());
+        poll(200, || Some(self.entries()).filter(|e| e.len() >= n))
+            .await
+            .unwrap_or_else(|| panic!("expected {n} access-log entries, have {:?}", self.entries()))
     }
 
     /// Rewrites the services file and waits until the proxy says what it did with it.
@@ -236,6 +231,22 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Calls `check` every 25 ms, up to `tries` times, until it gives something.
+pub async fn poll<T>(tries: usize, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..tries {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+/// The status `source` gets for GET / on `host`.
+pub async fn status_of(proxy: &Proxy, source: &str, host: &str) -> u16 {
+    get_from(proxy, source, host, "/").await.status
 }
 
 /// A TCP connection from a chosen source address.

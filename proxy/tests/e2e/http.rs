@@ -58,15 +58,10 @@ async fn routes_by_host_and_denies_by_cidr_for_both_families() {
     assert_eq!(r.status, 403);
     assert_eq!(r.body, "Forbidden\n", "no internals in the body");
     // Deny list inside the allow list.
-    assert_eq!(
-        get_from(&proxy, "127.0.0.66", "alpha.test", "/")
-            .await
-            .status,
-        403
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.66", "alpha.test").await, 403);
     // IPv6: allowed by alpha's allow list, denied by beta's deny list.
-    assert_eq!(get_from(&proxy, "::1", "alpha.test", "/").await.status, 200);
-    assert_eq!(get_from(&proxy, "::1", "beta.test", "/").await.status, 403);
+    assert_eq!(status_of(&proxy, "::1", "alpha.test").await, 200);
+    assert_eq!(status_of(&proxy, "::1", "beta.test").await, 403);
 
     let entries = proxy.wait_entries(7).await;
     let denied = entries_for(&entries, "127.0.1.5");

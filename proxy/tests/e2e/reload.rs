@@ -66,10 +66,7 @@ async fn good_reload_applies_without_dropping_open_connections() {
             .status,
         403
     );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.50", "web.test", "/").await.status,
-        200
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.50", "web.test").await, 200);
     let mut fresh = connect_from("127.0.0.51", proxy.port("raw")).await.unwrap();
     assert!(closed_by_peer(&mut fresh).await);
 }
@@ -90,20 +87,9 @@ async fn bad_reload_is_rejected_and_the_running_config_stays() {
         "{log}"
     );
     // Nothing of the bad file was applied: the old host and the old deny list are in force.
-    assert_eq!(
-        get_from(&proxy, "127.0.0.60", "web.test", "/").await.status,
-        403
-    );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.61", "web.test", "/").await.status,
-        200
-    );
-    assert_eq!(
-        get_from(&proxy, "127.0.0.61", "web2.test", "/")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.60", "web.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.61", "web.test").await, 200);
+    assert_eq!(status_of(&proxy, "127.0.0.61", "web2.test").await, 404);
 
     // A TCP listener that cannot be bound rejects the whole file too.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -116,7 +102,7 @@ async fn bad_reload_is_rejected_and_the_running_config_stays() {
     proxy.rewrite_config(&clash, "configuration rejected").await;
     assert!(proxy.stderr_text().contains("cannot listen on"));
     assert_eq!(
-        get_from(&proxy, "127.0.0.61", "web.test", "/").await.status,
+        status_of(&proxy, "127.0.0.61", "web.test").await,
         200,
         "deny list unchanged"
     );
@@ -138,10 +124,7 @@ async fn sighup_reloads_and_removed_tcp_listeners_stop() {
     // SAFETY: signalling a child process we own.
     assert_eq!(unsafe { libc::kill(proxy.pid() as i32, libc::SIGHUP) }, 0);
     proxy.wait_log_count("configuration reloaded", 1).await;
-    assert_eq!(
-        get_from(&proxy, "127.0.0.70", "web.test", "/").await.status,
-        200
-    );
+    assert_eq!(status_of(&proxy, "127.0.0.70", "web.test").await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(
         connect_from("127.0.0.1", proxy.port("raw")).await.is_err(),
