@@ -271,11 +271,16 @@ async fn tcp_services_get_one_entry_per_connection() {
     );
 }
 
+type Pem = std::path::PathBuf;
+
 /// A CA and a LAPI server certificate for 127.0.0.1, as PEM files in `dir`.
-fn lapi_pki(
-    dir: &std::path::Path,
-    name: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+fn lapi_pki(dir: &std::path::Path, name: &str) -> (Pem, Pem, Pem) {
+    let (c, k, a, _, _) = lapi_pki_with_client(dir, name);
+    (c, k, a)
+}
+
+/// Also a client certificate from the same CA with OU `nb-bouncer` (cert, key).
+fn lapi_pki_with_client(dir: &std::path::Path, name: &str) -> (Pem, Pem, Pem, Pem, Pem) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -294,7 +299,120 @@ fn lapi_pki(
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     std::fs::write(&a, ca.pem()).unwrap();
-    (c, k, a)
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nb-proxy-mtls");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, "nb-bouncer");
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let (cc, ck) = (
+        dir.join(format!("{name}-client.crt")),
+        dir.join(format!("{name}-client.key")),
+    );
+    std::fs::write(&cc, client.pem()).unwrap();
+    std::fs::write(&ck, client_key.serialize_pem()).unwrap();
+    (c, k, a, cc, ck)
+}
+
+#[tokio::test]
+async fn client_certificate_authentication() {
+    let up = Upstream::start("u").await;
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key, ca, client_cert, client_key) = lapi_pki_with_client(pki.path(), "lapi");
+    let mut lapi =
+        crate::lapi::Lapi::configure_with(Some((cert, key, ca.clone())), crate::lapi::MTLS);
+    lapi.start();
+    lapi.add(&["--ip", "127.0.0.80"]);
+    // No API key: the certificate alone authenticates the bouncer.
+    let proxy = ProxyBuilder::new(&services(&up))
+        .arg("--crowdsec-api-url")
+        .arg(lapi.url())
+        .arg("--crowdsec-ca-cert")
+        .arg(ca.to_str().unwrap())
+        .arg("--crowdsec-client-cert")
+        .arg(client_cert.to_str().unwrap())
+        .arg("--crowdsec-client-key")
+        .arg(client_key.to_str().unwrap())
+        .start()
+        .await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.80", "enforce.test").await, 403);
+    let list = lapi.cscli(&["bouncers", "list"]);
+    assert!(
+        list.contains("nb-proxy-mtls@127.0.0.1"),
+        "the LAPI names a TLS bouncer CN@IP: {list}"
+    );
+}
+
+#[tokio::test]
+async fn decision_filters_by_scenario_origin_and_type() {
+    let up = Upstream::start("u").await;
+    let lapi = Lapi::start_new(None);
+    // cscli records the reason as the scenario.
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "127.0.0.90",
+        "--reason",
+        "nb-proxy self-inflicted loop",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "127.0.0.91",
+        "--reason",
+        "ssh brute force",
+    ]);
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--ip",
+        "127.0.0.92",
+        "--type",
+        "captcha",
+        "--reason",
+        "ssh probing",
+    ]);
+    let proxy = proxy_for(
+        &services(&up),
+        &lapi.url(),
+        &[
+            "--crowdsec-scenarios-not-containing",
+            "NB-PROXY",
+            "--crowdsec-types",
+            "ban",
+            "--crowdsec-origins",
+            "cscli",
+        ],
+    )
+    .await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert_eq!(
+        status_of(&proxy, "127.0.0.90", "enforce.test").await,
+        200,
+        "own scenario excluded"
+    );
+    assert_eq!(status_of(&proxy, "127.0.0.91", "enforce.test").await, 403);
+    assert_eq!(
+        status_of(&proxy, "127.0.0.92", "enforce.test").await,
+        200,
+        "captcha not enforced"
+    );
+    let other_origin =
+        proxy_for(&services(&up), &lapi.url(), &["--crowdsec-origins", "CAPI"]).await;
+    other_origin
+        .wait_log_count("synced initial decisions (0)", 1)
+        .await;
 }
 
 #[tokio::test]

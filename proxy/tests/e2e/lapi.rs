@@ -16,9 +16,17 @@ pub struct Lapi {
     child: Option<Child>,
 }
 
+/// Extra `api.server.tls` settings for client-certificate tests.
+pub const MTLS: &str = "      client_verification: VerifyClientCertIfGiven\n      bouncers_allowed_ou: [nb-bouncer]\n      agents_allowed_ou: [agent-ou]\n";
+
 impl Lapi {
     /// Configured (database, machine, bouncer) but not started.
     pub fn configure(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
+        Self::configure_with(tls, "")
+    }
+
+    /// `tls_extra` is appended to `api.server.tls` (e.g. [`MTLS`]).
+    pub fn configure_with(tls: Option<(PathBuf, PathBuf, PathBuf)>, tls_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path();
@@ -31,10 +39,11 @@ impl Lapi {
         )
         .unwrap();
         let tls_block = match &tls {
-            Some((cert, key, _)) => format!(
-                "    tls:\n      cert_file: {}\n      key_file: {}\n",
+            Some((cert, key, ca)) => format!(
+                "    tls:\n      cert_file: {}\n      key_file: {}\n      ca_cert_path: {}\n{tls_extra}",
                 cert.display(),
-                key.display()
+                key.display(),
+                ca.display()
             ),
             None => String::new(),
         };
