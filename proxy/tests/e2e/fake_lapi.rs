@@ -86,7 +86,7 @@ impl FakeLapi {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_requests(&self, n: usize) -> Vec<Seen> {
-        crate::harness::poll(400, || Some(self.requests()).filter(|r| r.len() >= n))
+        crate::harness::poll(600, || Some(self.requests()).filter(|r| r.len() >= n))
             .await
             .unwrap_or_else(|| {
                 panic!(

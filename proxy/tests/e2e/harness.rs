@@ -156,7 +156,7 @@ impl Proxy {
         } else {
             self.http
         };
-        for _ in 0..200 {
+        for _ in 0..600 {
             if TcpStream::connect(target).await.is_ok()
                 && self.stderr_text().contains("nb-proxy ready")
             {
@@ -200,7 +200,7 @@ impl Proxy {
 
     /// Waits until at least `n` access-log entries are written, and returns them.
     pub async fn wait_entries(&self, n: usize) -> Vec<Value> {
-        poll(200, || Some(self.entries()).filter(|e| e.len() >= n))
+        poll(600, || Some(self.entries()).filter(|e| e.len() >= n))
             .await
             .unwrap_or_else(|| panic!("expected {n} access-log entries, have {:?}", self.entries()))
     }
@@ -213,7 +213,7 @@ impl Proxy {
     }
 
     pub async fn wait_log_count(&self, needle: &str, n: usize) {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if self.stderr_text().matches(needle).count() >= n {
                 return;
             }

@@ -93,7 +93,7 @@ impl Lapi {
             .spawn()
             .expect("crowdsec is installed (scripts/test.sh installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
+        for _ in 0..600 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 std::thread::sleep(Duration::from_millis(100));
                 return;
