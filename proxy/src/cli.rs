@@ -81,6 +81,10 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub config_poll_interval: Duration,
 
+    /// Prometheus `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "NB_PROXY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// CrowdSec LAPI base URL (http or https). Without it, services with CrowdSec enforce deny
     /// everything (crowdsec_unavailable) and observe records that.
     #[arg(long, env = "NB_PROXY_CROWDSEC_API_URL")]

@@ -11,6 +11,7 @@ pub mod crowdsec;
 pub mod geo;
 pub mod http;
 pub mod io;
+pub mod metrics;
 pub mod reload;
 pub mod restrict;
 pub mod server;

@@ -117,6 +117,12 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    if let Some(addr) = args.metrics_listen {
+        let l = nb_proxy::metrics::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (metrics): {e}"))?;
+        tokio::spawn(nb_proxy::metrics::serve(l, state.clone()));
+    }
     let services = state.routes.load().services.len();
     tracing::info!(
         http = ?server.http_addr(),

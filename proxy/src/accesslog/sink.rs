@@ -34,6 +34,42 @@ impl Destination {
 pub struct AccessLog {
     sinks: Arc<Vec<mpsc::Sender<Arc<AccessLogEntry>>>>,
     dropped: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+/// Entries by verdict (the deny reason, or `allow`) and protocol, for metrics.
+#[derive(Default)]
+pub struct Counts {
+    by_verdict: [[AtomicU64; 8]; 2],
+}
+
+impl Counts {
+    fn add(&self, e: &AccessLogEntry) {
+        let p = matches!(e.protocol, crate::config::Protocol::Tcp) as usize;
+        self.by_verdict[p][verdict_index(e.outcome.verdict)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (protocol, verdict, count) for every combination.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (p, proto) in ["http", "tcp"].into_iter().enumerate() {
+            for v in crate::restrict::Verdict::ALL {
+                out.push((
+                    proto,
+                    v.as_str(),
+                    self.by_verdict[p][verdict_index(v)].load(Ordering::Relaxed),
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn verdict_index(v: crate::restrict::Verdict) -> usize {
+    crate::restrict::Verdict::ALL
+        .iter()
+        .position(|x| *x == v)
+        .unwrap_or(0)
 }
 
 impl AccessLog {
@@ -60,10 +96,12 @@ impl AccessLog {
         Ok(Self {
             sinks: Arc::new(vec![tx]),
             dropped: Arc::default(),
+            counts: Arc::default(),
         })
     }
 
     pub fn record(&self, entry: AccessLogEntry) {
+        self.counts.add(&entry);
         if self.sinks.is_empty() {
             return;
         }
@@ -76,6 +114,10 @@ impl AccessLog {
                 }
             }
         }
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// Entries dropped because a sink could not keep up.

@@ -18,6 +18,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Allow,
+        Verdict::IpRestricted,
+        Verdict::CountryRestricted,
+        Verdict::GeoUnavailable,
+        Verdict::CrowdsecBan,
+        Verdict::CrowdsecCaptcha,
+        Verdict::CrowdsecThrottle,
+        Verdict::CrowdsecUnavailable,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",

@@ -274,3 +274,50 @@ async fn crowdsec_without_a_lapi_is_warned_about_and_fails_closed() {
     let e = proxy.wait_entries(1).await;
     assert_eq!(e[0]["deny_reason"], "crowdsec_unavailable");
 }
+
+#[tokio::test]
+async fn metrics_and_readiness_show_verdicts_and_bouncer_state() {
+    let up = Upstream::start("u").await;
+    let lapi = FakeLapi::start(vec![Reply::Json(format!(
+        r#"{{"new":[{}],"deleted":null}}"#,
+        decision("127.0.0.70", "Ip", "ban", "1h")
+    ))])
+    .await;
+    let mut b = ProxyBuilder::new(&one_service(&up, "enforce"))
+        .port("m")
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:{m}");
+    for a in ["--crowdsec-api-url", &lapi.url(), "--crowdsec-api-key", "k"] {
+        b = b.arg(a);
+    }
+    let proxy = b.start().await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.70", "web.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.71", "web.test").await, 200);
+    proxy.wait_entries(2).await;
+    let get = |path: &'static str| {
+        let addr = proxy.port("m");
+        async move {
+            let s = connect_from("127.0.0.1", addr).await.unwrap();
+            request_over(s, "metrics", path, &[]).await.unwrap()
+        }
+    };
+    let m = get("/metrics").await;
+    assert_eq!(m.status, 200);
+    for line in [
+        "nb_proxy_requests_total{protocol=\"http\",verdict=\"crowdsec_ban\"} 1",
+        "nb_proxy_requests_total{protocol=\"http\",verdict=\"allow\"} 1",
+        "nb_proxy_crowdsec_synced 1",
+        "nb_proxy_crowdsec_running 1",
+        "nb_proxy_crowdsec_decisions 1",
+        "nb_proxy_crowdsec_lapi_up 1",
+    ] {
+        assert!(m.body.contains(line), "missing {line:?} in\n{}", m.body);
+    }
+    let r = get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["crowdsec"]["synced"], true);
+    assert_eq!(get("/healthz").await.status, 200);
+}
