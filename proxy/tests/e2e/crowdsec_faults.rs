@@ -321,3 +321,42 @@ async fn metrics_and_readiness_show_verdicts_and_bouncer_state() {
     assert_eq!(r.json()["crowdsec"]["synced"], true);
     assert_eq!(get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn periodic_full_resync_repairs_drift() {
+    let up = Upstream::start("u").await;
+    // The first full answer bans .80; later deltas say nothing; the next full answer (after
+    // the resync interval) no longer has it: only a full resync can notice.
+    let ban = format!(
+        r#"{{"new":[{}],"deleted":null}}"#,
+        decision("127.0.0.80", "Ip", "ban", "1h")
+    );
+    let empty = r#"{"new":null,"deleted":null}"#.to_owned();
+    let lapi = FakeLapi::start(vec![Reply::Json(ban), Reply::Json(empty)]).await;
+    let proxy = proxy(
+        &one_service(&up, "enforce"),
+        &lapi,
+        &["--crowdsec-resync-interval", "1s"],
+    )
+    .await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.80", "web.test").await, 403);
+    let seen = poll(600, || {
+        let r = lapi.requests();
+        (r.iter().filter(|s| s.startup).count() >= 2).then_some(r)
+    })
+    .await
+    .expect("a second full sync");
+    assert!(
+        seen.iter().skip(1).any(|s| !s.startup),
+        "deltas in between: {seen:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        status_of(&proxy, "127.0.0.80", "web.test").await,
+        200,
+        "drift repaired"
+    );
+}
