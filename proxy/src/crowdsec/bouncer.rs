@@ -30,7 +30,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                 // Building a snapshot of a million decisions takes a while: off the runtime.
                 let mut s = store.take().unwrap_or_default();
                 let sh = shared.clone();
-                let (s, snap) = tokio::task::spawn_blocking(move || {
+                let built = tokio::task::spawn_blocking(move || {
                     let now = sh.tick();
                     let snap = if full {
                         s.replace_all(batch, now)
@@ -42,9 +42,20 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                     };
                     (s, snap)
                 })
-                .await
-                .unwrap_or_else(|_| (Store::new(), Arc::new(super::store::Snapshot::empty())));
-                store = Some(s);
+                .await;
+                let snap = match built {
+                    Ok((s, snap)) => {
+                        store = Some(s);
+                        snap
+                    }
+                    Err(e) => {
+                        // Keep serving the last snapshot; rebuild from a full sync.
+                        tracing::error!("CrowdSec decision update failed ({e}); keeping the last known decisions");
+                        need_full = true;
+                        tokio::time::sleep(backoff(1, cfg.update_interval)).await;
+                        continue;
+                    }
+                };
                 let count = snap.len();
                 shared.publish(snap);
                 if purge {

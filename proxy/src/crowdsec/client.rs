@@ -273,7 +273,9 @@ impl LapiClient {
             s => return Err(LapiError::Status(s.as_u16())),
         }
         // The body is parsed on a blocking thread as it arrives, chunk by chunk.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<bytes::Bytes, LapiError>>(8);
+        // A bounded async channel: when the parser falls behind, the feeder waits without
+        // blocking the runtime.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, LapiError>>(8);
         let filter = self.cfg.filter.clone();
         let max = self.cfg.max_decisions;
         let parser = tokio::task::spawn_blocking(move || {
@@ -303,7 +305,7 @@ impl LapiClient {
                     _ => LapiError::Incomplete,
                 });
             }
-            if tx.send(chunk).is_err() || failed {
+            if tx.send(chunk).await.is_err() || failed {
                 break; // the parser stopped (bad answer) or the body broke
             }
         }
@@ -319,14 +321,14 @@ impl LapiClient {
     }
 }
 
-/// `Read` over body chunks handed across from the async side.
+/// `Read` over body chunks handed across from the async side (used on a blocking thread).
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>,
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>,
     current: bytes::Bytes,
 }
 
 impl ChunkReader {
-    fn new(rx: std::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>) -> Self {
+    fn new(rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, LapiError>>) -> Self {
         Self {
             rx,
             current: bytes::Bytes::new(),
@@ -337,10 +339,10 @@ impl ChunkReader {
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
-                Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
