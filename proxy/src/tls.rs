@@ -47,10 +47,6 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?;
         let routes = self.state.routes.load();
-        routes
-            .certificates
-            .get(name)
-            .or_else(|| routes.certificates.get(&name.to_ascii_lowercase()))
-            .cloned()
+        routes.certificates.get(name).cloned()
     }
 }

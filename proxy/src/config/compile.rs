@@ -13,6 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::error::{ConfigError, Problem};
+use super::hostmap::HostMap;
 use super::spec::{Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
 use crate::restrict::{CountryCode, CountrySet, Filter, IpSet};
 
@@ -46,25 +47,18 @@ pub struct Service {
 #[derive(Debug, Default)]
 pub struct Routes {
     pub services: Vec<Arc<Service>>,
-    /// Lower-case host name ⇒ HTTP service.
-    pub http: HashMap<String, Arc<Service>>,
+    /// Host name (or `*.suffix`) ⇒ HTTP service.
+    pub http: HostMap<Arc<Service>>,
     pub tcp: HashMap<SocketAddr, Arc<Service>>,
-    /// Lower-case SNI name ⇒ certificate, for HTTP services that terminate TLS.
-    pub certificates: HashMap<String, Arc<CertifiedKey>>,
+    /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
+    pub certificates: HostMap<Arc<CertifiedKey>>,
 }
 
 impl Routes {
     /// `host` as sent by the client: any case, maybe with a port or a trailing dot.
     pub fn http_service(&self, host: &str) -> Option<&Arc<Service>> {
         let host = strip_port(host);
-        let host = host.strip_suffix('.').unwrap_or(host);
-        if let Some(s) = self.http.get(host) {
-            return Some(s);
-        }
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.http.get(&host.to_ascii_lowercase());
-        }
-        None
+        self.http.get(host.strip_suffix('.').unwrap_or(host))
     }
 }
 
@@ -112,21 +106,20 @@ pub fn compile(
             Protocol::Http => {
                 for host in &service.spec.hosts {
                     let host = normalise_host(host);
-                    if let Some(other) = routes.http.get(&host) {
-                        ctx.push(
-                            Some("hosts"),
-                            format!("host {host} is already served by service \"{}\"", other.id),
-                        );
+                    if let Err(other) = routes.http.insert(host.clone(), service.clone()) {
+                        let taken =
+                            format!("host {host} is already served by service \"{}\"", other.id);
+                        ctx.push(Some("hosts"), taken);
                         continue;
                     }
-                    if let Some(cert) = &service.tls {
-                        routes.certificates.insert(host.clone(), cert.clone());
-                    } else if let Some(dir) = &opts.tls_dir {
-                        if let Some(cert) = cert_from_dir(&mut ctx, dir, &host) {
-                            routes.certificates.insert(host.clone(), cert);
-                        }
+                    let cert = match (&service.tls, &opts.tls_dir) {
+                        (Some(cert), _) => Some(cert.clone()),
+                        (None, Some(dir)) => cert_from_dir(&mut ctx, dir, &host),
+                        (None, None) => None,
+                    };
+                    if let Some(cert) = cert {
+                        let _ = routes.certificates.insert(host, cert);
                     }
-                    routes.http.insert(host, service.clone());
                 }
             }
             Protocol::Tcp => {
@@ -182,7 +175,7 @@ fn compile_one(ctx: &mut Ctx<'_>, spec: ServiceSpec) -> Option<Service> {
                 );
             }
             for host in &spec.hosts {
-                if !valid_host(&normalise_host(host)) {
+                if !valid_route_host(&normalise_host(host)) {
                     ctx.push(
                         Some("hosts"),
                         format!("\"{host}\" is not a valid host name"),
@@ -345,6 +338,14 @@ fn normalise_host(h: &str) -> String {
     h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
 }
 
+/// A service's host: a name, an address, or a wildcard `*.name` (one label).
+fn valid_route_host(h: &str) -> bool {
+    match h.strip_prefix("*.") {
+        Some(suffix) => suffix.parse::<IpAddr>().is_err() && valid_host(suffix),
+        None => valid_host(h),
+    }
+}
+
 fn valid_host(h: &str) -> bool {
     if h.parse::<IpAddr>().is_ok() {
         return true;
@@ -415,6 +416,20 @@ mod tests {
         assert_eq!(strip_port("a.example"), "a.example");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("::1"), "::1");
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(valid_route_host("*.example.com"));
+        assert!(valid_route_host("example.com"));
+        assert!(valid_route_host("127.0.0.1"));
+        assert!(!valid_route_host("*.127.0.0.1"));
+        assert!(!valid_route_host("a.*.example.com"));
+        assert!(!valid_route_host("*"));
+        assert!(
+            !valid_host("*.example.com"),
+            "upstreams are never wildcards"
+        );
     }
 
     #[test]

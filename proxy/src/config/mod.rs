@@ -3,6 +3,7 @@
 mod compile;
 mod error;
 mod file;
+mod hostmap;
 mod spec;
 
 pub use compile::{
@@ -10,4 +11,5 @@ pub use compile::{
 };
 pub use error::{ConfigError, Problem};
 pub use file::{load_file, parse_services};
+pub use hostmap::HostMap;
 pub use spec::{Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};

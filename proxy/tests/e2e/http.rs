@@ -206,3 +206,40 @@ services:
     assert_eq!(entries[1]["status"], 504);
     assert_eq!(entries[1]["metadata"]["upstream_error"], "timeout");
 }
+
+#[tokio::test]
+async fn wildcard_hosts_match_one_label_and_exact_names_win() {
+    let (a, b) = (
+        Upstream::start("wild").await,
+        Upstream::start("exact").await,
+    );
+    let yaml = format!(
+        "services:\n  - id: wild\n    protocol: http\n    hosts: [\"*.apps.test\"]\n    upstream: {}\n  - id: exact\n    protocol: http\n    hosts: [admin.apps.test]\n    upstream: {}\n",
+        a.url(),
+        b.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml).start().await;
+    assert_eq!(
+        get_from(&proxy, "127.0.0.1", "one.apps.test", "/")
+            .await
+            .json()["upstream"],
+        "wild"
+    );
+    assert_eq!(
+        get_from(&proxy, "127.0.0.1", "Two.Apps.Test:80", "/")
+            .await
+            .json()["upstream"],
+        "wild"
+    );
+    assert_eq!(
+        get_from(&proxy, "127.0.0.1", "admin.apps.test", "/")
+            .await
+            .json()["upstream"],
+        "exact"
+    );
+    assert_eq!(status_of(&proxy, "127.0.0.1", "apps.test").await, 404);
+    assert_eq!(status_of(&proxy, "127.0.0.1", "a.b.apps.test").await, 404);
+    let e = proxy.wait_entries(5).await;
+    assert_eq!(e[0]["service_id"], "wild");
+    assert_eq!(e[0]["host"], "one.apps.test");
+}

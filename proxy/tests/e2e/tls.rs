@@ -152,3 +152,27 @@ async fn a_missing_certificate_rejects_the_config_at_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn wildcard_certificates_by_sni() {
+    let up = Upstream::start("w").await;
+    let pki = Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    pki.issue(certs.path(), "*.apps.test");
+    let yaml = format!(
+        "services:\n  - id: w\n    protocol: http\n    hosts: [\"*.apps.test\"]\n    upstream: {}\n    tls:\n      cert_file: \"{c}/*.apps.test.crt\"\n      key_file: \"{c}/*.apps.test.key\"\n",
+        up.url(),
+        c = certs.path().display()
+    );
+    let proxy = ProxyBuilder::new(&yaml).https().start().await;
+    let tcp = connect_from("127.0.0.1", proxy.https.unwrap())
+        .await
+        .unwrap();
+    let tls = pki
+        .connector()
+        .connect(ServerName::try_from("x.apps.test").unwrap(), tcp)
+        .await
+        .expect("wildcard certificate chosen for x.apps.test");
+    let r = request_over(tls, "x.apps.test", "/", &[]).await.unwrap();
+    assert_eq!(r.json()["upstream"], "w");
+}
