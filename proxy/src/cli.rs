@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_ACCESS_LOG", default_value = "-")]
     pub access_log: String,
 
-    /// MaxMind-format Country or City database, needed by country lists.
+    /// MaxMind-format Country or City database, needed by country lists (reloaded when the
+    /// file changes and on SIGHUP).
     #[arg(long, env = "NB_PROXY_GEO_DB")]
     pub geo_db: Option<PathBuf>,
 
@@ -77,7 +78,7 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub tls_handshake_timeout: Duration,
 
-    /// How often the services file is checked for changes.
+    /// How often the services file and the GeoIP database are checked for changes.
     #[arg(long, env = "NB_PROXY_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub config_poll_interval: Duration,
 

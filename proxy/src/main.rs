@@ -89,7 +89,7 @@ async fn run(args: Args) -> Result<(), String> {
     let crowdsec = CrowdSec::new(lapi_config(&args)?, tokio::runtime::Handle::current());
     let state = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(routes),
-        geo,
+        geo: arc_swap::ArcSwapOption::from(geo.map(Arc::new)),
         access_log,
         clients: ClientAddressPolicy {
             trusted: IpSet::new(&trusted),
@@ -131,15 +131,13 @@ async fn run(args: Args) -> Result<(), String> {
         "nb-proxy ready"
     );
 
-    let reload = async {
-        match &args.config {
-            Some(path) => {
-                nb_proxy::reload::watch_file(&server, path.clone(), opts, args.config_poll_interval)
-                    .await
-            }
-            None => std::future::pending().await,
-        }
-    };
+    let config = args.config.clone().map(|p| (p, opts));
+    let reload = nb_proxy::reload::watch(
+        &server,
+        config,
+        args.geo_db.clone(),
+        args.config_poll_interval,
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     tokio::select! {

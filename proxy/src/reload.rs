@@ -1,5 +1,5 @@
-//! Standalone mode: reload the services file when it changes or on SIGHUP. A bad file is
-//! rejected whole and the running configuration stays.
+//! Reload the services file (standalone mode) and the GeoIP database when they change or on
+//! SIGHUP. A bad file is rejected whole and what runs stays.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{load_file, CompileOptions};
+use crate::geo::GeoDb;
 use crate::server::Server;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,21 +24,50 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Runs forever: polls the file's modification time and listens for SIGHUP.
-pub async fn watch_file(server: &Server, path: PathBuf, opts: CompileOptions, poll: Duration) {
-    let mut last = stamp(&path);
+/// Runs forever: polls the files' modification times and listens for SIGHUP.
+pub async fn watch(
+    server: &Server,
+    config: Option<(PathBuf, CompileOptions)>,
+    geo_db: Option<PathBuf>,
+    poll: Duration,
+) {
+    let mut config_stamp = config.as_ref().and_then(|(p, _)| stamp(p));
+    let mut geo_stamp = geo_db.as_deref().and_then(stamp);
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         let by_signal = tokio::select! {
             _ = tokio::time::sleep(poll) => false,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = stamp(&path);
-        if !by_signal && now == last {
-            continue;
+        if let Some((path, opts)) = &config {
+            let now = stamp(path);
+            if by_signal || now != config_stamp {
+                config_stamp = now;
+                reload_once(server, path, opts).await;
+            }
         }
-        last = now;
-        reload_once(server, &path, &opts).await;
+        if let Some(path) = &geo_db {
+            let now = stamp(path);
+            if by_signal || now != geo_stamp {
+                geo_stamp = now;
+                reload_geo(server, path);
+            }
+        }
+    }
+}
+
+/// Loads the GeoIP database again; a file that does not load leaves the current one in place.
+pub fn reload_geo(server: &Server, path: &Path) -> bool {
+    match GeoDb::open(path) {
+        Ok(db) => {
+            tracing::info!(path = %path.display(), kind = db.database_type(), "GeoIP database reloaded");
+            server.state().geo.store(Some(std::sync::Arc::new(db)));
+            true
+        }
+        Err(e) => {
+            tracing::error!("GeoIP database rejected, keeping the loaded one: {e}");
+            false
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::accesslog::AccessLog;
 use crate::clientip::ClientAddressPolicy;
@@ -44,7 +44,8 @@ impl Default for Limits {
 
 pub struct ProxyState {
     pub routes: ArcSwap<Routes>,
-    pub geo: Option<GeoDb>,
+    /// Replaced whole when the database file changes.
+    pub geo: ArcSwapOption<GeoDb>,
     pub access_log: AccessLog,
     pub clients: ClientAddressPolicy,
     pub limits: Limits,
@@ -54,7 +55,8 @@ pub struct ProxyState {
 impl ProxyState {
     /// Asks `restrict` about one client, with this process's sources.
     pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
-        let geo = self.geo.as_ref().map(|g| g as &dyn CountryLookup);
-        filter.check(client, geo, |ip| self.crowdsec.reputation(ip))
+        let geo = self.geo.load();
+        let lookup = geo.as_deref().map(|g| g as &dyn CountryLookup);
+        filter.check(client, lookup, |ip| self.crowdsec.reputation(ip))
     }
 }

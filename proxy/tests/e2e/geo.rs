@@ -138,3 +138,43 @@ async fn a_broken_database_is_refused_at_start() {
         "{err}"
     );
 }
+
+fn write_single(path: &std::path::Path, cc: &str) {
+    let mut w = mmdb_writer::Writer::new("GeoLite2-Country");
+    w.insert(
+        "127.0.0.0/24".parse::<ipnet::IpNet>().unwrap(),
+        &json!({"country": {"iso_code": cc}}),
+    )
+    .unwrap();
+    // Replace atomically, as a database updater does.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, w.to_bytes().unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn the_database_is_reloaded_when_it_changes_and_a_broken_one_is_refused() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("geo.mmdb");
+    write_single(&db, "DE");
+    let proxy = ProxyBuilder::new(&services(&up))
+        .arg("--geo-db")
+        .arg(db.display().to_string())
+        .start()
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.5", "de.test").await, 200);
+    write_single(&db, "FR");
+    proxy.wait_log_count("GeoIP database reloaded", 1).await;
+    assert_eq!(status_of(&proxy, "127.0.0.5", "de.test").await, 403);
+    std::fs::write(&db, b"truncated garbage").unwrap();
+    proxy
+        .wait_log_count("GeoIP database rejected, keeping the loaded one", 1)
+        .await;
+    assert_eq!(
+        status_of(&proxy, "127.0.0.5", "de.test").await,
+        403,
+        "the FR database stays"
+    );
+    assert_eq!(status_of(&proxy, "127.0.0.5", "nofr.test").await, 403);
+}
