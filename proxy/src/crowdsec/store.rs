@@ -135,13 +135,6 @@ impl<K: SlotKey> Table<K> {
             .filter(|sl| meta_expires(sl.meta) > now)
             .collect()
     }
-
-    fn heap_bytes(&self) -> usize {
-        let arcs = self.buckets.iter().filter(|b| !b.is_empty()).count();
-        self.buckets.len() * std::mem::size_of::<Arc<[Slot<K>]>>()
-            + arcs * 16
-            + self.len * std::mem::size_of::<Slot<K>>()
-    }
 }
 
 /// Working copies of the buckets a batch touches.
@@ -316,14 +309,6 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Approximate heap bytes held by the snapshot.
-    pub fn heap_bytes(&self) -> usize {
-        self.v4.heap_bytes()
-            + self.v6.heap_bytes()
-            + self.r4.entries.len() * (std::mem::size_of::<RangeEntry<u32>>() + 4)
-            + self.r6.entries.len() * (std::mem::size_of::<RangeEntry<u128>>() + 16)
-    }
 }
 
 /// Severity order when one target has decisions of several types.
@@ -334,6 +319,13 @@ fn rank(v: Verdict) -> u8 {
         Verdict::CrowdsecThrottle => 1,
         _ => 0,
     }
+}
+
+/// The slot value for a target with several decisions: the severest type, then the longest.
+fn winner(list: &[(u8, u32)], verdicts: &[Verdict; MAX_TYPES + 1]) -> Option<u32> {
+    list.iter()
+        .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
+        .map(|(t, e)| meta(*e, *t))
 }
 
 fn verdict_for(type_name: &str) -> Verdict {
@@ -397,10 +389,7 @@ impl Store {
     }
 
     fn winner(&self, list: &[(u8, u32)]) -> Option<u32> {
-        let verdicts = self.verdicts();
-        list.iter()
-            .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
-            .map(|(t, e)| meta(*e, *t))
+        winner(list, &self.verdicts())
     }
 
     /// Replaces everything with a startup (full) answer.
@@ -622,11 +611,7 @@ fn merge_single<K: Eq + std::hash::Hash>(
         .entry(target)
         .or_insert_with(|| vec![(meta_type(m), meta_expires(m))]);
     upsert(list, t, e);
-    let best = list
-        .iter()
-        .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
-        .map(|(t, e)| meta(*e, *t));
-    if let Some(b) = best {
+    if let Some(b) = winner(list, verdicts) {
         map.insert(key, b);
     }
 }

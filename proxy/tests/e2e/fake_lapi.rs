@@ -109,13 +109,7 @@ async fn respond(
     script: &Mutex<VecDeque<Reply>>,
 ) -> Response<Body> {
     let query = req.uri().query().unwrap_or("").to_owned();
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let h = |n: &str| crate::harness::header(&req, n);
     seen.lock().unwrap().push(Seen {
         startup: query.contains("startup=true"),
         user_agent: h("user-agent"),

@@ -334,6 +334,15 @@ pub async fn get_with(
         .expect("HTTP exchange")
 }
 
+/// A request header as a string, `""` when absent.
+pub fn header<B>(req: &Request<B>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// An HTTP upstream that answers with what it saw, as JSON, and counts its connections.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -358,13 +367,7 @@ impl Upstream {
                         if req.uri().path() == "/slow" {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                         }
-                        let h = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned()
-                        };
+                        let h = |n: &str| header(&req, n);
                         let body = serde_json::json!({
                             "upstream": name,
                             "host": h("host"),
