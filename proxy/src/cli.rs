@@ -21,6 +21,38 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Managed mode: management's base URL (e.g. http://management:8090). Services come from
+    /// its stream and access-log entries go to it; the last services are kept on disk.
+    #[arg(
+        long,
+        env = "NB_PROXY_MANAGEMENT_URL",
+        conflicts_with = "config",
+        requires = "token"
+    )]
+    pub management_url: Option<String>,
+
+    /// This proxy's token, created in management (POST /api/v1/proxies or the dashboard).
+    #[arg(long, env = "NB_PROXY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Managed mode: where the last services received are kept, so that a restart while
+    /// management is down still serves them.
+    #[arg(
+        long,
+        env = "NB_PROXY_MANAGEMENT_CACHE",
+        default_value = "nb-proxy-services.json"
+    )]
+    pub management_cache: PathBuf,
+
+    /// Managed mode: how often the proxy reports its state (bouncer, drops) to management.
+    #[arg(long, env = "NB_PROXY_MANAGEMENT_REPORT_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub management_report_interval: Duration,
+
+    /// Managed mode: access-log entries waiting to be shipped; beyond it entries are dropped,
+    /// counted and reported.
+    #[arg(long, env = "NB_PROXY_EVENT_QUEUE_SIZE", default_value_t = 65_536)]
+    pub event_queue_size: usize,
+
     /// Listener for HTTP services, routed by Host.
     #[arg(long, env = "NB_PROXY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,

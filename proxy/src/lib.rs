@@ -4,6 +4,7 @@
 //! ([`clientip`]) ⇒ `Filter::check` ⇒ [`http`] or [`tcp`] forwards or denies ⇒ [`accesslog`].
 
 pub mod accesslog;
+pub mod backoff;
 pub mod cli;
 pub mod clientip;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod crowdsec;
 pub mod geo;
 pub mod http;
 pub mod io;
+pub mod managed;
 pub mod metrics;
 pub mod reload;
 pub mod restrict;

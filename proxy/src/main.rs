@@ -4,12 +4,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use clap::Parser;
 
-use nb_proxy::accesslog::{AccessLog, Destination};
+use nb_proxy::accesslog::{AccessLog, Destination, ShipQueue};
 use nb_proxy::cli::Args;
 use nb_proxy::clientip::ClientAddressPolicy;
 use nb_proxy::config::{load_file, parse_cidr, CompileOptions, Routes};
 use nb_proxy::crowdsec::{ApiKey, CrowdSec, DecisionFilter, LapiConfig};
 use nb_proxy::geo::GeoDb;
+use nb_proxy::managed::{cached_routes, Managed, ManagementClient};
 use nb_proxy::restrict::IpSet;
 use nb_proxy::server::{Listeners, Server};
 use nb_proxy::state::{Limits, ProxyState};
@@ -69,10 +70,19 @@ async fn run(args: Args) -> Result<(), String> {
     let opts = CompileOptions {
         tls_dir: args.tls_dir.clone(),
     };
-    let routes = match &args.config {
-        Some(path) => load_file(path, &opts).map_err(|e| e.to_string())?,
-        None => {
-            tracing::warn!("no --config given: serving no services");
+    let management = management_client(&args)?;
+    let mut cached_revision = None;
+    let routes = match (&args.config, &management) {
+        (Some(path), _) => load_file(path, &opts).map_err(|e| e.to_string())?,
+        (None, Some(_)) => match cached_routes(&args.management_cache, &opts) {
+            Some((revision, routes)) => {
+                cached_revision = Some(revision);
+                routes
+            }
+            None => Routes::default(),
+        },
+        (None, None) => {
+            tracing::warn!("neither --config nor --management-url given: serving no services");
             Routes::default()
         }
     };
@@ -84,8 +94,14 @@ async fn run(args: Args) -> Result<(), String> {
     {
         tracing::warn!("services use country lists but no --geo-db is loaded: they deny everything (geo_unavailable)");
     }
-    let access_log = AccessLog::open(Destination::parse(&args.access_log))
+    let mut access_log = AccessLog::open(Destination::parse(&args.access_log))
         .map_err(|e| format!("cannot open access log {}: {e}", args.access_log))?;
+    let mut shipping = None;
+    if management.is_some() {
+        let (queue, rx) = ShipQueue::new(args.event_queue_size);
+        shipping = Some((rx, queue.dropped_counter()));
+        access_log = access_log.with_shipping(queue);
+    }
     let crowdsec = CrowdSec::new(lapi_config(&args)?, tokio::runtime::Handle::current());
     let state = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(routes),
@@ -138,16 +154,61 @@ async fn run(args: Args) -> Result<(), String> {
         args.geo_db.clone(),
         args.config_poll_interval,
     );
+    let managed = async {
+        match (management, shipping) {
+            (Some(client), Some((events, events_dropped))) => {
+                let m = Managed {
+                    client,
+                    cache: args.management_cache.clone(),
+                    report_interval: args.management_report_interval,
+                    compile: CompileOptions {
+                        tls_dir: args.tls_dir.clone(),
+                    },
+                    events,
+                    events_dropped,
+                };
+                nb_proxy::managed::run(&server, m, cached_revision).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     tokio::select! {
         _ = reload => {}
+        _ = managed => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
         _ = term.recv() => tracing::info!("terminated: shutting down"),
     }
     // Give the access-log writer a moment to flush what it holds.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(())
+}
+
+fn management_client(args: &Args) -> Result<Option<ManagementClient>, String> {
+    let Some(url) = args
+        .management_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    let url: reqwest::Url = url
+        .parse()
+        .map_err(|e| format!("--management-url {url:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "--management-url {url} must be http:// or https://"
+        ));
+    }
+    let token = args
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("--management-url needs --token (a proxy token created in management)")?;
+    ManagementClient::new(url, token, std::time::Duration::from_secs(10)).map(Some)
 }
 
 fn lapi_config(args: &Args) -> Result<Option<LapiConfig>, String> {

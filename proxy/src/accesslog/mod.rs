@@ -4,4 +4,4 @@ mod entry;
 mod sink;
 
 pub use entry::AccessLogEntry;
-pub use sink::{AccessLog, Destination};
+pub use sink::{AccessLog, Destination, ShipQueue};

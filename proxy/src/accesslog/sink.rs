@@ -35,6 +35,37 @@ pub struct AccessLog {
     sinks: Arc<Vec<mpsc::Sender<Arc<AccessLogEntry>>>>,
     dropped: Arc<AtomicU64>,
     counts: Arc<Counts>,
+    shipping: Option<ShipQueue>,
+}
+
+/// The queue towards management's shipper, with its own drop count (reported to management).
+#[derive(Clone)]
+pub struct ShipQueue {
+    tx: mpsc::Sender<Arc<AccessLogEntry>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ShipQueue {
+    /// A queue of `capacity` entries and its receiving end.
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Arc<AccessLogEntry>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                tx,
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Entries that found the queue full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
 }
 
 /// Entries by verdict (the deny reason, or `allow`) and protocol, for metrics.
@@ -97,15 +128,33 @@ impl AccessLog {
             sinks: Arc::new(vec![tx]),
             dropped: Arc::default(),
             counts: Arc::default(),
+            shipping: None,
         })
+    }
+
+    /// Also hands every entry to management's shipper.
+    pub fn with_shipping(mut self, queue: ShipQueue) -> Self {
+        self.shipping = Some(queue);
+        self
     }
 
     pub fn record(&self, entry: AccessLogEntry) {
         self.counts.add(&entry);
-        if self.sinks.is_empty() {
+        if self.sinks.is_empty() && self.shipping.is_none() {
             return;
         }
         let entry = Arc::new(entry);
+        if let Some(q) = &self.shipping {
+            if q.tx.try_send(entry.clone()).is_err() {
+                let n = q.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        "event queue to management full: entries dropped (reported to management)"
+                    );
+                }
+            }
+        }
         for sink in self.sinks.iter() {
             if sink.try_send(entry.clone()).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

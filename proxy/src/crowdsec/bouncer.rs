@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::client::{LapiClient, LapiError};
 use super::shared::Shared;
 use super::store::Store;
+use crate::backoff::backoff;
 
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -52,7 +53,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                         // Keep serving the last snapshot; rebuild from a full sync.
                         tracing::error!("CrowdSec decision update failed ({e}); keeping the last known decisions");
                         need_full = true;
-                        tokio::time::sleep(backoff(1, cfg.update_interval)).await;
+                        tokio::time::sleep(backoff(1, cfg.update_interval.max(MAX_BACKOFF))).await;
                         continue;
                     }
                 };
@@ -104,7 +105,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                     st.last_error = Some(e.to_string());
                 }
                 failures = failures.saturating_add(1);
-                tokio::time::sleep(backoff(failures, cfg.update_interval)).await;
+                tokio::time::sleep(backoff(failures, cfg.update_interval.max(MAX_BACKOFF))).await;
             }
         }
     }
@@ -121,15 +122,6 @@ fn report(shared: &Shared, url: &reqwest::Url, e: &LapiError) {
     }
 }
 
-/// 1s, 2s, 4s … capped at max(interval, 60s), ±20% jitter.
-fn backoff(failures: u32, interval: Duration) -> Duration {
-    let cap = interval.max(MAX_BACKOFF);
-    let base = Duration::from_secs(1)
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(cap);
-    base.mul_f64(0.8 + 0.4 * fastrand::f64())
-}
-
 /// Advances the coarse clock the lookups read, so decisions expire on time even when the LAPI
 /// is unreachable.
 pub(super) async fn tick_clock(shared: Arc<Shared>) {
@@ -137,29 +129,5 @@ pub(super) async fn tick_clock(shared: Arc<Shared>) {
     loop {
         t.tick().await;
         shared.tick();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let i = Duration::from_secs(10);
-        let b1 = backoff(1, i);
-        assert!(
-            b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200),
-            "{b1:?}"
-        );
-        let b3 = backoff(3, i);
-        assert!(
-            b3 >= Duration::from_millis(3200) && b3 <= Duration::from_millis(4800),
-            "{b3:?}"
-        );
-        for n in [7, 20, 1000] {
-            assert!(backoff(n, i) <= Duration::from_secs(72));
-            assert!(backoff(n, i) >= Duration::from_secs(48));
-        }
     }
 }

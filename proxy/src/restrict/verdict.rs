@@ -53,34 +53,4 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Per-service CrowdSec IP-reputation mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CrowdSecMode {
-    #[default]
-    Off,
-    /// Deny flagged addresses; deny everything until the first decision sync (fail closed).
-    Enforce,
-    /// Never deny; record what would have been denied.
-    Observe,
-}
-
-impl CrowdSecMode {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CrowdSecMode::Off => "off",
-            CrowdSecMode::Enforce => "enforce",
-            CrowdSecMode::Observe => "observe",
-        }
-    }
-
-    pub const fn is_on(self) -> bool {
-        !matches!(self, CrowdSecMode::Off)
-    }
-}
-
-impl fmt::Display for CrowdSecMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use nb_api::CrowdSecMode;

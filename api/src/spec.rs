@@ -1,0 +1,114 @@
+//! The service description operators write (standalone YAML) and management sends.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+impl Protocol {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// Per-service CrowdSec IP-reputation mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CrowdSecMode {
+    #[default]
+    Off,
+    /// Deny flagged addresses; deny everything until the first decision sync (fail closed).
+    Enforce,
+    /// Never deny; record what would have been denied.
+    Observe,
+}
+
+impl CrowdSecMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CrowdSecMode::Off => "off",
+            CrowdSecMode::Enforce => "enforce",
+            CrowdSecMode::Observe => "observe",
+        }
+    }
+
+    pub const fn is_on(self) -> bool {
+        !matches!(self, CrowdSecMode::Off)
+    }
+}
+
+impl fmt::Display for CrowdSecMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub id: String,
+    pub protocol: Protocol,
+    /// http: routed by Host header (and SNI when TLS is terminated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// tcp: the service's own listener, `ip:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// http: `http://host:port`; tcp: `host:port`.
+    pub upstream: String,
+    /// Terminate TLS with this certificate. Without it a TCP service forwards bytes untouched
+    /// (TLS passthrough), and an HTTP service is served on the plain listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    #[serde(default)]
+    pub restrictions: RestrictionsSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RestrictionsSpec {
+    /// CIDRs or bare addresses; when non-empty, only these may connect.
+    #[serde(default)]
+    pub cidr_allow: Vec<String>,
+    #[serde(default)]
+    pub cidr_deny: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes, any case.
+    #[serde(default)]
+    pub country_allow: Vec<String>,
+    #[serde(default)]
+    pub country_deny: Vec<String>,
+    #[serde(default)]
+    pub crowdsec_mode: CrowdSecMode,
+}
+
+impl RestrictionsSpec {
+    /// Access-control rules as the dashboard counts them: one per list entry, CrowdSec as one.
+    pub fn rule_count(&self) -> usize {
+        self.cidr_allow.len()
+            + self.cidr_deny.len()
+            + self.country_allow.len()
+            + self.country_deny.len()
+            + usize::from(self.crowdsec_mode.is_on())
+    }
+}

@@ -1,0 +1,178 @@
+//! The event log: filtered, newest first, with a cursor for the next page.
+
+use std::net::IpAddr;
+
+use axum::extract::{Query, State};
+use axum::Json;
+use nb_proxy::restrict::Verdict;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::time::{parse_rfc3339, rfc3339};
+use super::{ApiError, AppState, ErrorBody};
+use crate::store::{Event, EventCursor, EventFilter};
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Service id.
+    pub service: Option<String>,
+    /// `allow`, or a deny reason such as `ip_restricted` or `crowdsec_ban`.
+    pub verdict: Option<String>,
+    /// `enforce` or `observe`: entries the CrowdSec layer flagged in that mode.
+    pub crowdsec_mode: Option<String>,
+    /// What the CrowdSec layer said (`crowdsec_ban`, …), in either mode.
+    pub crowdsec_verdict: Option<String>,
+    /// Only entries flagged in observe mode (same as `crowdsec_mode=observe`).
+    pub observe: Option<bool>,
+    pub source_ip: Option<String>,
+    /// RFC 3339, inclusive.
+    pub since: Option<String>,
+    /// RFC 3339, exclusive.
+    pub until: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1-1000, default 50.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    pub ts: String,
+    pub proxy_id: String,
+    pub service_id: String,
+    pub protocol: String,
+    pub source_ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+    pub duration_ms: f64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    /// Empty when allowed.
+    pub deny_reason: String,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        let ev = e.event;
+        Self {
+            id: e.id,
+            ts: rfc3339(ev.ts),
+            proxy_id: ev.proxy_id,
+            service_id: ev.service_id,
+            protocol: ev.protocol,
+            source_ip: ev.source_ip,
+            host: ev.host,
+            method: ev.method,
+            path: ev.path,
+            status: ev.status,
+            duration_ms: ev.duration_ms,
+            bytes_in: ev.bytes_in,
+            bytes_out: ev.bytes_out,
+            deny_reason: ev.deny_reason,
+            metadata: serde_json::from_str(&ev.metadata).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn verdict(field: &str, s: &str) -> Result<Verdict, ApiError> {
+    Verdict::ALL
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| {
+            let known: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "{field}: unknown verdict \"{s}\" (expected one of {})",
+                known.join(", ")
+            ))
+        })
+}
+
+pub fn filter_of(q: EventQuery) -> Result<EventFilter, ApiError> {
+    let mut f = EventFilter {
+        limit: q.limit.unwrap_or(50),
+        service_id: q.service.filter(|s| !s.is_empty()),
+        ..EventFilter::default()
+    };
+    if !(1..=1000).contains(&f.limit) {
+        return Err(ApiError::BadRequest("limit: must be 1 to 1000".into()));
+    }
+    if let Some(v) = q.verdict.filter(|s| !s.is_empty()) {
+        let v = verdict("verdict", &v)?;
+        f.deny_reason = Some(if v.is_allow() {
+            String::new()
+        } else {
+            v.as_str().to_owned()
+        });
+    }
+    if let Some(v) = q.crowdsec_verdict.filter(|s| !s.is_empty()) {
+        f.crowdsec_verdict = Some(verdict("crowdsec_verdict", &v)?.as_str().to_owned());
+    }
+    let mode = match (q.crowdsec_mode.filter(|s| !s.is_empty()), q.observe) {
+        (Some(m), Some(true)) if m != "observe" => {
+            return Err(ApiError::BadRequest(
+                "observe=true contradicts crowdsec_mode".into(),
+            ))
+        }
+        (_, Some(true)) => Some("observe".to_owned()),
+        (Some(m), _) if m == "enforce" || m == "observe" => Some(m),
+        (Some(m), _) => {
+            return Err(ApiError::BadRequest(format!(
+                "crowdsec_mode: \"{m}\" is not enforce or observe"
+            )))
+        }
+        (None, _) => None,
+    };
+    f.crowdsec_mode = mode;
+    if let Some(ip) = q.source_ip.filter(|s| !s.is_empty()) {
+        let ip: IpAddr = ip.trim().parse().map_err(|_| {
+            ApiError::BadRequest(format!("source_ip: \"{ip}\" is not an IP address"))
+        })?;
+        f.source_ip = Some(ip.to_canonical().to_string());
+    }
+    if let Some(s) = q.since.filter(|s| !s.is_empty()) {
+        f.since = Some(parse_rfc3339("since", &s)?);
+    }
+    if let Some(s) = q.until.filter(|s| !s.is_empty()) {
+        f.until = Some(parse_rfc3339("until", &s)?);
+    }
+    if let Some(c) = q.cursor.filter(|s| !s.is_empty()) {
+        f.after = Some(EventCursor::decode(&c).ok_or_else(|| {
+            ApiError::BadRequest("cursor: not a cursor from a previous page".into())
+        })?);
+    }
+    Ok(f)
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    security(("admin" = [])),
+    params(EventQuery),
+    responses((status = 200, body = EventList), (status = 400, body = ErrorBody)))]
+pub async fn query(
+    _: Admin,
+    State(st): State<AppState>,
+    Query(q): Query<EventQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    let filter = filter_of(q)?;
+    let page = st.store.events(&filter).await?;
+    Ok(Json(EventList {
+        events: page.events.into_iter().map(EventView::from).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}

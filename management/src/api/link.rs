@@ -1,0 +1,149 @@
+//! The proxy's side of the API: the service stream, its reports, and its access-log batches.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use nb_api::{ProxyReport, ServicesUpdate};
+use serde::Serialize;
+
+use super::auth::ProxyCaller;
+use super::body::JsonBody;
+use super::{ApiError, AppState, ErrorBody};
+use crate::ingest::parse_batch;
+use crate::store::ProxyIdentity;
+
+/// Logs the end of a stream however it ends (proxy gone, token revoked, shutdown).
+struct Connected(ProxyIdentity);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        tracing::info!(proxy = %self.0.name, "proxy stream closed");
+    }
+}
+
+struct StreamState {
+    st: AppState,
+    guard: Connected,
+    changes: tokio::sync::watch::Receiver<i64>,
+    sent: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/proxy/stream", tag = "proxy link",
+    security(("proxy" = [])),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "server-sent events: `services` with a ServicesUpdate, at once and after every change",
+        body = ServicesUpdate),
+        (status = 401, body = ErrorBody)))]
+pub async fn stream(
+    ProxyCaller(proxy): ProxyCaller,
+    State(st): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    st.store.touch_proxy(&proxy.id).await?;
+    tracing::info!(proxy = %proxy.name, "proxy stream opened");
+    let state = StreamState {
+        changes: st.changes.subscribe(),
+        st,
+        guard: Connected(proxy),
+        sent: None,
+    };
+    let events = futures_util::stream::unfold(state, next_event);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Waits for a revision the proxy has not seen, marking the proxy as seen and ending the
+/// stream if its token is revoked.
+async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
+    let check_every = s.st.settings.stream_check_interval;
+    loop {
+        if s.sent.is_some() {
+            tokio::select! {
+                changed = s.changes.changed() => changed.ok()?,
+                _ = tokio::time::sleep(check_every) => {
+                    match s.st.store.touch_proxy(&s.guard.0.id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(proxy = %s.guard.0.name, "proxy token revoked: closing its stream");
+                            return None;
+                        }
+                        Err(e) => tracing::warn!("cannot mark proxy {} as seen: {e}", s.guard.0.name),
+                    }
+                    continue;
+                }
+            }
+        }
+        let (revision, services) = match s.st.store.services_at_revision().await {
+            Ok(v) => v,
+            Err(e) => {
+                // The proxy reconnects and gets the list then; it keeps serving meanwhile.
+                tracing::error!("cannot load services for proxy {}: {e}", s.guard.0.name);
+                return None;
+            }
+        };
+        if s.sent == Some(revision) {
+            continue;
+        }
+        s.sent = Some(revision);
+        let update = ServicesUpdate {
+            revision,
+            services: services.into_iter().map(|s| s.spec).collect(),
+        };
+        let event = Event::default()
+            .event(nb_api::paths::SERVICES_EVENT)
+            .id(revision.to_string())
+            .json_data(&update)
+            .unwrap_or_else(|_| Event::default().comment("unserialisable update"));
+        return Some((Ok(event), s));
+    }
+}
+
+#[utoipa::path(put, path = "/api/v1/proxy/report", tag = "proxy link",
+    security(("proxy" = [])),
+    request_body = ProxyReport,
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub async fn report(
+    ProxyCaller(proxy): ProxyCaller,
+    State(st): State<AppState>,
+    JsonBody(report): JsonBody<ProxyReport>,
+) -> Result<StatusCode, ApiError> {
+    if report.version.len() > 100 {
+        return Err(ApiError::BadRequest(
+            "version: longer than 100 characters".into(),
+        ));
+    }
+    if !st.store.record_report(&proxy.id, &report).await? {
+        return Err(ApiError::Unauthorized(
+            "invalid or revoked proxy token".into(),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub accepted: usize,
+}
+
+#[utoipa::path(post, path = "/api/v1/proxy/events", tag = "proxy link",
+    security(("proxy" = [])),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "access-log entries, one JSON object per line, as nb-proxy writes them"),
+    responses((status = 200, body = Accepted),
+        (status = 400, description = "a line is unreadable; nothing was stored", body = ErrorBody)))]
+pub async fn events(
+    ProxyCaller(proxy): ProxyCaller,
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Accepted>, ApiError> {
+    let events = parse_batch(&proxy.id, &body).map_err(ApiError::BadRequest)?;
+    let accepted = events.len();
+    if accepted > 0 {
+        st.store.insert_events(events).await?;
+    }
+    Ok(Json(Accepted { accepted }))
+}

@@ -1,0 +1,87 @@
+//! The HTTP API: admin routes (services, proxies, events, capabilities), the proxy link (stream,
+//! report, events) and the OpenAPI document.
+
+mod auth;
+mod body;
+mod error;
+mod events;
+mod link;
+mod openapi;
+mod proxies;
+mod services;
+mod time;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+pub use error::{ApiError, ErrorBody};
+pub use events::{EventList, EventView};
+pub use openapi::ApiDoc;
+pub use proxies::{CreatedProxy, ProxyView};
+pub use services::{ServiceBody, ServiceView};
+
+use crate::changes::Changes;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub admin_token_hash: Arc<str>,
+    pub changes: Changes,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A proxy seen within this window is live.
+    pub live_window: Duration,
+    /// How often an open stream marks its proxy as seen and checks that its token still exists.
+    pub stream_check_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            live_window: Duration::from_secs(60),
+            stream_check_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Largest event batch a proxy may send in one request.
+pub const MAX_EVENT_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/services",
+            get(services::list).post(services::create),
+        )
+        .route(
+            "/api/v1/services/{id}",
+            get(services::get_one)
+                .put(services::update)
+                .delete(services::delete),
+        )
+        .route("/api/v1/proxies", get(proxies::list).post(proxies::create))
+        .route(
+            "/api/v1/proxies/{id}",
+            get(proxies::get_one).delete(proxies::revoke),
+        )
+        .route("/api/v1/capabilities", get(proxies::capabilities))
+        .route("/api/v1/events", get(events::query))
+        .route(nb_api::paths::STREAM, get(link::stream))
+        .route(nb_api::paths::REPORT, put(link::report))
+        .route(
+            nb_api::paths::EVENTS,
+            post(link::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)),
+        )
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}

@@ -1,0 +1,161 @@
+//! Proxies as the admin sees them: create one (its token is shown once), list, revoke; and the
+//! cluster's capabilities.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use nb_api::BouncerReport;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::JsonBody;
+use super::time::rfc3339;
+use super::{ApiError, AppState, ErrorBody};
+use crate::auth::{generate_id, generate_token, hash_token, PROXY_TOKEN_PREFIX};
+use crate::store::{now_ms, Proxy};
+use crate::validate::{crowdsec_support, CrowdSecSupport, FieldProblem};
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProxyView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    /// Absent until the proxy first connects.
+    pub last_seen: Option<String>,
+    /// Seen within the live window.
+    pub live: bool,
+    pub version: Option<String>,
+    pub supports_crowdsec: bool,
+    pub bouncer: Option<BouncerReport>,
+    pub config_revision: Option<i64>,
+    pub config_error: Option<String>,
+    pub events_dropped: u64,
+}
+
+impl ProxyView {
+    fn new(p: &Proxy, st: &AppState) -> Self {
+        let window = st.settings.live_window.as_millis() as i64;
+        let report = p.report.clone().unwrap_or_default();
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            created_at: rfc3339(p.created_at),
+            last_seen: p.last_seen.map(rfc3339),
+            live: p.last_seen.is_some_and(|t| now_ms() - t <= window),
+            version: p.version.clone(),
+            supports_crowdsec: p.supports_crowdsec,
+            bouncer: report.bouncer,
+            config_revision: report.config_revision,
+            config_error: report.config_error,
+            events_dropped: report.events_dropped,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProxy {
+    /// A name for the operator, unique (e.g. `edge-1`).
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedProxy {
+    pub proxy: ProxyView,
+    /// Shown once: pass it to `nb-proxy --token`. Only its hash is stored.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Capabilities {
+    pub crowdsec: CrowdSecSupport,
+}
+
+#[utoipa::path(get, path = "/api/v1/proxies", tag = "proxies",
+    security(("admin" = [])),
+    responses((status = 200, body = [ProxyView]), (status = 401, body = ErrorBody)))]
+pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<ProxyView>>, ApiError> {
+    let proxies = st.store.proxies().await?;
+    Ok(Json(
+        proxies.iter().map(|p| ProxyView::new(p, &st)).collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/proxies/{id}", tag = "proxies",
+    security(("admin" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = ProxyView), (status = 404, body = ErrorBody)))]
+pub async fn get_one(
+    _: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ProxyView>, ApiError> {
+    let p = st
+        .store
+        .proxy(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no proxy \"{id}\"")))?;
+    Ok(Json(ProxyView::new(&p, &st)))
+}
+
+#[utoipa::path(post, path = "/api/v1/proxies", tag = "proxies",
+    security(("admin" = [])),
+    request_body = NewProxy,
+    responses((status = 201, body = CreatedProxy), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn create(
+    _: Admin,
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<NewProxy>,
+) -> Result<(StatusCode, Json<CreatedProxy>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(vec![FieldProblem::new(
+            "name",
+            "must be 1-100 printable characters",
+        )]));
+    }
+    let token = generate_token(PROXY_TOKEN_PREFIX);
+    let proxy = st
+        .store
+        .create_proxy(&generate_id(), name, &hash_token(&token))
+        .await?;
+    tracing::info!(proxy = %proxy.name, id = %proxy.id, "proxy token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedProxy {
+            proxy: ProxyView::new(&proxy, &st),
+            token,
+        }),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/proxies/{id}", tag = "proxies",
+    security(("admin" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204, description = "token revoked; an open stream closes within the check interval"),
+        (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    _: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !st.store.delete_proxy(&id).await? {
+        return Err(ApiError::NotFound(format!("no proxy \"{id}\"")));
+    }
+    tracing::info!(id = %id, "proxy token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/capabilities", tag = "proxies",
+    security(("admin" = [])),
+    responses((status = 200, body = Capabilities)))]
+pub async fn capabilities(
+    _: Admin,
+    State(st): State<AppState>,
+) -> Result<Json<Capabilities>, ApiError> {
+    let proxies = st.store.proxies().await?;
+    Ok(Json(Capabilities {
+        crowdsec: crowdsec_support(&proxies, now_ms(), st.settings.live_window),
+    }))
+}

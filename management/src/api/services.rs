@@ -1,0 +1,272 @@
+//! Services CRUD. Every write validates the whole resulting set with the proxy's compiler and,
+//! when it turns CrowdSec on or changes its mode, checks that the live proxies support it.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use nb_api::{Protocol, RestrictionsSpec, ServiceSpec};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Admin;
+use super::body::JsonBody;
+use super::time::rfc3339;
+use super::{ApiError, AppState};
+use crate::store::{now_ms, Service, ServicesChange};
+use crate::validate::{crowdsec_support, validate_service, FieldProblem};
+
+/// A service as written by the dashboard or a script.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBody {
+    /// Stable identifier (lower case, digits, `-_.`); optional on update, where the path gives it.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Display name; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub protocol: Protocol,
+    /// http: host names (or `*.domain`) routed to this service.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// tcp: `ip:port` the proxies listen on.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// http: `http://host:port`; tcp: `host:port`.
+    pub upstream: String,
+    #[serde(default)]
+    pub restrictions: RestrictionsSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub listen: Option<String>,
+    pub upstream: String,
+    pub restrictions: RestrictionsSpec,
+    /// Access-control rules: list entries, with CrowdSec counted as one.
+    pub rule_count: usize,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        Self {
+            id: s.spec.id.clone(),
+            name: s.name.clone(),
+            protocol: s.spec.protocol,
+            hosts: s.spec.hosts.clone(),
+            listen: s.spec.listen.clone(),
+            upstream: s.spec.upstream.clone(),
+            restrictions: s.spec.restrictions.clone(),
+            rule_count: s.spec.restrictions.rule_count(),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+        }
+    }
+}
+
+impl ServiceBody {
+    fn into_parts(self, id: String) -> (String, ServiceSpec) {
+        let name = self
+            .name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.clone());
+        let spec = ServiceSpec {
+            id,
+            protocol: self.protocol,
+            hosts: self
+                .hosts
+                .into_iter()
+                .map(|h| h.trim().to_owned())
+                .collect(),
+            listen: self
+                .listen
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty()),
+            upstream: self.upstream.trim().to_owned(),
+            tls: None,
+            restrictions: trimmed(self.restrictions),
+        };
+        (name, spec)
+    }
+}
+
+fn trimmed(mut r: RestrictionsSpec) -> RestrictionsSpec {
+    for list in [
+        &mut r.cidr_allow,
+        &mut r.cidr_deny,
+        &mut r.country_allow,
+        &mut r.country_deny,
+    ] {
+        for v in list.iter_mut() {
+            *v = v.trim().to_owned();
+        }
+        list.retain(|v| !v.is_empty());
+    }
+    for list in [&mut r.country_allow, &mut r.country_deny] {
+        for v in list.iter_mut() {
+            v.make_ascii_uppercase();
+        }
+    }
+    r
+}
+
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    security(("admin" = [])),
+    responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    _: Admin,
+    State(st): State<AppState>,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    let services = st.store.services().await?;
+    Ok(Json(services.iter().map(ServiceView::from).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+    security(("admin" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
+pub async fn get_one(
+    _: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let s = st.store.service(&id).await?.ok_or_else(|| not_found(&id))?;
+    Ok(Json(ServiceView::from(&s)))
+}
+
+#[utoipa::path(post, path = "/api/v1/services", tag = "services",
+    security(("admin" = [])),
+    request_body = ServiceBody,
+    responses((status = 201, body = ServiceView), (status = 409, body = ErrorBody),
+        (status = 422, description = "field-level problems", body = ErrorBody)))]
+pub async fn create(
+    _: Admin,
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<ServiceBody>,
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let Some(id) = body.id.clone().map(|i| i.trim().to_owned()) else {
+        return Err(ApiError::invalid(vec![FieldProblem::new(
+            "id",
+            "is required",
+        )]));
+    };
+    let (name, spec) = body.into_parts(id);
+    let mut change = st.store.change_services().await?;
+    if change.get(&spec.id).is_some() {
+        return Err(ApiError::Conflict(format!(
+            "service \"{}\" already exists",
+            spec.id
+        )));
+    }
+    check(&st, &change.services, &spec, None).await?;
+    let saved = change.insert(&name, &spec).await?;
+    finish(&st, change).await?;
+    tracing::info!(service = %spec.id, "service created");
+    Ok((StatusCode::CREATED, Json(ServiceView::from(&saved))))
+}
+
+#[utoipa::path(put, path = "/api/v1/services/{id}", tag = "services",
+    security(("admin" = [])),
+    params(("id" = String, Path)),
+    request_body = ServiceBody,
+    responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody),
+        (status = 422, description = "field-level problems", body = ErrorBody)))]
+pub async fn update(
+    _: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ServiceBody>,
+) -> Result<Json<ServiceView>, ApiError> {
+    if let Some(body_id) = body.id.as_deref() {
+        if body_id.trim() != id {
+            return Err(ApiError::invalid(vec![FieldProblem::new(
+                "id",
+                format!("\"{body_id}\" does not match the service in the URL (\"{id}\"); ids cannot be renamed"),
+            )]));
+        }
+    }
+    let (name, spec) = body.into_parts(id.clone());
+    let mut change = st.store.change_services().await?;
+    let current = change.get(&id).cloned().ok_or_else(|| not_found(&id))?;
+    check(&st, &change.services, &spec, Some(&current)).await?;
+    let saved = change
+        .update(&name, &spec)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    finish(&st, change).await?;
+    tracing::info!(service = %id, "service updated");
+    Ok(Json(ServiceView::from(&saved)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services",
+    security(("admin" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    _: Admin,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut change = st.store.change_services().await?;
+    if !change.delete(&id).await? {
+        return Err(not_found(&id));
+    }
+    finish(&st, change).await?;
+    tracing::info!(service = %id, "service deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no service \"{id}\""))
+}
+
+/// Field validation against the other services, then the CrowdSec rule.
+async fn check(
+    st: &AppState,
+    services: &[Service],
+    spec: &ServiceSpec,
+    current: Option<&Service>,
+) -> Result<(), ApiError> {
+    let others: Vec<ServiceSpec> = services
+        .iter()
+        .filter(|s| s.id() != spec.id)
+        .map(|s| s.spec.clone())
+        .collect();
+    let mut problems = validate_service(spec, &others);
+
+    // Turning CrowdSec on, or switching its mode, needs the cluster's support; leaving an
+    // existing mode as it is does not, so other edits stay possible while proxies are away.
+    let mode = spec.restrictions.crowdsec_mode;
+    let unchanged = current.is_some_and(|c| c.spec.restrictions.crowdsec_mode == mode);
+    if mode.is_on() && !unchanged {
+        let proxies = st.store.proxies().await?;
+        let support = crowdsec_support(&proxies, now_ms(), st.settings.live_window);
+        if let Some(reason) = support.reason {
+            problems.push(FieldProblem::new(
+                "restrictions.crowdsec_mode",
+                format!("CrowdSec mode \"{mode}\" is not available: {reason}"),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(problems))
+    }
+}
+
+async fn finish(st: &AppState, change: ServicesChange) -> Result<(), ApiError> {
+    let revision = change.commit().await?;
+    st.changes.publish(revision);
+    Ok(())
+}
+
+use super::ErrorBody;

@@ -1,0 +1,12 @@
+//! nb-management: stores services, proxies and access-log events; serves the API proxies and
+//! the dashboard use.
+
+pub mod api;
+pub mod auth;
+pub mod changes;
+pub mod cli;
+pub mod ingest;
+pub mod retention;
+pub mod server;
+pub mod store;
+pub mod validate;

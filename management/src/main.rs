@@ -1,0 +1,99 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use nb_management::api::Settings;
+use nb_management::cli::Args;
+use nb_management::retention::Retention;
+use nb_management::server::{serve, settle_admin_token, start};
+use nb_management::store::{redact_url, Store};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nb-management: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("nb-management: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let url = args.database_url();
+    if args.database_url.is_none() {
+        std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+            format!(
+                "cannot create the data directory {}: {e}",
+                args.data_dir.display()
+            )
+        })?;
+    }
+    let store = Store::open(&url).await.map_err(|e| e.to_string())?;
+    tracing::info!(database = %redact_url(&url), schema = store.known_schema_version(), "database ready");
+
+    let (hash, generated) = settle_admin_token(&store, args.admin_token.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(token) = generated {
+        // Shown once, on the terminal only: never through the log.
+        eprintln!(
+            "\n  nb-management admin token (shown once, only its hash is stored):\n\n    {token}\n"
+        );
+    }
+
+    let retention = Retention {
+        max_age: Some(args.events_max_age).filter(|d| !d.is_zero()),
+        max_rows: Some(args.events_max_rows).filter(|n| *n > 0),
+        interval: args.retention_interval,
+    };
+    let settings = Settings {
+        live_window: args.proxy_live_window,
+        ..Settings::default()
+    };
+    let running = start(
+        store.clone(),
+        hash,
+        settings,
+        retention,
+        args.change_poll_interval,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, "nb-management ready");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    serve(listener, running.state, shutdown)
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Service validation, shared with the proxy: the candidate is compiled together with every
+//! other service by `nb-proxy`'s own compiler, so management accepts exactly what a proxy will
+//! run. Plus the CrowdSec capability rule for the cluster.
+
+use std::time::Duration;
+
+use nb_api::ServiceSpec;
+use nb_proxy::config::{compile, CompileOptions};
+use serde::Serialize;
+
+use crate::store::Proxy;
+
+/// One thing wrong with a request body, located by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// Dotted path: `hosts`, `restrictions.cidr_allow`, …
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldProblem {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.')
+        })
+}
+
+/// Problems with `candidate` when it joins `others` (which must not contain it).
+pub fn validate_service(candidate: &ServiceSpec, others: &[ServiceSpec]) -> Vec<FieldProblem> {
+    let mut problems = Vec::new();
+    if !valid_id(&candidate.id) {
+        problems.push(FieldProblem::new(
+            "id",
+            "must be 1-63 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit",
+        ));
+    }
+    if candidate.tls.is_some() {
+        problems.push(FieldProblem::new(
+            "tls",
+            "certificate files live on each proxy: start nb-proxy with --tls-dir instead",
+        ));
+    }
+    let mut all: Vec<ServiceSpec> = others.to_vec();
+    let mut probe = candidate.clone();
+    probe.tls = None;
+    all.push(probe);
+    if let Err(e) = compile("service", all, &CompileOptions::default()) {
+        for p in e.problems {
+            if p.service.as_deref() == Some(candidate.id.as_str()) || p.service.is_none() {
+                problems.push(FieldProblem::new(p.field.unwrap_or("service"), p.message));
+            }
+        }
+    }
+    problems
+}
+
+/// Whether the cluster can run services with CrowdSec enforce/observe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CrowdSecSupport {
+    pub supported: bool,
+    /// Why not, in the operator's words, and how to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub live_proxies: usize,
+    pub live_proxies_with_crowdsec: usize,
+}
+
+/// Every live proxy serves every service, so all of them must have a bouncer.
+pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
+    let window = live_window.as_millis() as i64;
+    let live: Vec<&Proxy> = proxies
+        .iter()
+        .filter(|p| p.last_seen.is_some_and(|t| now_ms - t <= window))
+        .collect();
+    let without: Vec<&str> = live
+        .iter()
+        .filter(|p| !p.supports_crowdsec)
+        .map(|p| p.name.as_str())
+        .collect();
+    let reason = if live.is_empty() {
+        Some(format!(
+            "no proxy is connected (none seen in the last {}): CrowdSec needs a live proxy \
+             started with --crowdsec-api-url and --crowdsec-api-key",
+            humantime::format_duration(live_window)
+        ))
+    } else if !without.is_empty() {
+        Some(format!(
+            "not every live proxy supports CrowdSec: {} {} no CrowdSec LAPI configured; start \
+             {} with --crowdsec-api-url and --crowdsec-api-key",
+            quoted_list(&without),
+            if without.len() == 1 { "has" } else { "have" },
+            if without.len() == 1 { "it" } else { "them" },
+        ))
+    } else {
+        None
+    };
+    CrowdSecSupport {
+        supported: reason.is_none(),
+        reason,
+        live_proxies: live.len(),
+        live_proxies_with_crowdsec: live.len() - without.len(),
+    }
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

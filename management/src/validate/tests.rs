@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use nb_api::{CrowdSecMode, Protocol, RestrictionsSpec, ServiceSpec};
+
+use super::*;
+
+fn http(id: &str, host: &str) -> ServiceSpec {
+    ServiceSpec {
+        id: id.into(),
+        protocol: Protocol::Http,
+        hosts: vec![host.into()],
+        listen: None,
+        upstream: "http://127.0.0.1:8080".into(),
+        tls: None,
+        restrictions: RestrictionsSpec::default(),
+    }
+}
+
+fn tcp(id: &str, listen: &str) -> ServiceSpec {
+    ServiceSpec {
+        id: id.into(),
+        protocol: Protocol::Tcp,
+        hosts: vec![],
+        listen: Some(listen.into()),
+        upstream: "127.0.0.1:5432".into(),
+        tls: None,
+        restrictions: RestrictionsSpec::default(),
+    }
+}
+
+fn fields(p: &[FieldProblem]) -> Vec<&str> {
+    p.iter().map(|p| p.field.as_str()).collect()
+}
+
+#[test]
+fn accepts_a_good_service() {
+    let mut s = http("web", "web.example.com");
+    s.restrictions.cidr_allow = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+    s.restrictions.country_deny = vec!["ru".into()];
+    s.restrictions.crowdsec_mode = CrowdSecMode::Observe;
+    assert_eq!(
+        validate_service(&s, &[http("other", "other.example.com")]),
+        vec![]
+    );
+}
+
+#[test]
+fn names_each_bad_field() {
+    let mut s = http("Bad Id", "web.example.com");
+    s.restrictions.cidr_allow = vec!["10.0.0.1/8".into()];
+    s.restrictions.cidr_deny = vec!["banana".into()];
+    s.restrictions.country_allow = vec!["XX".into()];
+    let p = validate_service(&s, &[]);
+    assert_eq!(
+        fields(&p),
+        [
+            "id",
+            "restrictions.cidr_allow",
+            "restrictions.cidr_deny",
+            "restrictions.country_allow"
+        ]
+    );
+    assert!(p[1].message.contains("did you mean 10.0.0.0/8"), "{p:?}");
+}
+
+#[test]
+fn duplicate_hosts_and_ports_are_blamed_on_the_newcomer() {
+    let p = validate_service(
+        &http("b", "WEB.example.com"),
+        &[http("a", "web.example.com")],
+    );
+    assert_eq!(fields(&p), ["hosts"]);
+    assert!(
+        p[0].message.contains("already served by service \"a\""),
+        "{p:?}"
+    );
+
+    let p = validate_service(
+        &tcp("db2", "127.0.0.1:5433"),
+        &[tcp("db1", "127.0.0.1:5433")],
+    );
+    assert_eq!(fields(&p), ["listen"]);
+    assert!(p[0].message.contains("\"db1\""), "{p:?}");
+}
+
+#[test]
+fn tls_files_are_refused() {
+    let mut s = http("web", "web.example.com");
+    s.tls = Some(nb_api::TlsSpec {
+        cert_file: "/etc/x.crt".into(),
+        key_file: "/etc/x.key".into(),
+    });
+    assert_eq!(fields(&validate_service(&s, &[])), ["tls"]);
+}
+
+fn proxy(name: &str, last_seen: Option<i64>, crowdsec: bool) -> Proxy {
+    Proxy {
+        id: name.into(),
+        name: name.into(),
+        created_at: 0,
+        last_seen,
+        version: Some("0.1.0".into()),
+        supports_crowdsec: crowdsec,
+        report: None,
+    }
+}
+
+#[test]
+fn crowdsec_needs_every_live_proxy() {
+    let window = Duration::from_secs(60);
+    let now = 1_000_000;
+
+    let none = crowdsec_support(&[], now, window);
+    assert!(!none.supported);
+    assert!(none.reason.unwrap().contains("no proxy is connected"));
+
+    // A stale proxy without CrowdSec does not count; a live one with it is enough.
+    let ok = crowdsec_support(
+        &[
+            proxy("old", Some(now - 61_000), false),
+            proxy("edge", Some(now - 5_000), true),
+        ],
+        now,
+        window,
+    );
+    assert!(ok.supported, "{ok:?}");
+    assert_eq!((ok.live_proxies, ok.live_proxies_with_crowdsec), (1, 1));
+
+    let mixed = crowdsec_support(
+        &[
+            proxy("a", Some(now), true),
+            proxy("b", Some(now), false),
+            proxy("never", None, false),
+        ],
+        now,
+        window,
+    );
+    assert!(!mixed.supported);
+    let why = mixed.reason.unwrap();
+    assert!(why.contains("\"b\" has no CrowdSec LAPI"), "{why}");
+    assert!(!why.contains("never"), "{why}");
+}

@@ -1,0 +1,684 @@
+//! The API over real HTTP: authentication, validation, CRUD, the CrowdSec rule, the proxy
+//! stream, event ingestion and queries, and the OpenAPI document.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nb_management::api::Settings;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use common::{server, server_with, sqlite, Server};
+
+async fn body(res: reqwest::Response) -> Value {
+    res.json().await.unwrap()
+}
+
+fn problem_fields(v: &Value) -> Vec<String> {
+    v["problems"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn web(id: &str, host: &str) -> Value {
+    json!({"id": id, "protocol": "http", "hosts": [host], "upstream": "http://127.0.0.1:8080"})
+}
+
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/services"),
+    ("POST", "/api/v1/services"),
+    ("GET", "/api/v1/services/x"),
+    ("PUT", "/api/v1/services/x"),
+    ("DELETE", "/api/v1/services/x"),
+    ("GET", "/api/v1/proxies"),
+    ("POST", "/api/v1/proxies"),
+    ("GET", "/api/v1/proxies/x"),
+    ("DELETE", "/api/v1/proxies/x"),
+    ("GET", "/api/v1/capabilities"),
+    ("GET", "/api/v1/events"),
+];
+const PROXY_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/proxy/stream"),
+    ("PUT", "/api/v1/proxy/report"),
+    ("POST", "/api/v1/proxy/events"),
+];
+
+#[tokio::test]
+async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
+    let s = server().await;
+    let (proxy_id, proxy_token) = s.create_proxy("edge-1").await;
+    for &(m, path) in ADMIN_ROUTES.iter().chain(PROXY_ROUTES) {
+        let m: Method = m.parse().unwrap();
+        let res = s.http.request(m.clone(), s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{m} {path} without credentials");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        assert!(body(res).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing credentials"));
+
+        let res = s
+            .with_token("nba_wrong", m.clone(), path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{m} {path} with a wrong token");
+        let res = s
+            .http
+            .request(m.clone(), s.url(path))
+            .header("authorization", "Basic YWRtaW46YWRtaW4=")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{m} {path} with basic auth");
+    }
+    for &(m, path) in ADMIN_ROUTES {
+        let res = s
+            .with_token(&proxy_token, m.parse().unwrap(), path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{m} {path} with a proxy token");
+        assert!(body(res).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("proxy token"));
+    }
+    for &(m, path) in PROXY_ROUTES {
+        let res = s.admin(m.parse().unwrap(), path).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{m} {path} with the admin token");
+    }
+
+    // A revoked token is refused like a wrong one.
+    let res = s
+        .admin(Method::DELETE, &format!("/api/v1/proxies/{proxy_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = s
+        .with_token(&proxy_token, Method::PUT, "/api/v1/proxy/report")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Public: health and the API description only.
+    assert_eq!(
+        s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        s.http
+            .get(s.url("/api/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn services_crud() {
+    let s = server().await;
+    let res = s
+        .admin(Method::POST, "/api/v1/services")
+        .json(&json!({
+            "id": "web", "name": "Web site", "protocol": "http", "hosts": ["web.example.com"],
+            "upstream": "http://127.0.0.1:8080",
+            "restrictions": {"cidr_allow": ["10.0.0.0/8", " 192.0.2.7 "], "country_deny": ["ru"]}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created = body(res).await;
+    assert_eq!(created["name"], "Web site");
+    assert_eq!(
+        created["restrictions"]["cidr_allow"],
+        json!(["10.0.0.0/8", "192.0.2.7"])
+    );
+    assert_eq!(created["restrictions"]["country_deny"], json!(["RU"]));
+    assert_eq!(created["restrictions"]["crowdsec_mode"], "off");
+    assert_eq!(created["rule_count"], 3);
+
+    let res = s
+        .admin(Method::POST, "/api/v1/services")
+        .json(&web("web", "other.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+
+    let res = s
+        .admin(Method::POST, "/api/v1/services")
+        .json(&json!({
+            "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let list = body(
+        s.admin(Method::GET, "/api/v1/services")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["db", "web"]);
+
+    let res = s.admin(Method::PUT, "/api/v1/services/web").json(&json!({
+        "protocol": "http", "hosts": ["web.example.com", "www.example.com"], "upstream": "http://127.0.0.1:8081",
+        "restrictions": {"cidr_deny": ["203.0.113.0/24"]}
+    })).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = body(
+        s.admin(Method::GET, "/api/v1/services/web")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got["hosts"], json!(["web.example.com", "www.example.com"]));
+    assert_eq!(got["upstream"], "http://127.0.0.1:8081");
+    assert_eq!(got["restrictions"]["cidr_allow"], json!([]));
+    assert_eq!(got["created_at"], created["created_at"]);
+
+    let res = s
+        .admin(Method::PUT, "/api/v1/services/web")
+        .json(&web("renamed", "web.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(problem_fields(&body(res).await), ["id"]);
+    let res = s
+        .admin(Method::PUT, "/api/v1/services/ghost")
+        .json(&web("ghost", "ghost.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    assert_eq!(
+        s.admin(Method::DELETE, "/api/v1/services/web")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        s.admin(Method::DELETE, "/api/v1/services/web")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        s.admin(Method::GET, "/api/v1/services/web")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn validation_names_fields_and_changes_nothing() {
+    let s = server().await;
+    let ok = s
+        .admin(Method::POST, "/api/v1/services")
+        .json(&web("web", "web.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let ok = s
+        .admin(Method::POST, "/api/v1/services")
+        .json(&json!({
+            "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 201);
+    let before = s.store.revision().await.unwrap();
+
+    let cases: Vec<(Value, Vec<&str>, &str)> = vec![
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "restrictions": {"cidr_allow": ["10.0.0.1/8"], "cidr_deny": ["not-a-cidr"], "country_allow": ["XX"], "country_deny": ["DEU"]}}),
+            vec![
+                "restrictions.cidr_allow",
+                "restrictions.cidr_deny",
+                "restrictions.country_allow",
+                "restrictions.country_deny",
+            ],
+            "did you mean 10.0.0.0/8",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "restrictions": {"crowdsec_mode": "block"}}),
+            vec!["restrictions.crowdsec_mode"],
+            "unknown variant `block`",
+        ),
+        (
+            web("a", "WEB.example.com"),
+            vec!["hosts"],
+            "already served by service",
+        ),
+        (
+            json!({"id": "db2", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5433"}),
+            vec!["listen"],
+            "already used by service",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": [], "upstream": "ftp://x"}),
+            vec!["hosts", "upstream"],
+            "at least one host",
+        ),
+        (
+            json!({"id": "a", "protocol": "udp", "upstream": "x:1"}),
+            vec!["protocol"],
+            "unknown variant",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"]}),
+            vec!["upstream"],
+            "missing field",
+        ),
+        (
+            json!({"id": "Not Valid", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1"}),
+            vec!["id"],
+            "lower-case",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1", "colour": "red"}),
+            vec!["colour"],
+            "unknown field",
+        ),
+    ];
+    for (i, (req, fields, needle)) in cases.into_iter().enumerate() {
+        let res = s
+            .admin(Method::POST, "/api/v1/services")
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "case {i}");
+        let v = body(res).await;
+        assert_eq!(problem_fields(&v), fields, "case {i}: {v}");
+        assert!(v.to_string().contains(needle), "case {i}: {v}");
+    }
+    let res = s
+        .admin(Method::POST, "/api/v1/services")
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // The same checks apply to updates.
+    let res = s.admin(Method::PUT, "/api/v1/services/db").json(&json!({
+        "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432", "restrictions": {"cidr_deny": ["::1/64"]}
+    })).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+
+    assert_eq!(
+        s.store.revision().await.unwrap(),
+        before,
+        "refused changes leave no trace"
+    );
+    let list = body(
+        s.admin(Method::GET, "/api/v1/services")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["restrictions"]["cidr_deny"], json!([]));
+}
+
+async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> reqwest::Response {
+    let mut v = web(id, &format!("{id}.example.com"));
+    v["restrictions"] = json!({"crowdsec_mode": mode});
+    if create {
+        s.admin(Method::POST, "/api/v1/services")
+            .json(&v)
+            .send()
+            .await
+            .unwrap()
+    } else {
+        s.admin(Method::PUT, &format!("/api/v1/services/{id}"))
+            .json(&v)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
+    let settings = Settings {
+        live_window: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let s = server_with(sqlite().await, settings).await;
+
+    let res = set_mode(&s, "a", "enforce", true).await;
+    assert_eq!(res.status(), 422);
+    let v = body(res).await;
+    assert_eq!(problem_fields(&v), ["restrictions.crowdsec_mode"]);
+    assert!(v.to_string().contains("no proxy is connected"), "{v}");
+    let caps = body(
+        s.admin(Method::GET, "/api/v1/capabilities")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(caps["crowdsec"]["supported"], false);
+
+    let (_, with) = s.create_proxy("with-lapi").await;
+    let (_, without) = s.create_proxy("no-lapi").await;
+    s.report(&with, true).await;
+    s.report(&without, false).await;
+    let res = set_mode(&s, "a", "observe", true).await;
+    assert_eq!(res.status(), 422);
+    let v = body(res).await;
+    assert!(
+        v.to_string()
+            .contains("\\\"no-lapi\\\" has no CrowdSec LAPI"),
+        "{v}"
+    );
+
+    // Once the proxy without a LAPI is gone (not seen within the window), enforce is allowed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    s.report(&with, true).await;
+    let caps = body(
+        s.admin(Method::GET, "/api/v1/capabilities")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        caps["crowdsec"],
+        json!({"supported": true, "live_proxies": 1, "live_proxies_with_crowdsec": 1})
+    );
+    assert_eq!(set_mode(&s, "a", "enforce", true).await.status(), 201);
+
+    // With no live proxy: other edits of that service still go through, a mode change does not.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut edit = web("a", "a.example.com");
+    edit["restrictions"] = json!({"crowdsec_mode": "enforce", "cidr_deny": ["192.0.2.0/24"]});
+    let res = s
+        .admin(Method::PUT, "/api/v1/services/a")
+        .json(&edit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(set_mode(&s, "a", "observe", false).await.status(), 422);
+    assert_eq!(set_mode(&s, "a", "off", false).await.status(), 200);
+}
+
+/// Reads server-sent events until `n` `services` events arrived.
+async fn services_events(res: reqwest::Response, n: usize) -> Vec<Value> {
+    let mut stream = res.bytes_stream();
+    let mut parser = nb_proxy::managed::SseParser::new(1 << 20);
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .unwrap();
+        for e in parser.push(&chunk).unwrap() {
+            assert_eq!(e.name, "services");
+            out.push(serde_json::from_str(&e.data).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
+    let settings = Settings {
+        stream_check_interval: Duration::from_millis(200),
+        ..Settings::default()
+    };
+    let s = server_with(sqlite().await, settings).await;
+    assert_eq!(
+        s.admin(Method::POST, "/api/v1/services")
+            .json(&web("a", "a.example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let (id, token) = s.create_proxy("edge").await;
+    let res = s
+        .with_token(&token, Method::GET, "/api/v1/proxy/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+
+    let stream = tokio::spawn(services_events(res, 3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.admin(Method::POST, "/api/v1/services")
+            .json(&web("b", "b.example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.admin(Method::DELETE, "/api/v1/services/a")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let events = stream.await.unwrap();
+    let ids = |v: &Value| -> Vec<String> {
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&events[0]), ["a"]);
+    assert_eq!(ids(&events[1]), ["a", "b"]);
+    assert_eq!(ids(&events[2]), ["b"]);
+    assert!(events[0]["revision"].as_i64() < events[1]["revision"].as_i64());
+    // Connecting marked the proxy as seen.
+    let p = body(
+        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(p["live"], true);
+
+    let res = s
+        .with_token(&token, Method::GET, "/api/v1/proxy/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin(Method::DELETE, &format!("/api/v1/proxies/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(5), res.bytes()).await;
+    assert!(rest.is_ok(), "the stream of a revoked proxy ends");
+}
+
+const LINE: &str = r#"{"ts":"2026-11-22T10:00:00.123Z","service_id":"web","protocol":"http","source_ip":"203.0.113.7","host":"web.example.com","method":"GET","path":"/","status":200,"duration_ms":0.41,"bytes_in":0,"bytes_out":9,"deny_reason":"","metadata":{"crowdsec_verdict":"crowdsec_ban","crowdsec_mode":"observe"}}"#;
+
+#[tokio::test]
+async fn events_are_ingested_whole_and_queried_with_filters() {
+    let s = server().await;
+    let (_, token) = s.create_proxy("edge").await;
+    let mut lines = String::new();
+    for i in 0..120 {
+        let line = LINE
+            .replace(
+                "10:00:00.123",
+                &format!("10:{:02}:{:02}.000", i / 60, i % 60),
+            )
+            .replace("203.0.113.7", &format!("203.0.113.{}", i % 3));
+        let line = if i % 4 == 0 {
+            line.replace(r#""deny_reason":"""#, r#""deny_reason":"ip_restricted""#)
+                .replace(
+                    r#","metadata":{"crowdsec_verdict":"crowdsec_ban","crowdsec_mode":"observe"}"#,
+                    r#","metadata":{}"#,
+                )
+        } else {
+            line
+        };
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    let post = |b: String| {
+        s.with_token(&token, Method::POST, "/api/v1/proxy/events")
+            .body(b)
+            .send()
+    };
+    let res = post(lines.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body(res).await["accepted"], 120);
+
+    let bad = format!(
+        "{LINE}\n{}\n",
+        LINE.replace("\"http\"", "\"carrier-pigeon\"")
+    );
+    let res = post(bad).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(body(res).await["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 2:"));
+    assert_eq!(
+        s.store.count_events().await.unwrap(),
+        120,
+        "a refused batch stores nothing"
+    );
+
+    let q = |query: &str| {
+        s.admin(Method::GET, &format!("/api/v1/events?{query}"))
+            .send()
+    };
+    let v = body(q("verdict=ip_restricted&limit=1000").await.unwrap()).await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 30);
+    assert!(v["next_cursor"].is_null());
+    let e = &v["events"][0];
+    assert_eq!(e["ts"], "2026-11-22T10:01:56.000Z", "newest first");
+    assert_eq!(
+        (e["deny_reason"].as_str(), e["status"].as_i64()),
+        (Some("ip_restricted"), Some(200))
+    );
+
+    let v = body(
+        q("observe=true&source_ip=203.0.113.1&limit=1000")
+            .await
+            .unwrap(),
+    )
+    .await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 30);
+    assert!(events
+        .iter()
+        .all(|e| e["metadata"]["crowdsec_verdict"] == "crowdsec_ban" && e["deny_reason"] == ""));
+
+    let v = body(
+        q("verdict=allow&since=2026-11-22T10:01:00Z&until=2026-11-22T10:01:10Z")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 7);
+
+    // Pages of 50 cover everything once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let v = body(q(&format!("limit=50&cursor={cursor}")).await.unwrap()).await;
+        seen.extend(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["ts"].as_str().unwrap().to_owned()),
+        );
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 120);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]));
+
+    for bad in [
+        "verdict=blocked",
+        "source_ip=nope",
+        "since=yesterday",
+        "limit=0",
+        "cursor=zz",
+        "crowdsec_mode=off",
+    ] {
+        let res = q(bad).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let s = server().await;
+    let doc = body(s.http.get(s.url("/api/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    for &(m, path) in ADMIN_ROUTES.iter().chain(PROXY_ROUTES) {
+        let path = path.replace("/x", "/{id}");
+        let op = &doc["paths"][&path][m.to_ascii_lowercase()];
+        assert!(op.is_object(), "{m} {path} is documented");
+        assert!(
+            op["security"].is_array(),
+            "{m} {path} declares its credentials"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ServiceBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["admin"].is_object());
+}

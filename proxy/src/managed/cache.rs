@@ -1,0 +1,48 @@
+//! The last service list received from management, kept on disk so that a restart while
+//! management is unreachable still serves it.
+
+use std::path::Path;
+
+use nb_api::ServicesUpdate;
+
+pub fn load(path: &Path) -> Result<Option<ServicesUpdate>, String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| format!("{} is not a services cache: {e}", path.display()))
+}
+
+/// Writes beside the file and renames over it, so that a crash never leaves half a file.
+pub fn save(path: &Path, update: &ServicesUpdate) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let body = serde_json::to_vec_pretty(update).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tells_missing_from_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("services.json");
+        assert_eq!(load(&path).unwrap(), None);
+        let update = ServicesUpdate {
+            revision: 7,
+            services: vec![],
+        };
+        save(&path, &update).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(update));
+        std::fs::write(&path, b"{").unwrap();
+        assert!(load(&path).unwrap_err().contains("not a services cache"));
+    }
+}

@@ -1,0 +1,281 @@
+//! Managed mode: services come from management's stream, state goes back in periodic reports,
+//! and access-log entries are shipped in batches. When management is unreachable the proxy keeps
+//! serving what it has, also across its own restart (the list is cached on disk).
+
+mod cache;
+mod client;
+mod shipper;
+mod sse;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nb_api::{BouncerReport, ProxyReport, ServicesUpdate};
+use tokio::sync::{mpsc, Notify};
+
+pub use client::{ManagementClient, ManagementError};
+pub use sse::{SseEvent, SseParser};
+
+use crate::accesslog::AccessLogEntry;
+use crate::backoff::backoff;
+use crate::config::{compile, CompileOptions, ConfigError, Routes};
+use crate::server::Server;
+
+/// Management sends a keep-alive every 15 s; silence for this long means the stream is dead.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Managed {
+    pub client: ManagementClient,
+    pub cache: PathBuf,
+    pub report_interval: Duration,
+    pub compile: CompileOptions,
+    pub events: mpsc::Receiver<Arc<AccessLogEntry>>,
+    pub events_dropped: Arc<AtomicU64>,
+}
+
+/// What this proxy last did with management's services, for its reports.
+#[derive(Default)]
+struct Applied {
+    revision: Option<i64>,
+    error: Option<String>,
+}
+
+fn source_name(revision: i64) -> String {
+    format!("services from management (revision {revision})")
+}
+
+/// The cached services, compiled; `None` if there is no usable cache.
+pub fn cached_routes(path: &std::path::Path, opts: &CompileOptions) -> Option<(i64, Routes)> {
+    let update = match cache::load(path) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            tracing::info!(cache = %path.display(), "no cached services yet: serving none until management answers");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!("ignoring the services cache: {e}");
+            return None;
+        }
+    };
+    match compile(&source_name(update.revision), update.services, opts) {
+        Ok(routes) => {
+            tracing::info!(
+                cache = %path.display(),
+                revision = update.revision,
+                services = routes.services.len(),
+                "serving the cached services until management answers"
+            );
+            Some((update.revision, routes))
+        }
+        Err(e) => {
+            tracing::error!("ignoring the services cache: {e}");
+            None
+        }
+    }
+}
+
+/// Runs until the process ends.
+pub async fn run(server: &Server, m: Managed, cached_revision: Option<i64>) {
+    let applied = Mutex::new(Applied {
+        revision: cached_revision,
+        error: None,
+    });
+    let report_now = Notify::new();
+    let Managed {
+        client,
+        cache,
+        report_interval,
+        compile,
+        events,
+        events_dropped,
+    } = m;
+    let follow = follow(server, &client, &cache, &compile, &applied, &report_now);
+    let report = report(
+        server,
+        &client,
+        report_interval,
+        &applied,
+        &report_now,
+        &events_dropped,
+    );
+    let ship = shipper::ship(&client, events, events_dropped.clone());
+    tokio::join!(follow, report, ship);
+}
+
+async fn follow(
+    server: &Server,
+    client: &ManagementClient,
+    cache: &std::path::Path,
+    opts: &CompileOptions,
+    applied: &Mutex<Applied>,
+    report_now: &Notify,
+) {
+    let url = client.base().to_string();
+    let mut failures = 0u32;
+    let mut last_kind = String::new();
+    loop {
+        let result = follow_once(
+            server,
+            client,
+            cache,
+            opts,
+            applied,
+            report_now,
+            &mut failures,
+        )
+        .await;
+        let e = match result {
+            Ok(()) => ManagementError::Other("management closed the stream".into()),
+            Err(e) => e,
+        };
+        failures = failures.saturating_add(1);
+        if e.kind() != last_kind {
+            let services = server.state().routes.load().services.len();
+            tracing::warn!(
+                "management at {url}: {e}; still serving the {services} services in use, reconnecting with backoff"
+            );
+            last_kind = e.kind();
+        }
+        tokio::time::sleep(backoff(failures, MAX_BACKOFF)).await;
+    }
+}
+
+async fn follow_once(
+    server: &Server,
+    client: &ManagementClient,
+    cache: &std::path::Path,
+    opts: &CompileOptions,
+    applied: &Mutex<Applied>,
+    report_now: &Notify,
+    failures: &mut u32,
+) -> Result<(), ManagementError> {
+    let response = client.stream().await?;
+    tracing::info!(url = %client.base(), "connected to management");
+    report_now.notify_one();
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::new(MAX_EVENT_BYTES);
+    loop {
+        let chunk = match tokio::time::timeout(STREAM_SILENCE, body.next()).await {
+            Err(_) => return Err(ManagementError::Timeout),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => {
+                return Err(ManagementError::Other(format!(
+                    "stream broken: {}",
+                    e.without_url()
+                )))
+            }
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        for event in parser.push(&chunk).map_err(ManagementError::Other)? {
+            if event.name != nb_api::paths::SERVICES_EVENT {
+                continue;
+            }
+            let update: ServicesUpdate = serde_json::from_str(&event.data)
+                .map_err(|e| ManagementError::Other(format!("unreadable services event: {e}")))?;
+            *failures = 0;
+            apply(server, cache, opts, applied, update).await;
+            report_now.notify_one();
+        }
+    }
+}
+
+async fn apply(
+    server: &Server,
+    cache: &std::path::Path,
+    opts: &CompileOptions,
+    applied: &Mutex<Applied>,
+    update: ServicesUpdate,
+) {
+    let unchanged = {
+        let a = applied.lock().unwrap_or_else(|p| p.into_inner());
+        a.revision == Some(update.revision) && a.error.is_none()
+    };
+    if unchanged {
+        return;
+    }
+    let name = source_name(update.revision);
+    let result: Result<usize, ConfigError> = match compile(&name, update.services.clone(), opts) {
+        Ok(routes) => {
+            let n = routes.services.len();
+            server.apply(routes, &name).await.map(|_| n)
+        }
+        Err(e) => Err(e),
+    };
+    let mut a = applied.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(services) => {
+            tracing::info!(
+                revision = update.revision,
+                services,
+                "services from management applied"
+            );
+            if let Err(e) = cache::save(cache, &update) {
+                tracing::warn!("cannot keep the services for a restart: {e}");
+            }
+            a.revision = Some(update.revision);
+            a.error = None;
+        }
+        Err(e) => {
+            tracing::error!("services from management rejected, keeping the running ones: {e}");
+            a.error = Some(e.to_string());
+        }
+    }
+}
+
+async fn report(
+    server: &Server,
+    client: &ManagementClient,
+    every: Duration,
+    applied: &Mutex<Applied>,
+    report_now: &Notify,
+    events_dropped: &AtomicU64,
+) {
+    let mut failing = false;
+    loop {
+        let report = build_report(server, applied, events_dropped.load(Ordering::Relaxed));
+        match client.report(&report).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                // The stream's own log says why management is unreachable.
+                if !failing {
+                    tracing::debug!("cannot report to management: {e}");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = report_now.notified() => {}
+        }
+    }
+}
+
+fn build_report(server: &Server, applied: &Mutex<Applied>, events_dropped: u64) -> ProxyReport {
+    let crowdsec = &server.state().crowdsec;
+    let bouncer = crowdsec.is_configured().then(|| {
+        let s = crowdsec.status();
+        BouncerReport {
+            running: s.running,
+            synced: s.synced,
+            decisions: s.decisions as u64,
+            last_sync: s
+                .last_sync
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            last_error: s.last_error,
+        }
+    });
+    let a = applied.lock().unwrap_or_else(|p| p.into_inner());
+    ProxyReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        supports_crowdsec: crowdsec.is_configured(),
+        bouncer,
+        config_revision: a.revision,
+        config_error: a.error.clone(),
+        events_dropped,
+    }
+}
