@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use (none are skipped when missing: they are installed here).
-#   crowdsec: the real CrowdSec LAPI the bouncer tests run against.
-packages=(crowdsec)
+#   crowdsec:   the real CrowdSec LAPI the bouncer tests run against.
+#   postgresql: the real PostgreSQL the management store's suite also runs against (the tests
+#               start a private server from its binaries, as the `postgres` user when root).
+packages=(crowdsec postgresql)
 
 # crowdsec's postinst registers with the Central API unless credentials already exist, which
 # fails offline; the tests never use the Central API, so a placeholder is enough.

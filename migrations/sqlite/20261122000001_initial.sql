@@ -31,7 +31,7 @@ CREATE TABLE proxies (
 );
 
 CREATE TABLE events (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               INTEGER PRIMARY KEY,
     ts               INTEGER NOT NULL,
     proxy_id         TEXT NOT NULL,
     service_id       TEXT NOT NULL,

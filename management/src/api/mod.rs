@@ -19,7 +19,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 pub use error::{ApiError, ErrorBody};
-pub use events::{EventList, EventView};
+pub use events::{filter_of, EventList, EventQuery, EventView};
 pub use openapi::ApiDoc;
 pub use proxies::{CreatedProxy, ProxyView};
 pub use services::{ServiceBody, ServiceView};

@@ -116,10 +116,13 @@ fn event_from_row(row: &AnyRow) -> Result<Event, StoreError> {
 impl Store {
     /// Stores a batch atomically: all of it or none.
     pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.event_writer().begin().await?;
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
-            let mut sql = Sql::new(&format!("INSERT INTO events ({COLUMNS}) VALUES "));
+            let mut sql = Sql::new(
+                self.backend(),
+                &format!("INSERT INTO events ({COLUMNS}) VALUES "),
+            );
             for (i, e) in events.by_ref().take(ROWS_PER_INSERT).enumerate() {
                 sql.push(if i == 0 { "(" } else { ",(" });
                 sql.bind(Value::Int(e.ts)).push(",");
@@ -147,7 +150,10 @@ impl Store {
 
     /// One page, newest first.
     pub async fn events(&self, f: &EventFilter) -> Result<EventPage, StoreError> {
-        let mut sql = Sql::new(&format!("SELECT id, {COLUMNS} FROM events WHERE 1 = 1"));
+        let mut sql = Sql::new(
+            self.backend(),
+            &format!("SELECT id, {COLUMNS} FROM events WHERE 1 = 1"),
+        );
         let text_filters = [
             ("service_id", &f.service_id),
             ("deny_reason", &f.deny_reason),
@@ -169,10 +175,8 @@ impl Store {
         }
         if let Some(c) = f.after {
             sql.push(" AND (ts < ").bind(Value::Int(c.ts));
-            let ts = sql.placeholder();
-            sql.push(&format!(" OR (ts = {ts} AND id < "))
-                .bind(Value::Int(c.id))
-                .push("))");
+            sql.push(" OR (ts = ").bind(Value::Int(c.ts));
+            sql.push(" AND id < ").bind(Value::Int(c.id)).push("))");
         }
         let limit = f.limit.clamp(1, 1000);
         sql.push(" ORDER BY ts DESC, id DESC LIMIT ")

@@ -1,9 +1,12 @@
-//! Dynamic SQL with `$n` placeholders, which both SQLite and PostgreSQL accept. (sqlx's
-//! `QueryBuilder` writes `?` for the `Any` driver, which PostgreSQL rejects.)
+//! Dynamic SQL with the placeholders each backend parses fastest: `$n` for PostgreSQL, `?` for
+//! SQLite (which resolves each `$n` by name, quadratic in a large multi-row INSERT). sqlx's
+//! `QueryBuilder` writes `?` for the `Any` driver whatever the backend, which PostgreSQL rejects.
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::Any;
+
+use super::Backend;
 
 pub(super) enum Value {
     Int(i64),
@@ -13,17 +16,18 @@ pub(super) enum Value {
     OptText(Option<String>),
 }
 
-#[derive(Default)]
 pub(super) struct Sql {
     text: String,
     values: Vec<Value>,
+    numbered: bool,
 }
 
 impl Sql {
-    pub fn new(text: &str) -> Self {
+    pub fn new(backend: Backend, text: &str) -> Self {
         Self {
             text: text.to_owned(),
             values: Vec::new(),
+            numbered: backend == Backend::Postgres,
         }
     }
 
@@ -35,14 +39,13 @@ impl Sql {
     /// Appends a placeholder for `value`.
     pub fn bind(&mut self, value: Value) -> &mut Self {
         self.values.push(value);
-        self.text.push('$');
-        self.text.push_str(&self.values.len().to_string());
+        if self.numbered {
+            self.text.push('$');
+            self.text.push_str(&self.values.len().to_string());
+        } else {
+            self.text.push('?');
+        }
         self
-    }
-
-    /// A placeholder that repeats an earlier one (1-based), for conditions using a value twice.
-    pub fn placeholder(&self) -> String {
-        format!("${}", self.values.len())
     }
 
     pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {

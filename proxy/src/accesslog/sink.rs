@@ -201,3 +201,51 @@ fn write_lines(mut rx: mpsc::Receiver<Arc<AccessLogEntry>>, mut out: Box<dyn Wri
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::Protocol;
+    use crate::restrict::{Outcome, Verdict};
+
+    fn entry() -> AccessLogEntry {
+        AccessLogEntry {
+            ts: SystemTime::now(),
+            service_id: "s".into(),
+            protocol: Protocol::Tcp,
+            source_ip: "192.0.2.1".parse().unwrap(),
+            host: None,
+            method: None,
+            path: None,
+            status: None,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome {
+                verdict: Verdict::Allow,
+                crowdsec: None,
+            },
+            upstream_error: None,
+        }
+    }
+
+    #[test]
+    fn a_full_shipping_queue_drops_and_counts_without_blocking() {
+        let (queue, mut rx) = ShipQueue::new(2);
+        let log = AccessLog::disabled().with_shipping(queue.clone());
+        for _ in 0..5 {
+            log.record(entry());
+        }
+        assert_eq!(queue.dropped(), 3);
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok());
+        log.record(entry());
+        assert_eq!(
+            queue.dropped(),
+            3,
+            "room again once the shipper drained the queue"
+        );
+        assert_eq!(log.dropped(), 0, "the file sink's count is separate");
+    }
+}

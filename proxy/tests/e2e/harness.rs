@@ -49,9 +49,25 @@ pub struct ProxyBuilder {
     listen_host: String,
     ports: HashMap<String, u16>,
     poll: String,
+    /// Managed mode: (management URL, token, services cache file).
+    managed: Option<(String, String, PathBuf)>,
+    http_port: Option<u16>,
 }
 
 impl ProxyBuilder {
+    /// A proxy in managed mode: no services file, services from management.
+    pub fn managed(url: &str, token: &str, cache: &std::path::Path) -> Self {
+        let mut b = Self::new("services: []\n");
+        b.managed = Some((url.to_owned(), token.to_owned(), cache.to_owned()));
+        b
+    }
+
+    /// Listen on this HTTP port (to restart a proxy where clients expect it).
+    pub fn http_port(mut self, port: u16) -> Self {
+        self.http_port = Some(port);
+        self
+    }
+
     pub fn new(yaml: &str) -> Self {
         Self {
             yaml: yaml.to_owned(),
@@ -60,6 +76,8 @@ impl ProxyBuilder {
             listen_host: "127.0.0.1".into(),
             ports: HashMap::new(),
             poll: "100ms".into(),
+            managed: None,
+            http_port: None,
         }
     }
 
@@ -96,12 +114,21 @@ impl ProxyBuilder {
         let access_log = dir.path().join("access.log");
         let stderr = dir.path().join("stderr.log");
         std::fs::write(&config, substitute(&self.yaml, &self.ports, dir.path())).unwrap();
-        let http_port = free_port();
+        let http_port = self.http_port.unwrap_or_else(free_port);
         let http: SocketAddr = format!("{}:{http_port}", self.listen_host).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nb-proxy"));
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--http-listen")
+        match &self.managed {
+            Some((url, token, cache)) => {
+                cmd.args(["--management-url", url, "--token", token])
+                    .arg("--management-cache")
+                    .arg(cache)
+                    .args(["--management-report-interval", "500ms"]);
+            }
+            None => {
+                cmd.arg("--config").arg(&config);
+            }
+        }
+        cmd.arg("--http-listen")
             .arg(http.to_string())
             .arg("--access-log")
             .arg(&access_log)
@@ -276,6 +303,19 @@ impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+}
+
+/// An HTTP/1.1 keep-alive connection from `source`, for several requests.
+pub async fn keep_alive_from(
+    source: &str,
+    to: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = connect_from(source, to).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 /// One HTTP/1.1 request over an existing stream.

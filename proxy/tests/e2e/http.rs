@@ -106,11 +106,7 @@ async fn unknown_host_gets_404_never_another_service() {
 async fn keep_alive_on_both_sides_and_access_log_fields() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let proxy = ProxyBuilder::new(&two_services(&a, &b)).start().await;
-    let stream = connect_from("127.0.0.9", proxy.http_addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = keep_alive_from("127.0.0.9", proxy.http_addr()).await;
     for i in 0..5 {
         let r = send(&mut sender, "alpha.test", &format!("/n{i}"), &[])
             .await

@@ -10,6 +10,7 @@ mod geo;
 mod http;
 mod lapi;
 mod limits;
+mod managed;
 mod reload;
 mod tcp;
 mod tls;

@@ -1,7 +1,5 @@
 use std::sync::atomic::Ordering;
 
-use hyper_util::rt::TokioIo;
-
 use crate::harness::*;
 
 fn config(up: &Upstream, echo: &EchoUpstream, deny: &str) -> String {
@@ -34,11 +32,7 @@ async fn good_reload_applies_without_dropping_open_connections() {
         .start()
         .await;
     // Open an HTTP keep-alive connection and a TCP connection from 127.0.0.51.
-    let stream = connect_from("127.0.0.51", proxy.http_addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = keep_alive_from("127.0.0.51", proxy.http_addr()).await;
     assert_eq!(
         send(&mut sender, "web.test", "/", &[])
             .await

@@ -1,0 +1,301 @@
+//! Managed mode end to end: the real `nb-management` and `nb-proxy` binaries, a real CrowdSec
+//! LAPI, real sockets on loopback.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::lapi::{Lapi, KEY};
+
+const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
+
+/// `nb-management` sits beside `nb-proxy` in the target directory; `cargo test --workspace`
+/// builds both.
+fn management_binary() -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_nb-proxy")).with_file_name("nb-management");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p nb-management` (cargo test --workspace does)",
+        path.display()
+    );
+    path
+}
+
+struct Management {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Management {
+    async fn start_new() -> Self {
+        let mut m = Self {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            http: reqwest::Client::new(),
+        };
+        m.start().await;
+        m
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("management.log"))
+            .unwrap();
+        let mut cmd = Command::new(management_binary());
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--admin-token", ADMIN, "--proxy-live-window", "5s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NB_MANAGEMENT_") {
+                cmd.env_remove(k);
+            }
+        }
+        self.child = Some(cmd.spawn().expect("nb-management starts"));
+        for _ in 0..400 {
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nb-management did not start: {}", self.log());
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("management.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Polls the events API until `query` matches something.
+    async fn wait_event(&self, query: &str) -> Value {
+        for _ in 0..200 {
+            let (_, v) = self
+                .call("GET", &format!("/api/v1/events?{query}"), None)
+                .await;
+            if let Some(e) = v["events"].as_array().and_then(|a| a.first()) {
+                return e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no event for {query}:\n{}", self.log());
+    }
+}
+
+impl Drop for Management {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_status(proxy: &Proxy, source: &str, want: u16) {
+    for _ in 0..200 {
+        if status_of(proxy, source, "web.test").await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{source} never got {want}:\n{}", proxy.stderr_text());
+}
+
+fn service(upstream: &str, cidr_deny: &[&str], crowdsec_mode: &str) -> Value {
+    json!({
+        "id": "web", "name": "Web", "protocol": "http", "hosts": ["web.test"], "upstream": upstream,
+        "restrictions": {"cidr_deny": cidr_deny, "crowdsec_mode": crowdsec_mode}
+    })
+}
+
+#[tokio::test]
+async fn services_from_management_events_back_and_serving_through_outages() {
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.5"]);
+    let up = Upstream::start("web").await;
+    let mut management = Management::start_new().await;
+    let (status, created) = management
+        .call("POST", "/api/v1/proxies", Some(json!({"name": "edge-1"})))
+        .await;
+    assert_eq!(status, 201);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let proxy_id = created["proxy"]["id"].as_str().unwrap().to_owned();
+
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("services.json");
+    let port = free_port();
+    let management_url = management.url("");
+    let managed = || {
+        ProxyBuilder::managed(&management_url, &token, &cache)
+            .http_port(port)
+            .arg("--crowdsec-api-url")
+            .arg(lapi.url())
+            .arg("--crowdsec-api-key")
+            .arg(KEY)
+            .arg("--crowdsec-update-interval")
+            .arg("1s")
+    };
+    let proxy = managed().start().await;
+
+    // The proxy reports that it supports CrowdSec, so enforce is accepted.
+    let mut accepted = 0;
+    for _ in 0..100 {
+        let (status, _) = management
+            .call(
+                "POST",
+                "/api/v1/services",
+                Some(service(&up.url(), &["127.0.0.3"], "enforce")),
+            )
+            .await;
+        if status == 201 {
+            accepted = status;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted, 201, "{}", management.log());
+
+    // A service created through the API starts serving.
+    wait_status(&proxy, "127.0.0.1", 200).await;
+    assert_eq!(status_of(&proxy, "127.0.0.3", "web.test").await, 403);
+    wait_status(&proxy, "127.0.0.5", 403).await;
+
+    // A denied request shows up as an event, with its deny reason and metadata.
+    let e = management
+        .wait_event("verdict=crowdsec_ban&source_ip=127.0.0.5")
+        .await;
+    assert_eq!(e["service_id"], "web");
+    assert_eq!(e["proxy_id"], proxy_id.as_str());
+    assert_eq!(
+        (e["status"].as_i64(), e["host"].as_str()),
+        (Some(403), Some("web.test"))
+    );
+    assert_eq!(
+        e["metadata"],
+        json!({"crowdsec_verdict": "crowdsec_ban", "crowdsec_mode": "enforce"})
+    );
+    let e = management
+        .wait_event("verdict=ip_restricted&source_ip=127.0.0.3")
+        .await;
+    assert_eq!(e["deny_reason"], "ip_restricted");
+
+    // An open keep-alive connection survives an edit of the restrictions.
+    let mut sender = keep_alive_from("127.0.0.2", proxy.http_addr()).await;
+    assert_eq!(
+        send(&mut sender, "web.test", "/", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let (status, _) = management
+        .call(
+            "PUT",
+            "/api/v1/services/web",
+            Some(service(&up.url(), &["127.0.0.3", "127.0.0.4"], "observe")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_status(&proxy, "127.0.0.4", 403).await;
+    assert_eq!(
+        status_of(&proxy, "127.0.0.5", "web.test").await,
+        200,
+        "observe never denies"
+    );
+    assert_eq!(
+        send(&mut sender, "web.test", "/again", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let e = management
+        .wait_event("observe=true&source_ip=127.0.0.5")
+        .await;
+    assert_eq!(
+        (e["deny_reason"].as_str(), e["status"].as_i64()),
+        (Some(""), Some(200))
+    );
+    assert_eq!(e["metadata"]["crowdsec_verdict"], "crowdsec_ban");
+
+    // The proxy's report: version, CrowdSec support, bouncer state, applied revision.
+    let (_, p) = management
+        .call("GET", &format!("/api/v1/proxies/{proxy_id}"), None)
+        .await;
+    assert_eq!(
+        (p["live"].as_bool(), p["supports_crowdsec"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(p["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(p["bouncer"]["synced"], true);
+    assert_eq!(p["bouncer"]["decisions"], 1);
+    assert!(p["config_revision"].as_i64().unwrap() >= 2, "{p}");
+
+    // Management stopped: the proxy keeps serving, open connection included.
+    management.stop();
+    proxy
+        .wait_log_count("still serving the 1 services in use", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 200);
+    assert_eq!(status_of(&proxy, "127.0.0.4", "web.test").await, 403);
+    assert_eq!(
+        send(&mut sender, "web.test", "/during-outage", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    drop(sender);
+
+    // Restarted while management is down: it serves the last services from its cache.
+    drop(proxy);
+    let proxy = managed().start().await;
+    assert!(
+        proxy.stderr_text().contains("serving the cached services"),
+        "{}",
+        proxy.stderr_text()
+    );
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 200);
+    assert_eq!(status_of(&proxy, "127.0.0.4", "web.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.6", "web.test").await, 200);
+
+    // Management back: the proxy reconnects and ships what it recorded meanwhile.
+    management.start().await;
+    let e = management.wait_event("source_ip=127.0.0.6").await;
+    assert_eq!(e["status"], 200);
+    proxy.wait_log_count("connected to management", 1).await;
+}
