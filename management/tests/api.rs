@@ -547,6 +547,47 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     assert!(rest.is_ok(), "the stream of a revoked proxy ends");
 }
 
+#[tokio::test]
+async fn replicas_on_one_postgres_database_follow_each_other() {
+    let pg = common::postgres().await;
+    let second = pg.replica();
+    let a = server_with(pg, Settings::default()).await;
+    let b = server_with(second, Settings::default()).await;
+    let (_, token) = a.create_proxy("edge").await;
+    // The proxy is connected to replica B; the service is created on replica A.
+    let res = b
+        .with_token(&token, Method::GET, "/api/v1/proxy/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "B knows A's proxy token");
+    let stream = tokio::spawn(services_events(res, 2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.admin(Method::POST, "/api/v1/services")
+            .json(&web("a", "a.example.com"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let events = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("B relays A's change")
+        .unwrap();
+    assert_eq!(events[0]["services"], json!([]));
+    assert_eq!(events[1]["services"][0]["id"], "a");
+    // Validation sees the other replica's services too.
+    let res = b
+        .admin(Method::POST, "/api/v1/services")
+        .json(&web("b", "a.example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+}
+
 const LINE: &str = r#"{"ts":"2026-11-22T10:00:00.123Z","service_id":"web","protocol":"http","source_ip":"203.0.113.7","host":"web.example.com","method":"GET","path":"/","status":200,"duration_ms":0.41,"bytes_in":0,"bytes_out":9,"deny_reason":"","metadata":{"crowdsec_verdict":"crowdsec_ban","crowdsec_mode":"observe"}}"#;
 
 #[tokio::test]

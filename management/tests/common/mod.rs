@@ -188,6 +188,18 @@ pub struct Backend {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Backend {
+    /// The same PostgreSQL database, for a second management replica.
+    pub fn replica(&self) -> Backend {
+        assert!(self._dir.is_none(), "replicas share a PostgreSQL database");
+        Backend {
+            name: self.name,
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+}
+
 pub async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
