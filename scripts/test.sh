@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 #   crowdsec:   the real CrowdSec LAPI the bouncer tests run against.
 #   postgresql: the real PostgreSQL the management store's suite also runs against (the tests
 #               start a private server from its binaries, as the `postgres` user when root).
-packages=(crowdsec postgresql)
+#   chromium:   the real browser the dashboard tests drive (playwright-core, /usr/bin/chromium).
+#   curl:       the dashboard tests' client bound to chosen loopback addresses.
+packages=(crowdsec postgresql chromium curl)
+# Node.js 20+ and npm build the dashboard; the machines ship them, Debian's are older.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
 # crowdsec's postinst registers with the Central API unless credentials already exist, which
 # fails offline; the tests never use the Central API, so a placeholder is enough.
@@ -31,9 +35,15 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 
+# The dashboard is built first: nb-management embeds it.
+echo "== dashboard: npm ci, type check, build"
+(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== dashboard: browser tests (screenshots in dashboard/screenshots/)"
+(cd dashboard && npm test --silent)

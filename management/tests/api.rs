@@ -42,6 +42,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/proxies/x"),
     ("DELETE", "/api/v1/proxies/x"),
     ("GET", "/api/v1/capabilities"),
+    ("GET", "/api/v1/countries"),
     ("GET", "/api/v1/events"),
 ];
 const PROXY_ROUTES: &[(&str, &str)] = &[
@@ -704,6 +705,42 @@ async fn events_are_ingested_whole_and_queried_with_filters() {
         let res = q(bad).await.unwrap();
         assert_eq!(res.status(), 400, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_beside_the_api() {
+    let s = server().await;
+    let res = s.http.get(s.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    // scripts/test.sh builds the dashboard before nb-management, which embeds it.
+    if let Some(asset) = html
+        .split("src=\"/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+    {
+        let res = s
+            .http
+            .get(s.url(&format!("/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{asset}");
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+    } else {
+        assert!(html.contains("The dashboard is not built"), "{html}");
+    }
+    // Unknown API paths stay JSON errors; they never fall through to the UI.
+    let res = s.admin(Method::GET, "/api/v1/nope").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(body(res).await["error"].is_string());
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod dashboard;
 mod error;
 mod events;
 mod link;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             get(proxies::get_one).delete(proxies::revoke),
         )
         .route("/api/v1/capabilities", get(proxies::capabilities))
+        .route("/api/v1/countries", get(proxies::countries))
         .route("/api/v1/events", get(events::query))
         .route(nb_api::paths::STREAM, get(link::stream))
         .route(nb_api::paths::REPORT, put(link::report))
@@ -82,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
+        )
+        .fallback(dashboard::serve)
         .with_state(state)
 }

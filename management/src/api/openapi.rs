@@ -15,7 +15,7 @@ use super::{events, link, proxies, services};
     ),
     paths(
         services::list, services::get_one, services::create, services::update, services::delete,
-        proxies::list, proxies::get_one, proxies::create, proxies::revoke, proxies::capabilities,
+        proxies::list, proxies::get_one, proxies::create, proxies::revoke, proxies::capabilities, proxies::countries,
         events::query,
         link::stream, link::report, link::events,
     ),

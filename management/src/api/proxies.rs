@@ -159,3 +159,10 @@ pub async fn capabilities(
         crowdsec: crowdsec_support(&proxies, now_ms(), st.settings.live_window),
     }))
 }
+
+#[utoipa::path(get, path = "/api/v1/countries", tag = "proxies",
+    security(("admin" = [])),
+    responses((status = 200, description = "ISO 3166-1 alpha-2 codes the country lists accept", body = [String])))]
+pub async fn countries(_: Admin) -> Json<Vec<&'static str>> {
+    Json(nb_proxy::restrict::CountryCode::assigned().collect())
+}

@@ -31,6 +31,11 @@ impl CountryCode {
             .then_some(Self(code))
     }
 
+    /// Every code [`CountryCode::parse`] accepts, for pickers.
+    pub fn assigned() -> impl Iterator<Item = &'static str> {
+        ASSIGNED.split(' ')
+    }
+
     /// Interprets a code as a GeoIP database gives it, without checking the assigned list
     /// (databases may carry codes newer than this binary).
     pub fn from_database(s: &str) -> Option<Self> {

@@ -1,0 +1,46 @@
+import { api, type Proxy } from "./api";
+import { clear, h, time } from "./dom";
+
+function bouncerState(p: Proxy): HTMLElement | string {
+  if (!p.supports_crowdsec) return "—";
+  const b = p.bouncer;
+  if (!b || !b.running) return h("span", { class: "hint" }, "idle (no service uses CrowdSec)");
+  if (!b.synced) return h("span", { class: "badge warn" }, "not synced yet");
+  const stale = b.last_error
+    ? h("span", { class: "badge warn", title: b.last_error }, `stale since ${time(b.last_sync)}`)
+    : h("span", { class: "badge ok" }, "synced");
+  return h("span", {}, stale, ` ${b.decisions} ${b.decisions === 1 ? "decision" : "decisions"}`);
+}
+
+export async function renderProxies(page: HTMLElement): Promise<void> {
+  clear(page, h("p", { class: "loading" }, "Loading proxies…"));
+  const proxies = await api.proxies();
+  clear(
+    page,
+    h("h1", {}, "Proxies"),
+    proxies.length === 0
+      ? h("p", { class: "empty" }, "No proxy yet. Create a token with POST /api/v1/proxies and start nb-proxy with --management-url and --token.")
+      : h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ...["Name", "Version", "Last seen", "CrowdSec", "Bouncer", "Config", "Dropped events"].map((t) => h("th", { scope: "col" }, t)))),
+          h(
+            "tbody",
+            {},
+            proxies.map((p) =>
+              h(
+                "tr",
+                {},
+                h("td", {}, p.name, " ", h("span", { class: `badge ${p.live ? "ok" : "off"}` }, p.live ? "live" : "offline")),
+                h("td", {}, p.version ?? "—"),
+                h("td", {}, time(p.last_seen)),
+                h("td", {}, p.supports_crowdsec ? h("span", { class: "badge crowdsec" }, "CrowdSec") : "—"),
+                h("td", {}, bouncerState(p)),
+                h("td", {}, p.config_error ? h("span", { class: "error" }, p.config_error) : p.config_revision === null ? "—" : `revision ${p.config_revision}`),
+                h("td", {}, String(p.events_dropped)),
+              ),
+            ),
+          ),
+        ),
+  );
+}

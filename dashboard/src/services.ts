@@ -1,0 +1,267 @@
+import { api, ApiError, type Mode, type Problem, type Service, type ServiceBody } from "./api";
+import { countryName, loadCountries } from "./countries";
+import { clear, h } from "./dom";
+import { showError } from "./main";
+
+export async function renderServices(page: HTMLElement): Promise<void> {
+  clear(page, h("p", { class: "loading" }, "Loading services…"));
+  const services = await api.services();
+  const table = h(
+    "table",
+    {},
+    h("thead", {}, h("tr", {}, ...["Name", "Protocol", "Hosts / port", "Upstream", "Access rules", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h(
+      "tbody",
+      {},
+      services.map((s) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "hint" }, s.id)),
+          h("td", {}, s.protocol.toUpperCase()),
+          h("td", {}, s.protocol === "http" ? s.hosts.join(", ") : (s.listen ?? "")),
+          h("td", {}, h("code", {}, s.upstream)),
+          h(
+            "td",
+            {},
+            String(s.rule_count),
+            s.restrictions.crowdsec_mode !== "off" &&
+              h("span", { class: `badge ${s.restrictions.crowdsec_mode}` }, `CrowdSec ${s.restrictions.crowdsec_mode}`),
+          ),
+          h("td", {}, h("button", { class: "danger", onclick: () => void remove(page, s) }, "Delete")),
+        ),
+      ),
+    ),
+  );
+  clear(
+    page,
+    h("div", { class: "title" }, h("h1", {}, "Services"), h("a", { class: "button primary", href: "#/services/new" }, "New service")),
+    services.length === 0
+      ? h("p", { class: "empty" }, "No services yet. Create one to put it behind the proxies.")
+      : table,
+  );
+}
+
+async function remove(page: HTMLElement, s: Service): Promise<void> {
+  if (!confirm(`Delete service "${s.name}"? The proxies stop serving it at once.`)) return;
+  try {
+    await api.deleteService(s.id);
+    await renderServices(page);
+  } catch (e) {
+    showError(page, e);
+  }
+}
+
+const MODES: { value: Mode; label: string; help: string }[] = [
+  { value: "off", label: "Off", help: "CrowdSec is not consulted for this service." },
+  {
+    value: "enforce",
+    label: "Enforce",
+    help: "Deny addresses CrowdSec flags. Fails closed: everything is denied until the first decision sync.",
+  },
+  {
+    value: "observe",
+    label: "Observe",
+    help: "Never deny: log what would have been denied (an observe badge in the event log), to audit before enforcing.",
+  },
+];
+
+function lines(text: string): string[] {
+  return text
+    .split(/[\n,]/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+}
+
+/** A country list picked by name, kept as ISO codes. */
+function countryPicker(id: string, label: string, codes: string[], all: string[]) {
+  const selected = new Set(codes);
+  const chips = h("ul", { class: "chips", "aria-label": `${label}: selected` });
+  const select = h(
+    "select",
+    { id, "aria-label": label },
+    h("option", { value: "" }, "Add a country…"),
+    all.map((c) => h("option", { value: c }, `${countryName(c)} (${c})`)),
+  );
+  const draw = () =>
+    clear(
+      chips,
+      [...selected].map((c) =>
+        h(
+          "li",
+          {},
+          `${countryName(c)} (${c}) `,
+          h("button", { type: "button", class: "link", "aria-label": `Remove ${countryName(c)}`, onclick: () => (selected.delete(c), draw()) }, "×"),
+        ),
+      ),
+    );
+  select.addEventListener("change", () => {
+    if (select.value) selected.add(select.value);
+    select.value = "";
+    draw();
+  });
+  draw();
+  return { el: h("div", { class: "field", "data-field": `restrictions.${id.replace("-", "_")}` }, h("label", { for: id }, label), select, chips), codes: () => [...selected] };
+}
+
+const SAVED = "Saved. The proxies apply it within a second.";
+/** A message for the next editor render (after a new service's page replaces this one). */
+let flash: string | undefined;
+
+export async function renderServiceEditor(page: HTMLElement, id?: string): Promise<void> {
+  clear(page, h("p", { class: "loading" }, "Loading…"));
+  const [service, caps, countries] = await Promise.all([
+    id ? api.service(id) : Promise.resolve(undefined),
+    api.capabilities(),
+    loadCountries(),
+  ]);
+  const r = service?.restrictions;
+  const field = (name: string, label: string, input: HTMLElement, hint?: string) =>
+    h("div", { class: "field", "data-field": name }, h("label", { for: input.id }, label), input, hint && h("p", { class: "hint" }, hint));
+
+  const idInput = h("input", { id: "svc-id", value: service?.id ?? "", disabled: !!service, required: true });
+  const nameInput = h("input", { id: "svc-name", value: service?.name ?? "" });
+  const protocol = h(
+    "select",
+    { id: "svc-protocol" },
+    h("option", { value: "http" }, "HTTP (routed by Host)"),
+    h("option", { value: "tcp" }, "TCP (own listener)"),
+  );
+  protocol.value = service?.protocol ?? "http";
+  const hosts = h("input", { id: "svc-hosts", value: service?.hosts.join(", ") ?? "", placeholder: "app.example.com, *.apps.example.com" });
+  const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
+  const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
+  const cidrAllow = h("textarea", { id: "cidr-allow", rows: 3 }, r?.cidr_allow.join("\n") ?? "");
+  const cidrDeny = h("textarea", { id: "cidr-deny", rows: 3 }, r?.cidr_deny.join("\n") ?? "");
+  const countryAllow = countryPicker("country-allow", "Country allow list", r?.country_allow ?? [], countries);
+  const countryDeny = countryPicker("country-deny", "Country deny list", r?.country_deny ?? [], countries);
+  const currentMode: Mode = r?.crowdsec_mode ?? "off";
+
+  let crowdsec: HTMLElement;
+  let mode = (): Mode => currentMode;
+  if (caps.crowdsec.supported) {
+    const select = h("select", { id: "crowdsec-mode" }, MODES.map((m) => h("option", { value: m.value }, m.label)));
+    select.value = currentMode;
+    const help = h("p", { class: "hint", id: "crowdsec-help" });
+    const explain = () => (help.textContent = MODES.find((m) => m.value === select.value)!.help);
+    select.addEventListener("change", explain);
+    select.setAttribute("aria-describedby", "crowdsec-help");
+    explain();
+    mode = () => select.value as Mode;
+    crowdsec = h(
+      "div",
+      { class: "field", "data-field": "restrictions.crowdsec_mode" },
+      h("label", { for: "crowdsec-mode" }, "CrowdSec IP Reputation"),
+      select,
+      help,
+      h("ul", { class: "hint" }, MODES.map((m) => h("li", {}, h("strong", {}, m.label), `: ${m.help}`))),
+    );
+  } else {
+    crowdsec = h(
+      "div",
+      { class: "field notice", id: "crowdsec-missing", "data-field": "restrictions.crowdsec_mode" },
+      h("h3", {}, "CrowdSec IP Reputation is not available"),
+      h("p", {}, caps.crowdsec.reason ?? "No live proxy supports CrowdSec."),
+      h("p", { class: "hint" }, "To enable it, start every proxy with --crowdsec-api-url and --crowdsec-api-key (a bouncer key from `cscli bouncers add`). The option appears here once they report in."),
+      currentMode !== "off" && h("p", {}, `This service keeps its current mode: ${currentMode}.`),
+    );
+  }
+
+  const general = h(
+    "section",
+    { id: "tab-general", role: "tabpanel", "aria-labelledby": "tab-btn-general" },
+    field("id", "Id", idInput, "Lower-case letters, digits, '-', '_' or '.'; cannot be changed later."),
+    field("name", "Name", nameInput),
+    field("protocol", "Protocol", protocol),
+    field("hosts", "Hosts", hosts, "HTTP: comma-separated host names."),
+    field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
+    field("upstream", "Upstream", upstream, "HTTP: http://host:port. TCP: host:port."),
+  );
+  const access = h(
+    "section",
+    { id: "tab-access", role: "tabpanel", "aria-labelledby": "tab-btn-access", hidden: true },
+    h("p", { class: "hint" }, "Checked in this order; the first denial wins: CIDR, then country, then CrowdSec."),
+    field("restrictions.cidr_allow", "CIDR allow list", cidrAllow, "One per line. When set, only these addresses may connect."),
+    field("restrictions.cidr_deny", "CIDR deny list", cidrDeny, "One per line."),
+    countryAllow.el,
+    countryDeny.el,
+    crowdsec,
+  );
+  const tabs = [
+    ["general", "General", general],
+    ["access", "Access Control", access],
+  ] as const;
+  const tabButtons = tabs.map(([key, label]) =>
+    h("button", { type: "button", role: "tab", id: `tab-btn-${key}`, "aria-controls": `tab-${key}`, onclick: () => show(key) }, label),
+  );
+  const show = (key: string) => {
+    tabs.forEach(([k, , panel], i) => {
+      panel.hidden = k !== key;
+      tabButtons[i].setAttribute("aria-selected", String(k === key));
+    });
+  };
+  show("general");
+
+  const summary = h("div", { role: "alert" }, flash && h("p", { class: "ok", role: "status" }, flash));
+  flash = undefined;
+  const body = (): ServiceBody => ({
+    id: service?.id ?? idInput.value.trim(),
+    name: nameInput.value.trim() || idInput.value.trim(),
+    protocol: protocol.value as ServiceBody["protocol"],
+    hosts: protocol.value === "http" ? lines(hosts.value) : [],
+    listen: protocol.value === "tcp" ? listen.value.trim() || null : null,
+    upstream: upstream.value.trim(),
+    restrictions: {
+      cidr_allow: lines(cidrAllow.value),
+      cidr_deny: lines(cidrDeny.value),
+      country_allow: countryAllow.codes(),
+      country_deny: countryDeny.codes(),
+      crowdsec_mode: mode(),
+    },
+  });
+  const form = h(
+    "form",
+    {
+      class: "card editor",
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        form.querySelectorAll(".field-error").forEach((el) => el.remove());
+        clear(summary);
+        try {
+          const saved = service ? await api.updateService(service.id, body()) : await api.createService(body());
+          const target = `#/services/${encodeURIComponent(saved.id)}`;
+          if (location.hash === target) {
+            clear(summary, h("p", { class: "ok", role: "status" }, SAVED));
+          } else {
+            flash = SAVED;
+            location.hash = target;
+          }
+        } catch (err) {
+          if (err instanceof ApiError && err.problems.length > 0) {
+            placeProblems(form, err.problems, show);
+            clear(summary, h("p", { class: "error" }, err.message));
+          } else {
+            showError(summary, err);
+          }
+        }
+      },
+    },
+    h("div", { role: "tablist", class: "tabs" }, tabButtons),
+    general,
+    access,
+    summary,
+    h("div", { class: "actions" }, h("a", { href: "#/services", class: "button" }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Save")),
+  );
+  clear(page, h("h1", {}, service ? `Service ${service.name}` : "New service"), form);
+}
+
+/** Puts each server-side problem under the field it concerns, and opens that field's tab. */
+function placeProblems(form: HTMLElement, problems: Problem[], show: (tab: string) => void): void {
+  let first: string | undefined;
+  for (const p of problems) {
+    const target = form.querySelector(`[data-field="${CSS.escape(p.field)}"]`) ?? form.querySelector(".actions");
+    target?.append(h("p", { class: "field-error", role: "alert" }, p.message));
+    first ??= p.field.startsWith("restrictions.") ? "access" : "general";
+  }
+  if (first) show(first);
+}

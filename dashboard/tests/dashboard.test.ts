@@ -1,0 +1,163 @@
+// The dashboard in a real Chromium against real nb-management (and, where CrowdSec matters, a
+// real nb-proxy and CrowdSec LAPI). Screenshots of the main pages go to dashboard/screenshots/.
+import { afterAll, afterEach, describe, expect, test } from "vitest";
+import type { BrowserContext, Page } from "playwright-core";
+import { browser, cleanup, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
+
+let context: BrowserContext | undefined;
+afterEach(async () => {
+  await context?.close();
+  context = undefined;
+});
+afterAll(cleanup);
+
+async function open(): Promise<Page> {
+  const b = await browser();
+  context = b.context;
+  return b.page;
+}
+
+async function fillService(page: Page, id: string, host: string, upstream: string) {
+  await page.click("text=New service");
+  await page.fill("#svc-id", id);
+  await page.fill("#svc-name", `Service ${id}`);
+  await page.fill("#svc-hosts", host);
+  await page.fill("#svc-upstream", upstream);
+  await page.click("#tab-btn-access");
+}
+
+describe("dashboard", () => {
+  test("sign in, create a service with CrowdSec enforce, and it persists across a reload", async () => {
+    const m = await new Management().start();
+    // A live proxy with a LAPI configured is what makes CrowdSec available.
+    await new ManagedProxy().start(m, { url: "http://127.0.0.1:9", key: LAPI_KEY });
+    const page = await open();
+
+    await page.goto(m.url);
+    await page.fill("#token", "wrong-token-wrong-token");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=The token was refused");
+    await screenshot(page, "01-sign-in");
+    await signIn(page, m);
+    await page.waitForSelector("text=No services yet");
+
+    await fillService(page, "shop", "shop.test", "http://127.0.0.1:9");
+    await page.fill("#cidr-deny", "10.0.0.1/8");
+    await page.selectOption("#country-deny", "RU");
+    expect(await page.textContent("#country-deny + .chips")).toContain("Russia (RU)");
+    await page.selectOption("#crowdsec-mode", "enforce");
+    expect(await page.textContent("#crowdsec-help")).toContain("everything is denied until the first decision sync");
+    await screenshot(page, "02-access-control-tab");
+
+    // The server's validation error appears next to the field it concerns.
+    await page.click("button[type=submit]");
+    const fieldError = page.locator('[data-field="restrictions.cidr_deny"] .field-error');
+    await fieldError.waitFor();
+    expect(await fieldError.textContent()).toContain("did you mean 10.0.0.0/8");
+    await screenshot(page, "03-validation-error");
+    await page.fill("#cidr-deny", "10.0.0.0/8");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+
+    await page.reload();
+    await page.click("#tab-btn-access");
+    expect(await page.inputValue("#crowdsec-mode")).toBe("enforce");
+    expect(await page.inputValue("#cidr-deny")).toBe("10.0.0.0/8");
+    expect(await page.textContent("#country-deny + .chips")).toContain("Russia (RU)");
+
+    await page.click("text=Services");
+    const row = page.locator("tr", { hasText: "Service shop" });
+    await row.waitFor();
+    expect(await row.textContent()).toContain("shop.test");
+    expect(await row.locator("td").nth(4).textContent()).toMatch(/^3CrowdSec enforce/);
+    await screenshot(page, "04-services");
+
+    await page.click("text=Proxies");
+    await page.waitForSelector(".badge.crowdsec");
+    await screenshot(page, "05-proxies");
+
+    // Delete asks first.
+    await page.click("text=Services");
+    page.once("dialog", (d) => void d.accept());
+    await page.locator("tr", { hasText: "Service shop" }).locator("text=Delete").click();
+    await page.waitForSelector("text=No services yet");
+
+    await page.click("text=Sign out");
+    await page.waitForSelector("#token");
+  });
+
+  test("without a proxy that supports CrowdSec the dropdown is absent and the tab says why", async () => {
+    const m = await new Management().start();
+    const page = await open();
+    await signIn(page, m);
+    await fillService(page, "plain", "plain.test", "http://127.0.0.1:9");
+    await page.waitForSelector("#crowdsec-missing");
+    expect(await page.locator("#crowdsec-mode").count()).toBe(0);
+    const why = await page.textContent("#crowdsec-missing");
+    expect(why).toContain("no proxy is connected");
+    expect(why).toContain("--crowdsec-api-url");
+    await screenshot(page, "06-crowdsec-unavailable");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+  });
+
+  test("full stack: observe shows the would-be ban, enforce denies with crowdsec_ban", async () => {
+    const lapi = await new Lapi().start();
+    lapi.cscli("decisions", "add", "--ip", "127.0.0.77", "--duration", "5m", "--reason", "dashboard test");
+    const m = await new Management().start();
+    const proxy = await new ManagedProxy().start(m, { url: lapi.url, key: LAPI_KEY });
+    const up = await upstream();
+    const page = await open();
+    await signIn(page, m);
+
+    await fillService(page, "web", "web.test", up.url);
+    await page.selectOption("#crowdsec-mode", "observe");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+
+    // Observe: the request is served; the event log shows what CrowdSec would have done.
+    await until("the proxy to serve web.test", async () => (await proxy.get("web.test", "127.0.0.77")) === 200 || undefined);
+    await page.click("text=Event log");
+    await page.check("#f-observe");
+    const observed = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
+    await observed.waitFor({ timeout: 20_000 });
+    expect(await observed.locator(".badge.observe").textContent()).toBe("observe · ban");
+    expect(await observed.locator("td").nth(4).textContent()).toBe("200");
+    expect(await observed.locator(".badge.deny").count()).toBe(0);
+    await observed.focus();
+    await page.keyboard.press("Enter");
+    const details = page.locator("tr.details:not([hidden]) pre").first();
+    expect(await details.textContent()).toContain('"crowdsec_mode": "observe"');
+    expect(await page.locator("text=Load older").isVisible()).toBe(false);
+    await screenshot(page, "07-event-log-observe");
+
+    // Enforce: the next request from that address is denied with crowdsec_ban.
+    await page.goto(`${m.url}/#/services/web`);
+    await page.click("#tab-btn-access");
+    await page.selectOption("#crowdsec-mode", "enforce");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+    await until("enforce to apply", async () => (await proxy.get("web.test", "127.0.0.77")) === 403 || undefined);
+    await page.click("text=Event log");
+    await page.selectOption("#f-verdict", "crowdsec_ban");
+    const denied = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
+    await denied.waitFor({ timeout: 20_000 });
+    expect(await denied.locator(".badge.deny").textContent()).toBe("crowdsec_ban");
+    expect(await denied.locator("td").nth(4).textContent()).toBe("403");
+    await screenshot(page, "08-event-log-enforce");
+
+    await page.click("text=Proxies");
+    await page.waitForSelector("text=1 decision");
+    await screenshot(page, "09-proxies-bouncer");
+    up.close();
+  });
+});
+
+/** A tiny upstream answering 200. */
+async function upstream(): Promise<{ url: string; close: () => void }> {
+  const { createServer } = await import("node:http");
+  const server = createServer((_, res) => res.end("upstream"));
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  const port = (server.address() as { port: number }).port;
+  return { url: `http://127.0.0.1:${port}`, close: () => server.close() };
+}

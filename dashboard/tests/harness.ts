@@ -1,0 +1,162 @@
+// Real parts for the browser tests: nb-management and nb-proxy binaries from target/debug,
+// a CrowdSec LAPI from Debian's package, and Debian's Chromium driven by playwright-core.
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium, type BrowserContext, type Page } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const bin = (name: string) => join(root, "target/debug", name);
+export const ADMIN = "browser-admin-token-0123456789abcdef";
+export const SCREENSHOTS = join(root, "dashboard/screenshots");
+const children: ChildProcess[] = [];
+
+export function cleanup(): void {
+  for (const c of children.splice(0)) c.kill("SIGKILL");
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+function start(cmd: string, args: string[], logFile: string): ChildProcess {
+  const log = openSync(logFile, "a");
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("NB_")));
+  const child = spawn(cmd, args, { stdio: ["ignore", log, log], env });
+  children.push(child);
+  return child;
+}
+
+export class Management {
+  dir = mkdtempSync(join(tmpdir(), "nb-ui-mgmt-"));
+  url = "";
+  async start(): Promise<this> {
+    const port = await freePort();
+    this.url = `http://127.0.0.1:${port}`;
+    start(bin("nb-management"), ["--listen", `127.0.0.1:${port}`, "--data-dir", this.dir, "--admin-token", ADMIN], join(this.dir, "log"));
+    await until("nb-management", async () => (await fetch(`${this.url}/healthz`)).ok || undefined);
+    return this;
+  }
+  async call(method: string, path: string, body?: unknown): Promise<any> {
+    const res = await fetch(this.url + path, {
+      method,
+      headers: { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+    return res.status === 204 ? undefined : res.json();
+  }
+}
+
+export class ManagedProxy {
+  dir = mkdtempSync(join(tmpdir(), "nb-ui-proxy-"));
+  port = 0;
+  async start(m: Management, lapi: { url: string; key: string }): Promise<this> {
+    const { token } = await m.call("POST", "/api/v1/proxies", { name: `edge-${Math.random().toString(16).slice(2, 8)}` });
+    this.port = await freePort();
+    start(
+      bin("nb-proxy"),
+      ["--management-url", m.url, "--token", token, "--management-cache", join(this.dir, "cache.json"),
+        "--http-listen", `127.0.0.1:${this.port}`, "--access-log", join(this.dir, "access.log"),
+        "--management-report-interval", "500ms",
+        "--crowdsec-api-url", lapi.url, "--crowdsec-api-key", lapi.key, "--crowdsec-update-interval", "1s"],
+      join(this.dir, "log"),
+    );
+    await until("the proxy to report", async () => {
+      const caps = await m.call("GET", "/api/v1/capabilities");
+      return caps.crowdsec.supported || undefined;
+    });
+    return this;
+  }
+  /** GET / with Host `host` from a chosen loopback source address; resolves to the status.
+   *  Asynchronous, so that an upstream served by this test process can answer meanwhile. */
+  get(host: string, source: string): Promise<number> {
+    return new Promise((ok) => {
+      execFile(
+        "curl",
+        ["-s", "-o", "/dev/null", "-m", "10", "-w", "%{http_code}", "--interface", source, "-H", `Host: ${host}`, `http://127.0.0.1:${this.port}/`],
+        (_err, stdout) => ok(Number(stdout)),
+      );
+    });
+  }
+}
+
+export const LAPI_KEY = "5c0ffee5c0ffee5c0ffee5c0ffee5c0f";
+
+/** A real CrowdSec LAPI: `crowdsec -no-cs -no-capi` with its own database and bouncer key. */
+export class Lapi {
+  dir = mkdtempSync(join(tmpdir(), "nb-ui-lapi-"));
+  url = "";
+  async start(): Promise<this> {
+    const d = this.dir;
+    const port = await freePort();
+    this.url = `http://127.0.0.1:${port}`;
+    mkdirSync(join(d, "data"));
+    writeFileSync(join(d, "creds.yaml"), "");
+    writeFileSync(join(d, "simulation.yaml"), "simulation: false\n");
+    writeFileSync(join(d, "profiles.yaml"), 'name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == "Ip"\ndecisions:\n - type: ban\n   duration: 4h\non_success: break\n');
+    writeFileSync(
+      join(d, "config.yaml"),
+      `common:\n  daemonize: false\n  log_media: stdout\n  log_level: warning\nconfig_paths:\n  config_dir: ${d}/\n  data_dir: ${d}/data/\n  simulation_path: ${d}/simulation.yaml\ndb_config:\n  type: sqlite\n  db_path: ${d}/data/crowdsec.db\n  use_wal: true\napi:\n  client:\n    credentials_path: ${d}/creds.yaml\n  server:\n    listen_uri: 127.0.0.1:${port}\n    profiles_path: ${d}/profiles.yaml\n`,
+    );
+    this.cscli("machines", "add", "tests", "--auto", "--force", "-f", join(d, "creds.yaml"));
+    this.cscli("bouncers", "add", "nb-ui-test", "-k", LAPI_KEY);
+    start("crowdsec", ["-c", join(d, "config.yaml"), "-no-cs", "-no-capi"], join(d, "lapi.log"));
+    await until("the LAPI", async () => (await fetch(`${this.url}/health`).catch(() => fetch(this.url))).status > 0 || undefined);
+    return this;
+  }
+  cscli(...args: string[]): string {
+    const out = spawnSync("cscli", ["-c", join(this.dir, "config.yaml"), ...args]);
+    if (out.status !== 0) throw new Error(`cscli ${args.join(" ")}: ${out.stderr}${out.stdout}`);
+    return out.stdout.toString();
+  }
+  log(): string {
+    return readFileSync(join(this.dir, "lapi.log"), "utf8");
+  }
+}
+
+/** Debian's Chromium, headless, offline-safe flags, a fresh profile. */
+export async function browser(): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "nb-ui-chrome-")), {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1366, height: 820 },
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => console.error("page error:", e));
+  return { context, page };
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+export async function signIn(page: Page, m: Management): Promise<void> {
+  await page.goto(m.url);
+  await page.fill("#token", ADMIN);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("h1:text('Services')");
+}
