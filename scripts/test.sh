@@ -36,8 +36,10 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 # The dashboard is built first: nb-management embeds it.
-echo "== dashboard: npm ci, type check, build"
-(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+# `npm install` with the committed lock rather than `npm ci`: the lock records only this
+# platform's optional packages (rollup's native builds), which `npm ci` refuses as out of sync.
+echo "== dashboard: npm install, type check, build"
+(cd dashboard && npm install --no-audit --no-fund --loglevel=error && npm run build --silent)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -9,7 +9,7 @@ mod embedded {
 }
 
 const NOT_BUILT: &str = "<!doctype html><title>nb-management</title><h1>The dashboard is not built</h1>\
-<p>Run <code>npm ci &amp;&amp; npm run build</code> in <code>dashboard/</code>, then build nb-management \
+<p>Run <code>npm install &amp;&amp; npm run build</code> in <code>dashboard/</code>, then build nb-management \
 again (<code>scripts/test.sh</code> and <code>scripts/quickstart.sh</code> do both). The API works \
 without it: see <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p>";
 
