@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 #               start a private server from its binaries, as the `postgres` user when root).
 #   chromium:   the real browser the dashboard tests drive (playwright-core, /usr/bin/chromium).
 #   curl:       the dashboard tests' client bound to chosen loopback addresses.
-packages=(crowdsec postgresql chromium curl)
+#   python3-yaml, systemd: the static checks of deploy/ (compose structure, systemd-analyze).
+packages=(crowdsec postgresql chromium curl python3-yaml)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # Node.js 20+ and npm build the dashboard; the machines ship them, Debian's are older.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 
@@ -47,5 +49,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== deploy/: static checks"
+bash scripts/check-deploy.sh
 echo "== dashboard: browser tests (screenshots in dashboard/screenshots/)"
 (cd dashboard && npm test --silent)
