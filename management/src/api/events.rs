@@ -92,16 +92,13 @@ pub struct EventList {
 }
 
 fn verdict(field: &str, s: &str) -> Result<Verdict, ApiError> {
-    Verdict::ALL
-        .into_iter()
-        .find(|v| v.as_str() == s)
-        .ok_or_else(|| {
-            let known: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
-            ApiError::BadRequest(format!(
-                "{field}: unknown verdict \"{s}\" (expected one of {})",
-                known.join(", ")
-            ))
-        })
+    Verdict::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
+        ApiError::BadRequest(format!(
+            "{field}: unknown verdict \"{s}\" (expected one of {})",
+            known.join(", ")
+        ))
+    })
 }
 
 pub fn filter_of(q: EventQuery) -> Result<EventFilter, ApiError> {

@@ -79,183 +79,157 @@ pub fn cached_routes(path: &std::path::Path, opts: &CompileOptions) -> Option<(i
     }
 }
 
+/// What the stream, the reports and the shipper share while the proxy is managed.
+struct Link<'a> {
+    server: &'a Server,
+    client: ManagementClient,
+    cache: PathBuf,
+    compile: CompileOptions,
+    applied: Mutex<Applied>,
+    report_now: Notify,
+    events_dropped: Arc<AtomicU64>,
+}
+
 /// Runs until the process ends.
 pub async fn run(server: &Server, m: Managed, cached_revision: Option<i64>) {
-    let applied = Mutex::new(Applied {
-        revision: cached_revision,
-        error: None,
-    });
-    let report_now = Notify::new();
-    let Managed {
-        client,
-        cache,
-        report_interval,
-        compile,
-        events,
-        events_dropped,
-    } = m;
-    let follow = follow(server, &client, &cache, &compile, &applied, &report_now);
-    let report = report(
+    let link = Link {
         server,
-        &client,
-        report_interval,
-        &applied,
-        &report_now,
-        &events_dropped,
-    );
-    let ship = shipper::ship(&client, events, events_dropped.clone());
-    tokio::join!(follow, report, ship);
-}
-
-async fn follow(
-    server: &Server,
-    client: &ManagementClient,
-    cache: &std::path::Path,
-    opts: &CompileOptions,
-    applied: &Mutex<Applied>,
-    report_now: &Notify,
-) {
-    let url = client.base().to_string();
-    let mut failures = 0u32;
-    let mut last_kind = String::new();
-    loop {
-        let result = follow_once(
-            server,
-            client,
-            cache,
-            opts,
-            applied,
-            report_now,
-            &mut failures,
-        )
-        .await;
-        let e = match result {
-            Ok(()) => ManagementError::Other("management closed the stream".into()),
-            Err(e) => e,
-        };
-        failures = failures.saturating_add(1);
-        if e.kind() != last_kind {
-            let services = server.state().routes.load().services.len();
-            tracing::warn!(
-                "management at {url}: {e}; still serving the {services} services in use, reconnecting with backoff"
-            );
-            last_kind = e.kind();
-        }
-        tokio::time::sleep(backoff(failures, MAX_BACKOFF)).await;
-    }
-}
-
-async fn follow_once(
-    server: &Server,
-    client: &ManagementClient,
-    cache: &std::path::Path,
-    opts: &CompileOptions,
-    applied: &Mutex<Applied>,
-    report_now: &Notify,
-    failures: &mut u32,
-) -> Result<(), ManagementError> {
-    let response = client.stream().await?;
-    tracing::info!(url = %client.base(), "connected to management");
-    report_now.notify_one();
-    let mut body = response.bytes_stream();
-    let mut parser = SseParser::new(MAX_EVENT_BYTES);
-    loop {
-        let chunk = match tokio::time::timeout(STREAM_SILENCE, body.next()).await {
-            Err(_) => return Err(ManagementError::Timeout),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => {
-                return Err(ManagementError::Other(format!(
-                    "stream broken: {}",
-                    e.without_url()
-                )))
-            }
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        for event in parser.push(&chunk).map_err(ManagementError::Other)? {
-            if event.name != nb_api::paths::SERVICES_EVENT {
-                continue;
-            }
-            let update: ServicesUpdate = serde_json::from_str(&event.data)
-                .map_err(|e| ManagementError::Other(format!("unreadable services event: {e}")))?;
-            *failures = 0;
-            apply(server, cache, opts, applied, update).await;
-            report_now.notify_one();
-        }
-    }
-}
-
-async fn apply(
-    server: &Server,
-    cache: &std::path::Path,
-    opts: &CompileOptions,
-    applied: &Mutex<Applied>,
-    update: ServicesUpdate,
-) {
-    let unchanged = {
-        let a = applied.lock().unwrap_or_else(|p| p.into_inner());
-        a.revision == Some(update.revision) && a.error.is_none()
+        client: m.client,
+        cache: m.cache,
+        compile: m.compile,
+        applied: Mutex::new(Applied {
+            revision: cached_revision,
+            error: None,
+        }),
+        report_now: Notify::new(),
+        events_dropped: m.events_dropped,
     };
-    if unchanged {
-        return;
-    }
-    let name = source_name(update.revision);
-    let result: Result<usize, ConfigError> = match compile(&name, update.services.clone(), opts) {
-        Ok(routes) => {
-            let n = routes.services.len();
-            server.apply(routes, &name).await.map(|_| n)
-        }
-        Err(e) => Err(e),
-    };
-    let mut a = applied.lock().unwrap_or_else(|p| p.into_inner());
-    match result {
-        Ok(services) => {
-            tracing::info!(
-                revision = update.revision,
-                services,
-                "services from management applied"
-            );
-            if let Err(e) = cache::save(cache, &update) {
-                tracing::warn!("cannot keep the services for a restart: {e}");
-            }
-            a.revision = Some(update.revision);
-            a.error = None;
-        }
-        Err(e) => {
-            tracing::error!("services from management rejected, keeping the running ones: {e}");
-            a.error = Some(e.to_string());
-        }
-    }
+    let ship = shipper::ship(&link.client, m.events, link.events_dropped.clone());
+    tokio::join!(link.follow(), link.report(m.report_interval), ship);
 }
 
-async fn report(
-    server: &Server,
-    client: &ManagementClient,
-    every: Duration,
-    applied: &Mutex<Applied>,
-    report_now: &Notify,
-    events_dropped: &AtomicU64,
-) {
-    let mut failing = false;
-    loop {
-        let report = build_report(server, applied, events_dropped.load(Ordering::Relaxed));
-        match client.report(&report).await {
-            Ok(()) => failing = false,
-            Err(e) => {
-                // The stream's own log says why management is unreachable.
-                if !failing {
-                    tracing::debug!("cannot report to management: {e}");
+impl Link<'_> {
+    async fn follow(&self) {
+        let url = self.client.base().to_string();
+        let mut failures = 0u32;
+        let mut last_kind = String::new();
+        loop {
+            let e = match self.follow_once(&mut failures).await {
+                Ok(()) => ManagementError::Other("management closed the stream".into()),
+                Err(e) => e,
+            };
+            failures = failures.saturating_add(1);
+            if e.kind() != last_kind {
+                let services = self.server.state().routes.load().services.len();
+                tracing::warn!(
+                    "management at {url}: {e}; still serving the {services} services in use, reconnecting with backoff"
+                );
+                last_kind = e.kind();
+            }
+            tokio::time::sleep(backoff(failures, MAX_BACKOFF)).await;
+        }
+    }
+
+    async fn follow_once(&self, failures: &mut u32) -> Result<(), ManagementError> {
+        let response = self.client.stream().await?;
+        tracing::info!(url = %self.client.base(), "connected to management");
+        self.report_now.notify_one();
+        let mut body = response.bytes_stream();
+        let mut parser = SseParser::new(MAX_EVENT_BYTES);
+        loop {
+            let chunk = match tokio::time::timeout(STREAM_SILENCE, body.next()).await {
+                Err(_) => return Err(ManagementError::Timeout),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => {
+                    return Err(ManagementError::Other(format!(
+                        "stream broken: {}",
+                        e.without_url()
+                    )))
                 }
-                failing = true;
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            for event in parser.push(&chunk).map_err(ManagementError::Other)? {
+                if event.name != nb_api::paths::SERVICES_EVENT {
+                    continue;
+                }
+                let update: ServicesUpdate = serde_json::from_str(&event.data).map_err(|e| {
+                    ManagementError::Other(format!("unreadable services event: {e}"))
+                })?;
+                *failures = 0;
+                self.apply(update).await;
+                self.report_now.notify_one();
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = report_now.notified() => {}
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn apply(&self, update: ServicesUpdate) {
+        let unchanged = {
+            let a = self.applied();
+            a.revision == Some(update.revision) && a.error.is_none()
+        };
+        if unchanged {
+            return;
+        }
+        let name = source_name(update.revision);
+        let result: Result<usize, ConfigError> =
+            match compile(&name, update.services.clone(), &self.compile) {
+                Ok(routes) => {
+                    let n = routes.services.len();
+                    self.server.apply(routes, &name).await.map(|_| n)
+                }
+                Err(e) => Err(e),
+            };
+        let mut a = self.applied();
+        match result {
+            Ok(services) => {
+                tracing::info!(
+                    revision = update.revision,
+                    services,
+                    "services from management applied"
+                );
+                if let Err(e) = cache::save(&self.cache, &update) {
+                    tracing::warn!("cannot keep the services for a restart: {e}");
+                }
+                a.revision = Some(update.revision);
+                a.error = None;
+            }
+            Err(e) => {
+                tracing::error!("services from management rejected, keeping the running ones: {e}");
+                a.error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn report(&self, every: Duration) {
+        let mut failing = false;
+        loop {
+            let report = {
+                let a = self.applied();
+                build_report(self.server, &a, self.events_dropped.load(Ordering::Relaxed))
+            };
+            match self.client.report(&report).await {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    // The stream's own log says why management is unreachable.
+                    if !failing {
+                        tracing::debug!("cannot report to management: {e}");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.report_now.notified() => {}
+            }
         }
     }
 }
 
-fn build_report(server: &Server, applied: &Mutex<Applied>, events_dropped: u64) -> ProxyReport {
+fn build_report(server: &Server, applied: &Applied, events_dropped: u64) -> ProxyReport {
     let crowdsec = &server.state().crowdsec;
     let bouncer = crowdsec.is_configured().then(|| {
         let s = crowdsec.status();
@@ -269,13 +243,12 @@ fn build_report(server: &Server, applied: &Mutex<Applied>, events_dropped: u64) 
             last_error: s.last_error,
         }
     });
-    let a = applied.lock().unwrap_or_else(|p| p.into_inner());
     ProxyReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         supports_crowdsec: crowdsec.is_configured(),
         bouncer,
-        config_revision: a.revision,
-        config_error: a.error.clone(),
+        config_revision: applied.revision,
+        config_error: applied.error.clone(),
         events_dropped,
     }
 }

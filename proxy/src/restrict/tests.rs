@@ -308,3 +308,12 @@ fn crowdsec_never_relaxes_a_cidr_denial_and_sees_canonical_addresses() {
     });
     assert_eq!(seen, Some("198.51.100.7".parse().unwrap()));
 }
+
+#[test]
+fn verdicts_parse_from_their_stable_strings() {
+    for v in Verdict::ALL {
+        assert_eq!(Verdict::parse(v.as_str()), Some(v));
+    }
+    assert_eq!(Verdict::parse("crowdsec_nope"), None);
+    assert_eq!(Verdict::parse("ALLOW"), None);
+}

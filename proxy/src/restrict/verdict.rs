@@ -42,6 +42,11 @@ impl Verdict {
         }
     }
 
+    /// The verdict a stable string names (`"crowdsec_ban"` ⇒ `CrowdsecBan`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub const fn is_allow(self) -> bool {
         matches!(self, Verdict::Allow)
     }
