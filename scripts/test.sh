@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 #               start a private server from its binaries, as the `postgres` user when root).
 #   chromium:   the real browser the dashboard tests drive (playwright-core, /usr/bin/chromium).
 #   curl:       the dashboard tests' client bound to chosen loopback addresses.
+#   jq, python3, procps: what scripts/quickstart.sh uses (its test runs it).
+#   tmux:       the terminal the quickstart's prompt is answered through.
+#   the linter: shellcheck, over scripts/*.sh.
 #   python3-yaml, systemd: the static checks of deploy/ (compose structure, systemd-analyze).
-packages=(crowdsec postgresql chromium curl python3-yaml)
+packages=(crowdsec postgresql chromium curl jq python3 procps tmux shellcheck python3-yaml)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # Node.js 20+ and npm build the dashboard; the machines ship them, Debian's are older.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
@@ -45,6 +48,8 @@ echo "== dashboard: npm install, type check, build"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== shellcheck scripts/*.sh"
+shellcheck scripts/*.sh
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== cargo test"

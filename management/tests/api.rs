@@ -201,6 +201,22 @@ async fn services_crud() {
     assert_eq!(got["restrictions"]["cidr_allow"], json!([]));
     assert_eq!(got["created_at"], created["created_at"]);
 
+    // A fetched service, edited and sent back as it is (read-only fields included), is accepted.
+    let mut edited = got.clone();
+    edited["upstream"] = json!("http://127.0.0.1:8082");
+    edited["rule_count"] = json!(99);
+    let res = s
+        .admin(Method::PUT, "/api/v1/services/web")
+        .json(&edited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let round_trip = body(res).await;
+    assert_eq!(round_trip["upstream"], "http://127.0.0.1:8082");
+    assert_eq!(round_trip["rule_count"], 1);
+    assert_eq!(round_trip["created_at"], created["created_at"]);
+
     let res = s
         .admin(Method::PUT, "/api/v1/services/web")
         .json(&web("renamed", "web.example.com"))

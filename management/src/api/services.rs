@@ -35,6 +35,18 @@ pub struct ServiceBody {
     pub upstream: String,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
+    /// Read-only, ignored: accepted so that a fetched service can be edited and sent back.
+    #[serde(default)]
+    #[schema(read_only, value_type = Option<usize>)]
+    pub rule_count: Option<serde_json::Value>,
+    /// Read-only, ignored (see `rule_count`).
+    #[serde(default)]
+    #[schema(read_only, value_type = Option<String>)]
+    pub created_at: Option<serde_json::Value>,
+    /// Read-only, ignored (see `rule_count`).
+    #[serde(default)]
+    #[schema(read_only, value_type = Option<String>)]
+    pub updated_at: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -11,6 +11,7 @@ mod http;
 mod lapi;
 mod limits;
 mod managed;
+mod quickstart;
 mod reload;
 mod tcp;
 mod tls;

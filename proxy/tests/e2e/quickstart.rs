@@ -1,0 +1,534 @@
+//! `scripts/quickstart.sh` run as an operator would: non-interactively with a local LAPI from
+//! the distribution's package (then the verification recipe it prints, executed as printed),
+//! and through a terminal (tmux) answering its prompt. Binaries come from this build
+//! (`NB_QUICKSTART_BIN_DIR`); everything else is the real thing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::free_port;
+use crate::lapi::{Lapi, KEY};
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/quickstart.sh")
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_nb-proxy"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One quickstart installation: its state directory and its own ports.
+struct Quickstart {
+    dir: tempfile::TempDir,
+    management_port: u16,
+    http_port: u16,
+    demo_port: u16,
+}
+
+impl Quickstart {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            management_port: free_port(),
+            http_port: free_port(),
+            demo_port: free_port(),
+        }
+    }
+
+    /// The settings every run shares; the caller's `NB_*` variables are not inherited.
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "NB_QUICKSTART_DIR".into(),
+                self.path("").display().to_string(),
+            ),
+            (
+                "NB_QUICKSTART_BIN_DIR".into(),
+                bin_dir().display().to_string(),
+            ),
+            (
+                "NB_QUICKSTART_MANAGEMENT_LISTEN".into(),
+                format!("127.0.0.1:{}", self.management_port),
+            ),
+            (
+                "NB_QUICKSTART_HTTP_LISTEN".into(),
+                format!("127.0.0.1:{}", self.http_port),
+            ),
+            (
+                "NB_QUICKSTART_DEMO_LISTEN".into(),
+                format!("127.0.0.1:{}", self.demo_port),
+            ),
+        ]
+    }
+
+    fn command(&self, subcommand: &str, extra: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script()).arg(subcommand).stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NB_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env());
+        cmd.envs(extra.iter().copied());
+        cmd
+    }
+
+    /// Runs a subcommand; returns its exit code and everything it printed.
+    fn run(&self, subcommand: &str, extra: &[(&str, &str)]) -> (i32, String) {
+        let out = self.command(subcommand, extra).output().expect("bash runs");
+        (out.status.code().unwrap_or(-1), text(&out))
+    }
+
+    fn up(&self, extra: &[(&str, &str)]) -> String {
+        let (code, out) = self.run("up", extra);
+        assert_eq!(code, 0, "quickstart failed:\n{out}\n{}", self.logs());
+        out
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    fn mode(&self, rel: &str) -> u32 {
+        let meta = std::fs::metadata(self.path(rel)).unwrap();
+        meta.permissions().mode() & 0o777
+    }
+
+    fn env_value(&self, file: &str, key: &str) -> String {
+        let prefix = format!("{key}=");
+        self.read(file)
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn logs(&self) -> String {
+        ["nb-management", "nb-proxy", "crowdsec", "demo-upstream"]
+            .iter()
+            .map(|n| {
+                let log = self.read(&format!("logs/{n}.log"));
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                format!(
+                    "--- {n}.log (last lines, newest first)\n{}",
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn management_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.management_port)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let admin = self.env_value("management.env", "NB_MANAGEMENT_ADMIN_TOKEN");
+        let mut req = reqwest::Client::new()
+            .request(method.parse().unwrap(), self.management_url(path))
+            .bearer_auth(admin);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let res = req.send().await.expect("management answers");
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// The newest event matching `query`, waiting up to 10 s for it to be shipped.
+    async fn first_event(&self, query: &str) -> Value {
+        for _ in 0..40 {
+            let (_, page) = self
+                .call("GET", &format!("/api/v1/events?{query}"), None)
+                .await;
+            if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
+                return e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("no event for {query}:\n{}", self.logs());
+    }
+
+    /// Every process whose open files reach into the state directory: the quickstart points
+    /// the stdout of everything it starts at `logs/`.
+    fn processes_using_dir(&self) -> Vec<String> {
+        let dir = self.dir.path().canonicalize().unwrap();
+        let mut found = vec![];
+        for proc_entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let pid = proc_entry.file_name().to_string_lossy().to_string();
+            if !pid.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+                continue;
+            };
+            let uses = fds
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| target.starts_with(&dir));
+            if uses {
+                let cmdline = std::fs::read_to_string(proc_entry.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ");
+                found.push(format!("{pid}: {cmdline}"));
+            }
+        }
+        found
+    }
+
+    fn pid_files(&self) -> Vec<(String, u32)> {
+        let mut pids = vec![];
+        for e in std::fs::read_dir(self.path("run")).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_suffix(".pid") {
+                let pid = std::fs::read_to_string(e.path()).unwrap();
+                pids.push((n.to_owned(), pid.trim().parse().unwrap()));
+            }
+        }
+        pids.sort();
+        pids
+    }
+}
+
+impl Drop for Quickstart {
+    fn drop(&mut self) {
+        let _ = self.command("stop", &[]).output();
+    }
+}
+
+/// A process that is gone or a zombie (exited, waiting for its new parent to reap it).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(status) => status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+/// The `$ ` command lines of the printed verification recipe, in order.
+fn recipe(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("$ "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn shell(command: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", command])
+        .output()
+        .expect("bash runs");
+    assert!(out.status.success(), "`{command}` failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn printed(out: &str, label: &str) -> String {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{out}"))
+        .trim()
+        .to_owned()
+}
+
+/// Runs `check` every 250 ms until it gives a value, for at most `seconds`.
+async fn eventually<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..seconds * 4 {
+        if let Some(v) = check() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what} did not happen within {seconds} s");
+}
+
+#[tokio::test]
+async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_rerun() {
+    let qs = Quickstart::new();
+    let out = qs.up(&[
+        ("NB_ENABLE_CROWDSEC", "y"),
+        ("NB_CROWDSEC_ENROLL_KEY", "not-a-real-enrollment-key"),
+    ]);
+
+    // Every step says what it does; the console cannot be reached here, which is reported and
+    // does not stop the quickstart.
+    for step in [
+        "==> [1] Checking this machine",
+        "Setting up a local CrowdSec LAPI",
+        "cscli bouncers add nb-proxy-quickstart",
+        "console enrollment failed, continuing without it",
+        "Starting nb-proxy in managed mode",
+        "created service \"demo\"",
+        "nb-proxy quickstart is running.",
+    ] {
+        assert!(out.contains(step), "{step:?} missing from:\n{out}");
+    }
+    let admin = printed(&out, "Admin token:");
+    assert_eq!(
+        admin,
+        qs.env_value("management.env", "NB_MANAGEMENT_ADMIN_TOKEN")
+    );
+
+    // proxy.env: private, with the LAPI URL and the bouncer key, which is never printed.
+    assert_eq!(qs.mode("proxy.env"), 0o600);
+    assert_eq!(qs.mode("management.env"), 0o600);
+    let lapi_url = qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_URL");
+    assert!(lapi_url.starts_with("http://127.0.0.1:"), "{lapi_url}");
+    let key = qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_KEY");
+    assert!(key.len() >= 16, "bouncer key {:?}", key.len());
+    assert!(!out.contains(&key), "the bouncer key was printed");
+    let proxy_token = qs.env_value("proxy.env", "NB_PROXY_TOKEN");
+    assert!(!proxy_token.is_empty());
+
+    // The recipe, executed as printed: flag the test address, send a request from it.
+    let steps = recipe(&out);
+    assert_eq!(steps.len(), 4, "recipe: {steps:?}");
+    assert!(steps[0].contains("cscli decisions add --ip 127.0.0.9 --duration 5m --reason \"test\""));
+    shell(&steps[0]);
+    let (request, events) = (steps[1].clone(), steps[2].clone());
+    let observed = eventually(30, "an observe entry for 127.0.0.9", || {
+        // Observe never denies.
+        assert_eq!(shell(&request), "200");
+        let page: Value = serde_json::from_str(&shell(&events)).unwrap();
+        page["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["metadata"]["crowdsec_verdict"] == "crowdsec_ban")
+            .cloned()
+    })
+    .await;
+    assert_eq!(observed["service_id"], "demo");
+    assert_eq!(observed["status"], 200);
+    assert_eq!(observed["deny_reason"], "");
+    assert_eq!(observed["metadata"]["crowdsec_mode"], "observe");
+
+    // Switched to enforce through the API: the same request gets 403, crowdsec_ban.
+    let (status, mut demo) = qs.call("GET", "/api/v1/services/demo", None).await;
+    assert_eq!(status, 200);
+    demo["restrictions"]["crowdsec_mode"] = "enforce".into();
+    let (status, body) = qs.call("PUT", "/api/v1/services/demo", Some(&demo)).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(15, "403 for 127.0.0.9", || {
+        (shell(&request) == "403").then_some(())
+    })
+    .await;
+    // The entry is shipped within a second or two.
+    let denied = qs
+        .first_event("verdict=crowdsec_ban&source_ip=127.0.0.9")
+        .await;
+    assert_eq!(denied["status"], 403, "{denied}");
+    assert_eq!(denied["deny_reason"], "crowdsec_ban");
+
+    let (code, status_out) = qs.run("status", &[]);
+    assert_eq!(code, 0, "{status_out}");
+    assert!(
+        status_out.contains("bouncer synced, decisions: 1"),
+        "{status_out}"
+    );
+
+    // stop leaves no process behind: neither those it recorded nor anything else it started.
+    let pids = qs.pid_files();
+    let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        ["demo-upstream", "nb-management", "nb-proxy"]
+            .iter()
+            .all(|n| names.contains(n)),
+        "{names:?}"
+    );
+    let (code, stop_out) = qs.run("stop", &[]);
+    assert_eq!(code, 0, "{stop_out}");
+    for (name, pid) in &pids {
+        assert!(exited(*pid), "{name} (pid {pid}) still runs after stop");
+    }
+    assert_eq!(qs.processes_using_dir(), Vec::<String>::new());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", qs.http_port)).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", qs.management_port)).is_err());
+    let (code, status_out) = qs.run("status", &[]);
+    assert_eq!(code, 3, "status after stop: {status_out}");
+
+    // A second run (CrowdSec remembered from proxy.env) reuses every piece of state.
+    let again = qs.up(&[]);
+    for reused in [
+        "enabled by an earlier run",
+        "reusing the admin token",
+        "reusing bouncer \"nb-proxy-quickstart\"",
+        "reusing proxy",
+        "proxy.env (mode 0600): unchanged",
+        "the demo service exists (CrowdSec: enforce): kept",
+    ] {
+        assert!(again.contains(reused), "{reused:?} missing from:\n{again}");
+    }
+    assert_eq!(printed(&again, "Admin token:"), admin);
+    assert_eq!(qs.env_value("proxy.env", "NB_PROXY_TOKEN"), proxy_token);
+    assert_eq!(qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_KEY"), key);
+    // The SQLite store kept the events, and the service is still enforced.
+    let (_, kept) = qs
+        .call("GET", "/api/v1/events?source_ip=127.0.0.9", None)
+        .await;
+    assert!(kept["events"].as_array().unwrap().len() >= 2, "{kept}");
+    eventually(15, "403 for 127.0.0.9 after the rerun", || {
+        (shell(&request) == "403").then_some(())
+    })
+    .await;
+
+    shell(&steps[3]);
+}
+
+/// tmux on its own socket, so a test never touches anyone's tmux server.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .tmux(&["capture-pane", "-p", "-J", "-S", "-200"])
+                .stdout,
+        )
+        .into_owned()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+#[tokio::test]
+async fn the_prompt_answered_on_a_terminal_with_a_given_lapi() {
+    let lapi = Lapi::start_new(None);
+    let qs = Quickstart::new();
+
+    // The quickstart runs in a tmux pane, its output also kept in a file; nothing answers
+    // "Enable CrowdSec?" but the keys sent to the pane.
+    let transcript = qs.path("transcript.txt");
+    let mut runner = String::from("#!/bin/bash\n");
+    for (k, v) in qs.env() {
+        runner.push_str(&format!("export {k}='{v}'\n"));
+    }
+    runner.push_str(&format!(
+        "export NB_CROWDSEC_API_URL='{}' NB_CROWDSEC_API_KEY='{KEY}'\n",
+        lapi.url()
+    ));
+    runner.push_str(&format!(
+        "bash '{}' 2>&1 | tee '{}'\necho \"quickstart exited with ${{PIPESTATUS[0]}}\"\nsleep 600\n",
+        script().display(),
+        transcript.display()
+    ));
+    let runner_path = qs.path("terminal.sh");
+    std::fs::write(&runner_path, runner).unwrap();
+
+    let term = Terminal {
+        socket: format!("nb-quickstart-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args([
+            "-L",
+            &term.socket,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "60",
+        ])
+        .arg(format!("bash {}", runner_path.display()))
+        .env_remove("TMUX")
+        .output()
+        .expect("tmux runs");
+    assert!(started.status.success(), "tmux: {}", text(&started));
+
+    eventually(60, "the prompt", || {
+        term.screen()
+            .contains("Enable CrowdSec? [y/N]")
+            .then_some(())
+    })
+    .await;
+    assert!(!std::fs::read_to_string(&transcript)
+        .unwrap_or_default()
+        .contains("Starting nb-management"));
+    let sent = term.tmux(&["send-keys", "y", "Enter"]);
+    assert!(sent.status.success());
+
+    let code = eventually(90, "the quickstart to finish", || {
+        term.screen()
+            .lines()
+            .find_map(|l| l.strip_prefix("quickstart exited with "))
+            .map(|c| c.trim().to_owned())
+    })
+    .await;
+    let out = std::fs::read_to_string(&transcript).unwrap();
+    assert_eq!(code, "0", "{out}\n{}", qs.logs());
+    assert!(
+        out.contains(&format!("CrowdSec: on, with the LAPI at {}", lapi.url())),
+        "{out}"
+    );
+    // A given LAPI is used as it is: no local one, no console enrollment offered.
+    assert!(!out.contains("Setting up a local CrowdSec LAPI"), "{out}");
+    assert!(!out.contains("enrollment"), "{out}");
+    assert!(out.contains("CrowdSec observe"), "{out}");
+    assert!(!out.contains(KEY), "the bouncer key was printed");
+    assert_eq!(
+        qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_URL"),
+        lapi.url()
+    );
+    assert_eq!(qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_KEY"), KEY);
+    assert_eq!(qs.mode("proxy.env"), 0o600);
+
+    // The proxy pulls from that LAPI: management shows its bouncer synced.
+    let id = qs.env_value("quickstart.state", "PROXY_ID");
+    let mut synced = false;
+    for _ in 0..120 {
+        let (_, proxy) = qs.call("GET", &format!("/api/v1/proxies/{id}"), None).await;
+        if proxy["bouncer"]["synced"] == true {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(synced, "the bouncer never synced:\n{}", qs.logs());
+    let (_, demo) = qs.call("GET", "/api/v1/services/demo", None).await;
+    assert_eq!(demo["restrictions"]["crowdsec_mode"], "observe");
+
+    // The pane's shell keeps its script (in the state directory) open: close the terminal first.
+    drop(term);
+    let (code, stop_out) = qs.run("stop", &[]);
+    assert_eq!(code, 0, "{stop_out}");
+    assert_eq!(qs.processes_using_dir(), Vec::<String>::new());
+}
