@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of deploy/: the test machines run neither a Docker engine nor systemd, so the
 # files are validated, not run. Usage: scripts/check-deploy.sh [directory with the binaries]
+# (The compose file's validation against the Compose specification is management/tests/deploy.rs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/${1:-target/debug}"
