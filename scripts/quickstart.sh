@@ -27,7 +27,11 @@ HTTP_LISTEN=${NB_QUICKSTART_HTTP_LISTEN:-0.0.0.0:8000}
 DEMO_LISTEN=${NB_QUICKSTART_DEMO_LISTEN:-127.0.0.1:8001}
 DEMO_HOST=demo.localhost
 TEST_IP=127.0.0.9
+# One bouncer per installation, so two quickstarts on one machine do not replace each other's.
 BOUNCER_NAME=nb-proxy-quickstart
+if [ "$DIR" != "$ROOT/quickstart-data" ]; then
+  BOUNCER_NAME=$BOUNCER_NAME-$(printf '%s' "$DIR" | sha256sum | cut -c1-8)
+fi
 CROWDSEC_CONFIG=/etc/crowdsec/config.yaml
 # Written before installing crowdsec offline: its postinst registers with the Central API
 # unless credentials exist, which fails without internet.
@@ -542,7 +546,10 @@ start_demo() {
 <h1>Hello through nb-proxy</h1>
 <p>This page is the quickstart's demo upstream, reached through nb-proxy.</p>
 HTML
-  ensure_running demo-upstream http.server "" "$(command -v python3)" -m http.server \
+  # The distribution's python3 (installed above), not a version manager's shim.
+  local python=/usr/bin/python3
+  [ -x "$python" ] || python=$(command -v python3)
+  ensure_running demo-upstream http.server "" "$python" -m http.server \
     --bind "${DEMO_LISTEN%:*}" --directory "$DIR/demo-site" "${DEMO_LISTEN##*:}"
   wait_for "the demo upstream answering on $DEMO_LISTEN" 15 demo-upstream http.server \
     curl -sf -m 2 -o /dev/null "http://$DEMO_LISTEN/"

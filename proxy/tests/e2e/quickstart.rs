@@ -287,6 +287,8 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     ] {
         assert!(out.contains(step), "{step:?} missing from:\n{out}");
     }
+    let bouncer = printed(&out, "cscli bouncers add ");
+    assert!(bouncer.starts_with("nb-proxy-quickstart-"), "{bouncer}");
     let admin = printed(&out, "Admin token:");
     assert_eq!(
         admin,
@@ -375,7 +377,7 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     for reused in [
         "enabled by an earlier run",
         "reusing the admin token",
-        "reusing bouncer \"nb-proxy-quickstart\"",
+        format!("reusing bouncer \"{bouncer}\"").as_str(),
         "reusing proxy",
         "proxy.env (mode 0600): unchanged",
         "the demo service exists (CrowdSec: enforce): kept",
@@ -396,6 +398,12 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     .await;
 
     shell(&steps[3]);
+    qs.run("stop", &[]);
+    // The bouncer the quickstart added to the machine's LAPI goes too (sudo as printed).
+    shell(&steps[3].replace(
+        "decisions delete --ip 127.0.0.9",
+        &format!("bouncers delete {bouncer}"),
+    ));
 }
 
 /// tmux on its own socket, so a test never touches anyone's tmux server.
