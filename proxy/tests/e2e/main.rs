@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `nb-proxy` binary on real loopback sockets.
 
+mod admin_api;
 mod harness;
 
 mod client_ip;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::admin_api::AdminApi;
 use crate::harness::*;
 use crate::lapi::{Lapi, KEY};
 
@@ -28,16 +29,17 @@ struct Management {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
-    http: reqwest::Client,
+    api: AdminApi,
 }
 
 impl Management {
     async fn start_new() -> Self {
+        let port = free_port();
         let mut m = Self {
             child: None,
             dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
-            http: reqwest::Client::new(),
+            port,
+            api: AdminApi::new(format!("http://127.0.0.1:{port}"), ADMIN.into()),
         };
         m.start().await;
         m
@@ -63,7 +65,7 @@ impl Management {
         }
         self.child = Some(cmd.spawn().expect("nb-management starts"));
         for _ in 0..400 {
-            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+            if let Ok(r) = reqwest::get(self.url("/healthz")).await {
                 if r.status() == 200 {
                     return;
                 }
@@ -89,33 +91,12 @@ impl Management {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), self.url(path))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api.call(method, path, body.as_ref()).await
     }
 
-    /// Polls the events API until `query` matches something.
     async fn wait_event(&self, query: &str) -> Value {
-        for _ in 0..200 {
-            let (_, v) = self
-                .call("GET", &format!("/api/v1/events?{query}"), None)
-                .await;
-            if let Some(e) = v["events"].as_array().and_then(|a| a.first()) {
-                return e.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no event for {query}:\n{}", self.log());
+        let found = self.api.first_event(query).await;
+        found.unwrap_or_else(|| panic!("no event for {query}:\n{}", self.log()))
     }
 }
 

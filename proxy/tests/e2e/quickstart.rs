@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::admin_api::AdminApi;
 use crate::harness::free_port;
 use crate::lapi::{Lapi, KEY};
 
@@ -143,34 +144,19 @@ impl Quickstart {
         format!("http://127.0.0.1:{}{path}", self.management_port)
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    /// The admin API, with the token the quickstart wrote.
+    fn api(&self) -> AdminApi {
         let admin = self.env_value("management.env", "NB_MANAGEMENT_ADMIN_TOKEN");
-        let mut req = reqwest::Client::new()
-            .request(method.parse().unwrap(), self.management_url(path))
-            .bearer_auth(admin);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let res = req.send().await.expect("management answers");
-        let status = res.status().as_u16();
-        let body = res.text().await.unwrap();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        AdminApi::new(self.management_url(""), admin)
     }
 
-    /// The newest event matching `query`, waiting up to 10 s for it to be shipped.
+    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.api().call(method, path, body).await
+    }
+
     async fn first_event(&self, query: &str) -> Value {
-        for _ in 0..40 {
-            let (_, page) = self
-                .call("GET", &format!("/api/v1/events?{query}"), None)
-                .await;
-            if let Some(e) = page["events"].as_array().and_then(|a| a.first()) {
-                return e.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("no event for {query}:\n{}", self.logs());
+        let found = self.api().first_event(query).await;
+        found.unwrap_or_else(|| panic!("no event for {query}:\n{}", self.logs()))
     }
 
     /// Every process whose open files reach into the state directory: the quickstart points
