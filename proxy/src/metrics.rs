@@ -81,6 +81,17 @@ fn render(state: &ProxyState) -> String {
             "nb_proxy_requests_total{{protocol=\"{proto}\",verdict=\"{verdict}\"}} {n}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP nb_proxy_client_errors_total Requests the proxy answered itself because they were malformed, too large, too slow or ambiguous."
+    );
+    let _ = writeln!(out, "# TYPE nb_proxy_client_errors_total counter");
+    for (status, n) in state.access_log.counts().client_errors() {
+        let _ = writeln!(
+            out,
+            "nb_proxy_client_errors_total{{status=\"{status}\"}} {n}"
+        );
+    }
     let _ = writeln!(out, "# HELP nb_proxy_access_log_dropped_total Access-log entries dropped because the sink could not keep up.");
     let _ = writeln!(out, "# TYPE nb_proxy_access_log_dropped_total counter");
     let _ = writeln!(

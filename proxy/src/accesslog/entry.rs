@@ -26,9 +26,62 @@ pub struct AccessLogEntry {
     pub outcome: Outcome,
     /// Why forwarding failed, when it did (`connection refused`, `timeout`, …).
     pub upstream_error: Option<&'static str>,
+    /// Why the proxy answered the request itself (`malformed request`, …): a client mistake.
+    pub client_error: Option<&'static str>,
 }
 
 impl AccessLogEntry {
+    /// A new HTTP request's entry, allowed until decided otherwise.
+    pub fn http<B>(ts: SystemTime, source_ip: IpAddr, req: &http::Request<B>) -> Self {
+        Self {
+            ts,
+            service_id: "".into(),
+            protocol: Protocol::Http,
+            source_ip,
+            host: None,
+            method: Some(req.method().as_str().to_owned()),
+            path: Some(req.uri().path().to_owned()),
+            status: None,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome {
+                verdict: Verdict::Allow,
+                crowdsec: None,
+            },
+            upstream_error: None,
+            client_error: None,
+        }
+    }
+
+    /// A TCP connection's entry (or a connection refused before any request was read).
+    pub fn connection(
+        ts: SystemTime,
+        protocol: Protocol,
+        service_id: Arc<str>,
+        source_ip: IpAddr,
+    ) -> Self {
+        Self {
+            ts,
+            service_id,
+            protocol,
+            source_ip,
+            host: None,
+            method: None,
+            path: None,
+            status: None,
+            duration: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: Outcome {
+                verdict: Verdict::Allow,
+                crowdsec: None,
+            },
+            upstream_error: None,
+            client_error: None,
+        }
+    }
+
     pub fn deny_reason(&self) -> Option<Verdict> {
         (!self.outcome.is_allowed()).then_some(self.outcome.verdict)
     }
@@ -50,6 +103,7 @@ impl AccessLogEntry {
             metadata: Metadata {
                 crowdsec: self.outcome.crowdsec,
                 upstream_error: self.upstream_error,
+                client_error: self.client_error,
             },
         };
         // Serialising plain data into a Vec cannot fail.
@@ -83,6 +137,7 @@ struct Wire<'a> {
 struct Metadata {
     crowdsec: Option<CrowdSecFlag>,
     upstream_error: Option<&'static str>,
+    client_error: Option<&'static str>,
 }
 
 impl Serialize for Metadata {
@@ -95,6 +150,9 @@ impl Serialize for Metadata {
         }
         if let Some(err) = self.upstream_error {
             m.serialize_entry("upstream_error", err)?;
+        }
+        if let Some(err) = self.client_error {
+            m.serialize_entry("client_error", err)?;
         }
         m.end()
     }
@@ -131,6 +189,7 @@ mod tests {
                 }),
             },
             upstream_error: None,
+            client_error: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
@@ -166,6 +225,7 @@ mod tests {
                 crowdsec: None,
             },
             upstream_error: None,
+            client_error: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

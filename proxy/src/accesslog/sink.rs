@@ -68,16 +68,37 @@ impl ShipQueue {
     }
 }
 
-/// Entries by verdict (the deny reason, or `allow`) and protocol, for metrics.
+/// Entries by verdict (the deny reason, or `allow`) and protocol, for metrics; requests the
+/// proxy refused before deciding (client errors) by status instead.
 #[derive(Default)]
 pub struct Counts {
     by_verdict: [[AtomicU64; 8]; 2],
+    client_errors: [AtomicU64; CLIENT_ERROR_STATUSES.len()],
 }
+
+/// The statuses of proxy-generated answers to client mistakes.
+pub const CLIENT_ERROR_STATUSES: [u16; 4] = [400, 405, 408, 431];
 
 impl Counts {
     fn add(&self, e: &AccessLogEntry) {
+        if e.client_error.is_some() {
+            let i = CLIENT_ERROR_STATUSES
+                .iter()
+                .position(|s| Some(*s) == e.status)
+                .unwrap_or(0);
+            self.client_errors[i].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let p = matches!(e.protocol, crate::config::Protocol::Tcp) as usize;
         self.by_verdict[p][verdict_index(e.outcome.verdict)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (status, count) of client errors.
+    pub fn client_errors(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        CLIENT_ERROR_STATUSES
+            .iter()
+            .zip(&self.client_errors)
+            .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
     }
 
     /// (protocol, verdict, count) for every combination.
@@ -228,6 +249,7 @@ mod tests {
                 crowdsec: None,
             },
             upstream_error: None,
+            client_error: None,
         }
     }
 

@@ -2,9 +2,18 @@
 
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::header::{GetAll, HeaderValue};
 
 use crate::restrict::IpSet;
+
+/// What walking a request's `X-Forwarded-For` headers found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walked {
+    pub client: IpAddr,
+    /// `peer` is trusted: the list the walk went over (every header, in order, as one list),
+    /// which the upstream receives with `peer` appended.
+    pub chain: Option<String>,
+}
 
 /// The client address for a request that arrived from `peer`.
 ///
@@ -16,13 +25,45 @@ pub fn client_address<'a>(
     xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
     trusted: &IpSet,
 ) -> IpAddr {
+    walk(peer, xff, trusted).0
+}
+
+/// The walk, and the list of readable values it walked (when `peer` is trusted).
+pub fn walk_forwarded_for(peer: IpAddr, xff: &GetAll<'_, HeaderValue>, trusted: &IpSet) -> Walked {
+    let (client, peer_trusted) = walk(peer, xff.iter(), trusted);
+    let chain = peer_trusted
+        .then(|| {
+            let mut chain = String::new();
+            for item in xff
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+            {
+                if !chain.is_empty() {
+                    chain.push_str(", ");
+                }
+                chain.push_str(item);
+            }
+            chain
+        })
+        .filter(|c| !c.is_empty());
+    Walked { client, chain }
+}
+
+fn walk<'a>(
+    peer: IpAddr,
+    xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    trusted: &IpSet,
+) -> (IpAddr, bool) {
     let mut current = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(current) {
-        return current;
+        return (current, false);
     }
     for value in xff.rev() {
         let Ok(value) = value.to_str() else {
-            return current;
+            return (current, true);
         };
         for item in value.rsplit(',') {
             let item = item.trim();
@@ -30,15 +71,15 @@ pub fn client_address<'a>(
                 continue;
             }
             let Some(addr) = parse_entry(item) else {
-                return current;
+                return (current, true);
             };
             current = addr.to_canonical();
             if !trusted.contains(current) {
-                return current;
+                return (current, true);
             }
         }
     }
-    current
+    (current, true)
 }
 
 /// An entry is an address, possibly with a port (`1.2.3.4:80`, `[2001:db8::1]:80`).
@@ -96,6 +137,33 @@ mod tests {
         assert_eq!(run("10.0.0.1", &["[2001:db8::7]:4711"]), "2001:db8::7");
         assert_eq!(run("10.0.0.1", &["198.51.100.1:4711"]), "198.51.100.1");
         assert_eq!(run("10.0.0.1", &["::ffff:198.51.100.1"]), "198.51.100.1");
+    }
+
+    #[test]
+    fn the_walked_list_is_every_header_in_order() {
+        let mut h = http::HeaderMap::new();
+        for v in ["198.51.100.7", " 192.0.2.9 ,10.0.0.3", ""] {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        let values = h.get_all("x-forwarded-for");
+        let w = walk_forwarded_for(ip("10.0.0.1"), &values, &trusted());
+        assert_eq!(w.client, ip("192.0.2.9"));
+        assert_eq!(
+            w.chain.as_deref(),
+            Some("198.51.100.7, 192.0.2.9, 10.0.0.3")
+        );
+        let w = walk_forwarded_for(ip("192.0.2.1"), &values, &trusted());
+        assert_eq!(
+            (w.client, w.chain),
+            (ip("192.0.2.1"), None),
+            "untrusted: no list"
+        );
+        let w = walk_forwarded_for(ip("10.0.0.1"), &h.get_all("x-absent"), &trusted());
+        assert_eq!((w.client, w.chain), (ip("10.0.0.1"), None));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]

@@ -1,17 +1,32 @@
 //! Who the client is: the socket peer, a PROXY protocol header from a trusted peer, or
-//! X-Forwarded-For from a trusted peer.
+//! X-Forwarded-For from a trusted peer. The trust rule lives here, asked once per request, and
+//! the identity headers the upstream receives are built from its answer.
 
 mod forwarded;
+mod headers;
 mod proxy_protocol;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use tokio::net::TcpStream;
 
-pub use forwarded::client_address;
+pub use forwarded::{client_address, walk_forwarded_for, Walked};
+pub use headers::{ForwardedContext, IDENTITY_HEADERS};
 pub use proxy_protocol::{read_header, ProxyHeader, ProxyHeaderError};
+
+/// A request's client as decided: the connection's client (`peer`: the socket peer or what its
+/// PROXY header said) and, from a trusted peer, what `X-Forwarded-For` says behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub peer: IpAddr,
+    pub client: IpAddr,
+    pub peer_trusted: bool,
+    /// The forwarded list walked (trusted peers only).
+    chain: Option<String>,
+}
 
 use crate::restrict::IpSet;
 
@@ -26,6 +41,17 @@ pub struct ClientAddressPolicy {
 impl ClientAddressPolicy {
     pub fn trusts(&self, peer: IpAddr) -> bool {
         self.trusted.contains(peer.to_canonical())
+    }
+
+    /// The client of one HTTP request that came over a connection from `peer`.
+    pub fn request_client(&self, peer: IpAddr, headers: &HeaderMap) -> ClientAddr {
+        let walked = walk_forwarded_for(peer, &headers.get_all("x-forwarded-for"), &self.trusted);
+        ClientAddr {
+            peer: peer.to_canonical(),
+            client: walked.client,
+            peer_trusted: self.trusts(peer),
+            chain: walked.chain,
+        }
     }
 
     /// The connection-level client address, and bytes already read from the stream.

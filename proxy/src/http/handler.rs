@@ -13,11 +13,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::authority::request_authority;
 use super::body::{CountedBody, PendingEntry, ProxyBody};
+use super::ClientError;
 use crate::accesslog::AccessLogEntry;
-use crate::clientip::client_address;
-use crate::config::{Protocol, Service, Upstream};
-use crate::restrict::{Outcome, Verdict};
+use crate::clientip::{ClientAddr, ForwardedContext};
+use crate::config::{Service, Upstream};
 use crate::state::ProxyState;
 use crate::upstream::{dial, UpstreamError};
 
@@ -34,6 +35,8 @@ pub struct ConnHandler {
     /// The connection's client: the socket peer or what its PROXY header said.
     conn_client: IpAddr,
     tls: bool,
+    /// The port of the listener the connection came in on (`X-Forwarded-Port`).
+    local_port: u16,
     /// Only this connection touches it; HTTP/2 streams may briefly overlap.
     idle_upstream: Mutex<Option<UpstreamConn>>,
 }
@@ -49,53 +52,41 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 impl ConnHandler {
-    pub fn new(state: Arc<ProxyState>, conn_client: IpAddr, tls: bool) -> Self {
+    pub fn new(state: Arc<ProxyState>, conn_client: IpAddr, tls: bool, local_port: u16) -> Self {
         Self {
             state,
             conn_client,
             tls,
+            local_port,
             idle_upstream: Mutex::new(None),
         }
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let ts = SystemTime::now();
         let started = Instant::now();
-        let state = &self.state;
-        let client = client_address(
-            self.conn_client,
-            req.headers().get_all("x-forwarded-for").iter(),
-            &state.clients.trusted,
-        );
-        let host = request_host(&req).unwrap_or_default();
-        let routes = state.routes.load();
-        let service = routes.http_service(&host).cloned();
-        drop(routes);
-
-        let mut entry = AccessLogEntry {
-            ts,
-            service_id: service
-                .as_ref()
-                .map(|s| s.id.clone())
-                .unwrap_or_else(|| "".into()),
-            protocol: Protocol::Http,
-            source_ip: client,
-            host: Some(host),
-            method: Some(req.method().as_str().to_owned()),
-            path: Some(req.uri().path().to_owned()),
-            status: None,
-            duration: Default::default(),
-            bytes_in: 0,
-            bytes_out: 0,
-            outcome: Outcome {
-                verdict: Verdict::Allow,
-                crowdsec: None,
-            },
-            upstream_error: None,
-        };
+        let client = self
+            .state
+            .clients
+            .request_client(self.conn_client, req.headers());
+        let mut entry = AccessLogEntry::http(SystemTime::now(), client.client, &req);
         let bytes_in = Arc::new(AtomicU64::new(0));
-
-        let Some(service) = service else {
+        let authority = match request_authority(
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+            self.tls,
+        ) {
+            Ok(a) => a,
+            Err(e) => return self.refuse(entry, started, bytes_in, e),
+        };
+        let host = authority
+            .as_ref()
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or_default();
+        entry.host = Some(host.to_owned());
+        let service = self.state.routes.load().http_service(host).cloned();
+        let (Some(service), Some(authority)) = (service, authority) else {
             return self.local_reply(
                 entry,
                 started,
@@ -104,7 +95,8 @@ impl ConnHandler {
                 "no service is configured for this host\n",
             );
         };
-        entry.outcome = state.check(&service.filter, client);
+        entry.service_id = service.id.clone();
+        entry.outcome = self.state.check(&service.filter, client.client);
         if !entry.outcome.is_allowed() {
             return self.local_reply(
                 entry,
@@ -116,7 +108,8 @@ impl ConnHandler {
         }
 
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        match self.forward(&service, req, client, bytes_in.clone()).await {
+        let upstream_req = self.upstream_request(req, &client, &authority, bytes_in.clone());
+        match self.forward(&service, upstream_req).await {
             Ok(mut resp) => {
                 entry.status = Some(resp.status().as_u16());
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -144,6 +137,25 @@ impl ConnHandler {
                 self.local_reply(entry, started, bytes_in, status, body)
             }
         }
+    }
+
+    /// Answers a request the client got wrong, and logs it.
+    fn refuse(
+        &self,
+        mut entry: AccessLogEntry,
+        started: Instant,
+        bytes_in: Arc<AtomicU64>,
+        e: ClientError,
+    ) -> Response<ProxyBody> {
+        entry.client_error = Some(e.as_str());
+        let mut resp = self.local_reply(entry, started, bytes_in, e.status(), e.body());
+        if e == ClientError::ConnectNotAllowed {
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        resp
     }
 
     fn pending(
@@ -185,15 +197,12 @@ impl ConnHandler {
     async fn forward(
         &self,
         service: &Service,
-        req: Request<Incoming>,
-        client: IpAddr,
-        bytes_in: Arc<AtomicU64>,
+        upstream_req: Request<CountedBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let Upstream::Http(upstream) = &service.upstream else {
             return Err(UpstreamError::Failed);
         };
         let limits = &self.state.limits;
-        let upstream_req = self.upstream_request(req, client, bytes_in);
 
         let mut conn = self.take_idle(&upstream.address);
         let conn = match conn.take() {
@@ -257,20 +266,13 @@ impl ConnHandler {
     fn upstream_request(
         &self,
         req: Request<Incoming>,
-        client: IpAddr,
+        client: &ClientAddr,
+        authority: &HeaderValue,
         bytes_in: Arc<AtomicU64>,
     ) -> Request<CountedBody> {
         let (mut parts, body) = req.into_parts();
         let upgrade = is_upgrade(&parts.headers);
         let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
-        if parts.headers.get(header::HOST).is_none() {
-            // HTTP/2 clients send :authority instead of Host.
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-        }
         strip_hop_by_hop(&mut parts.headers);
         if let (true, Some(v)) = (upgrade, upgrade_value) {
             parts
@@ -278,7 +280,16 @@ impl ConnHandler {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, v);
         }
-        self.set_forwarded(&mut parts.headers, client);
+        // Exactly the authority that was routed and checked.
+        parts.headers.insert(header::HOST, authority.clone());
+        client.set_forwarded_headers(
+            &mut parts.headers,
+            ForwardedContext {
+                host: authority,
+                tls: self.tls,
+                port: self.local_port,
+            },
+        );
         parts.uri = parts
             .uri
             .path_and_query()
@@ -287,37 +298,6 @@ impl ConnHandler {
         parts.version = Version::HTTP_11;
         Request::from_parts(parts, CountedBody::new(body, bytes_in))
     }
-
-    fn set_forwarded(&self, headers: &mut HeaderMap, client: IpAddr) {
-        let peer = self.conn_client;
-        let trusted = self.state.clients.trusts(peer);
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if trusted => format!("{prev}, {peer}"),
-            _ => client.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
-        }
-        if !trusted || !headers.contains_key("x-forwarded-proto") {
-            let proto = if self.tls { "https" } else { "http" };
-            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        }
-        if !trusted || !headers.contains_key("x-forwarded-host") {
-            if let Some(h) = headers.get(header::HOST).cloned() {
-                headers.insert("x-forwarded-host", h);
-            }
-        }
-    }
-}
-
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
-    }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {

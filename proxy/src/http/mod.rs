@@ -1,6 +1,8 @@
 //! HTTP services: one shared listener (plain or TLS), routed by Host.
 
+mod authority;
 mod body;
+mod client_error;
 mod handler;
 
 use std::convert::Infallible;
@@ -18,6 +20,7 @@ use crate::state::ProxyState;
 use handler::ConnHandler;
 
 pub use body::ProxyBody;
+pub use client_error::ClientError;
 
 /// Accepts connections until the task is dropped. With `tls`, certificates follow SNI.
 pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, tls: Option<TlsAcceptor>) {
@@ -63,6 +66,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
 ) {
     let _ = stream.set_nodelay(true);
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let (client, rest) = match state.clients.connection_client(&mut stream, peer).await {
         Ok(c) => c,
         Err(e) => {
@@ -72,7 +76,12 @@ async fn serve_connection(
     };
     let traffic = Traffic::new();
     let stream = ClientStream::new(stream, rest, traffic.clone());
-    let handler = Arc::new(ConnHandler::new(state.clone(), client, tls.is_some()));
+    let handler = Arc::new(ConnHandler::new(
+        state.clone(),
+        client,
+        tls.is_some(),
+        local_port,
+    ));
     let service = service_fn(move |req| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.handle(req).await) }
@@ -109,5 +118,25 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+        // hyper answered a request it could not parse (400, 431) before any handler ran.
+        if let Some(err) = e
+            .downcast_ref::<hyper::Error>()
+            .and_then(ClientError::of_hyper)
+        {
+            log_refused_connection(&state, client, err);
+        }
     }
+}
+
+/// An entry for a request refused before it could be read (no host, method or path known).
+fn log_refused_connection(state: &ProxyState, client: std::net::IpAddr, err: ClientError) {
+    let mut entry = crate::accesslog::AccessLogEntry::connection(
+        std::time::SystemTime::now(),
+        crate::config::Protocol::Http,
+        "".into(),
+        client,
+    );
+    entry.status = Some(err.status().as_u16());
+    entry.client_error = Some(err.as_str());
+    state.access_log.record(entry);
 }

@@ -49,21 +49,8 @@ async fn serve(
         }
     };
     let outcome = state.check(&service.filter, client);
-    let mut entry = AccessLogEntry {
-        ts,
-        service_id: service.id.clone(),
-        protocol: Protocol::Tcp,
-        source_ip: client,
-        host: None,
-        method: None,
-        path: None,
-        status: None,
-        duration: Default::default(),
-        bytes_in: 0,
-        bytes_out: 0,
-        outcome,
-        upstream_error: None,
-    };
+    let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, service.id.clone(), client);
+    entry.outcome = outcome;
     if outcome.is_allowed() {
         let traffic = Traffic::new();
         let downstream = ClientStream::new(stream, rest, traffic.clone());

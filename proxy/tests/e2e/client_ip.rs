@@ -155,7 +155,7 @@ async fn proxy_protocol_v1_and_v2_on_http_from_trusted_peers_only() {
     let r = request_over(s, "web.test", "/", &[]).await;
     assert!(r.map(|r| r.status == 400).unwrap_or(true));
 
-    let entries = proxy.wait_entries(4).await;
+    let entries = proxy.wait_entries(5).await;
     let ips: Vec<_> = entries
         .iter()
         .map(|e| e["source_ip"].as_str().unwrap().to_owned())
@@ -166,9 +166,11 @@ async fn proxy_protocol_v1_and_v2_on_http_from_trusted_peers_only() {
             "198.51.100.9",
             "192.0.2.44",
             "2001:db8:bad::5",
-            "127.0.0.20"
+            "127.0.0.20",
+            "127.0.0.21"
         ]
     );
+    assert_eq!(entries[4]["status"], 400, "the proxy's own 400 is logged");
     assert!(!ips.iter().any(|i| i == "192.0.2.45"));
     assert_eq!(entries[2]["deny_reason"], "ip_restricted");
 }
@@ -220,4 +222,86 @@ async fn proxy_protocol_on_tcp_services() {
     assert_eq!(ips, ["198.51.100.3", "192.0.2.8", "127.0.0.31"]);
     assert_eq!(entries[0]["deny_reason"], "ip_restricted");
     assert_eq!(entries[0]["protocol"], "tcp");
+}
+
+#[tokio::test]
+async fn client_identity_headers_come_from_what_the_proxy_decided() {
+    let (up, echo_up) = (Upstream::start("u").await, EchoUpstream::start().await);
+    let proxy = ProxyBuilder::new(&services(&up, &echo_up))
+        .port("raw")
+        .arg("--trusted-proxies")
+        .arg("127.0.0.40")
+        .start()
+        .await;
+    let spoofs = [
+        ("x-real-ip", "198.51.100.1"),
+        ("forwarded", "for=198.51.100.1;proto=https;host=evil.test"),
+        ("true-client-ip", "198.51.100.1"),
+        ("cf-connecting-ip", "198.51.100.1"),
+        ("x-client-ip", "198.51.100.1"),
+        ("x-forwarded-port", "1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.test"),
+        ("x-forwarded-for", "198.51.100.1"),
+    ];
+    // From an untrusted peer, none of the client's claims reach the upstream.
+    let r = get_with(&proxy, "127.0.0.41", "web.test", "/", &spoofs).await;
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    for name in [
+        "forwarded",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+    ] {
+        assert!(h.get(name).is_none(), "{name} passed on: {h}");
+    }
+    assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.41"]));
+    assert_eq!(h["x-forwarded-for"], serde_json::json!(["127.0.0.41"]));
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["http"]));
+    assert_eq!(h["x-forwarded-host"], serde_json::json!(["web.test"]));
+    let port = proxy.http_addr().port().to_string();
+    assert_eq!(h["x-forwarded-port"], serde_json::json!([port]));
+
+    // From a trusted peer with two X-Forwarded-For headers: the decision walks both as one list,
+    // and exactly that list (plus the peer) is forwarded, as one header.
+    let r = get_with(
+        &proxy,
+        "127.0.0.40",
+        "web.test",
+        "/",
+        &[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-for", "192.0.2.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "the client is 192.0.2.9, not the denied 198.51.100.7"
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["198.51.100.7, 192.0.2.9, 127.0.0.40"])
+    );
+    assert_eq!(h["x-real-ip"], serde_json::json!(["192.0.2.9"]));
+    assert_eq!(
+        h["x-forwarded-proto"],
+        serde_json::json!(["https"]),
+        "a trusted peer's scheme is kept"
+    );
+    let r = get_with(
+        &proxy,
+        "127.0.0.40",
+        "web.test",
+        "/",
+        &[
+            ("x-forwarded-for", "192.0.2.9"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 403, "the nearest entry decides");
 }

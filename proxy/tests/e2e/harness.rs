@@ -408,12 +408,24 @@ impl Upstream {
                             tokio::time::sleep(Duration::from_secs(30)).await;
                         }
                         let h = |n: &str| header(&req, n);
+                        let mut all = serde_json::Map::new();
+                        for name in req.headers().keys() {
+                            let values: Vec<_> = req
+                                .headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                .collect();
+                            all.insert(name.as_str().to_owned(), values.into());
+                        }
                         let body = serde_json::json!({
                             "upstream": name,
                             "host": h("host"),
                             "xff": h("x-forwarded-for"),
                             "proto": h("x-forwarded-proto"),
                             "path": req.uri().to_string(),
+                            "method": req.method().as_str(),
+                            "headers": all,
                         });
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
                     });
@@ -513,4 +525,23 @@ pub fn entries_for<'a>(entries: &'a [Value], source_ip: &str) -> Vec<&'a Value> 
         .iter()
         .filter(|e| e["source_ip"] == source_ip)
         .collect()
+}
+
+/// Writes `request` as raw bytes from `source` and reads until the proxy closes the connection
+/// (send `Connection: close`), for requests no well-behaved client library would send.
+pub async fn raw_exchange(proxy: &Proxy, source: &str, request: &[u8]) -> String {
+    let mut s = connect_from(source, proxy.http_addr()).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response, 0 when there is none.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }

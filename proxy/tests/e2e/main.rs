@@ -3,6 +3,7 @@
 mod admin_api;
 mod harness;
 
+mod authority;
 mod client_ip;
 mod crowdsec_faults;
 mod crowdsec_real;
