@@ -72,6 +72,9 @@ pub struct ServiceSpec {
     /// (TLS passthrough), and an HTTP service is served on the plain listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// tcp: at most this many connections open at once (more are closed at accept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
 }

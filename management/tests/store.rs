@@ -14,6 +14,7 @@ fn spec(id: &str) -> ServiceSpec {
         listen: None,
         upstream: "http://127.0.0.1:8080".into(),
         tls: None,
+        max_connections: None,
         restrictions: RestrictionsSpec::default(),
     }
 }

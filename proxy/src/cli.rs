@@ -86,7 +86,8 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_PROXY_PROTOCOL_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub proxy_protocol_timeout: Duration,
 
-    /// Time allowed for a request's headers.
+    /// Time allowed for a request's head: a connection's first from accept (PROXY header and
+    /// TLS handshake included), later ones from when the connection went idle.
     #[arg(long, env = "NB_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
 
@@ -109,6 +110,32 @@ pub struct Args {
     /// Time allowed for a client's TLS handshake.
     #[arg(long, env = "NB_PROXY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub tls_handshake_timeout: Duration,
+
+    /// Time allowed for a request body's next bytes; also the grace before
+    /// --request-body-min-rate applies (`0` disables both).
+    #[arg(long, env = "NB_PROXY_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub request_body_timeout: Duration,
+
+    /// Bytes per second a request body must average while the proxy waits for it, after the
+    /// grace (`0` disables). Slower clients get 408: a slow body holds an upstream connection.
+    #[arg(long, env = "NB_PROXY_REQUEST_BODY_MIN_RATE", default_value_t = 1024)]
+    pub request_body_min_rate: u64,
+
+    /// Most connections open at once, HTTP and TCP together (`0`: half the open-file limit,
+    /// since each proxied connection takes two descriptors). More are closed at accept.
+    #[arg(long, env = "NB_PROXY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Most connections open at once from one client address (an IPv6 client: its /64), HTTP
+    /// and TCP together (`0` for no limit). Trusted proxies are counted by the clients their
+    /// PROXY headers name, never as themselves.
+    #[arg(long, env = "NB_PROXY_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: u32,
+
+    /// On SIGTERM: how long in-flight requests and TCP connections may take to finish before
+    /// they are cut. A second SIGTERM (or Ctrl-C) exits at once.
+    #[arg(long, env = "NB_PROXY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
 
     /// How often the services file and the GeoIP database are checked for changes.
     #[arg(long, env = "NB_PROXY_CONFIG_POLL_INTERVAL", default_value = "1s", value_parser = duration)]

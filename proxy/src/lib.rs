@@ -3,7 +3,9 @@
 //! Data flows one way: config ⇒ compiled per-service [`restrict::Filter`] ⇒ client address
 //! ([`clientip`]) ⇒ `Filter::check` ⇒ [`http`] or [`tcp`] forwards or denies ⇒ [`accesslog`].
 
+pub mod accept;
 pub mod accesslog;
+pub mod admission;
 pub mod backoff;
 pub mod cli;
 pub mod clientip;
@@ -14,9 +16,12 @@ pub mod http;
 pub mod io;
 pub mod managed;
 pub mod metrics;
+pub mod process;
+pub mod ratelimit;
 pub mod reload;
 pub mod restrict;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 pub mod tcp;
 pub mod tls;

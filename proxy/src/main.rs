@@ -5,6 +5,7 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 
 use nb_proxy::accesslog::{AccessLog, Destination, ShipQueue};
+use nb_proxy::admission::Admission;
 use nb_proxy::cli::Args;
 use nb_proxy::clientip::ClientAddressPolicy;
 use nb_proxy::config::{load_file, parse_cidr, CompileOptions, Routes};
@@ -13,6 +14,7 @@ use nb_proxy::geo::GeoDb;
 use nb_proxy::managed::{cached_routes, Managed, ManagementClient};
 use nb_proxy::restrict::IpSet;
 use nb_proxy::server::{Listeners, Server};
+use nb_proxy::shutdown::Shutdown;
 use nb_proxy::state::{Limits, ProxyState};
 use nb_proxy::workers::Workers;
 
@@ -23,6 +25,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    nb_proxy::process::private_files();
+    nb_proxy::process::survive_file_size_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
@@ -99,10 +103,22 @@ async fn run(args: Args) -> Result<(), String> {
     let mut shipping = None;
     if management.is_some() {
         let (queue, rx) = ShipQueue::new(args.event_queue_size);
-        shipping = Some((rx, queue.dropped_counter()));
-        access_log = access_log.with_shipping(queue);
+        access_log = access_log.with_shipping(queue.clone());
+        shipping = Some((queue, rx));
     }
     let crowdsec = CrowdSec::new(lapi_config(&args)?, tokio::runtime::Handle::current());
+    let open_files = nb_proxy::process::raise_open_file_limit();
+    let max_connections = match args.max_connections {
+        // Each proxied connection holds two descriptors; keep some for listeners and files.
+        0 => (open_files.saturating_sub(64) / 2).max(1) as usize,
+        n => n,
+    };
+    tracing::info!(
+        max_connections,
+        max_connections_per_ip = args.max_connections_per_ip,
+        open_files,
+        "connection limits"
+    );
     let state = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(routes),
         geo: arc_swap::ArcSwapOption::from(geo.map(Arc::new)),
@@ -119,8 +135,12 @@ async fn run(args: Args) -> Result<(), String> {
             connect_timeout: args.upstream_connect_timeout,
             upstream_timeout: args.upstream_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
+            request_body_timeout: args.request_body_timeout,
+            request_body_min_rate: args.request_body_min_rate,
         },
         crowdsec,
+        admission: Admission::new(max_connections, args.max_connections_per_ip),
+        shutdown: Shutdown::default(),
     });
     let workers = Workers::per_core().map_err(|e| format!("cannot start worker threads: {e}"))?;
     let server = Server::start(
@@ -154,9 +174,11 @@ async fn run(args: Args) -> Result<(), String> {
         args.geo_db.clone(),
         args.config_poll_interval,
     );
+    let (finish_shipping, finish) = tokio::sync::watch::channel(false);
+    let ship_queue = shipping.as_ref().map(|(q, _)| q.clone());
     let managed = async {
         match (management, shipping) {
-            (Some(client), Some((events, events_dropped))) => {
+            (Some(client), Some((queue, events))) => {
                 let m = Managed {
                     client,
                     cache: args.management_cache.clone(),
@@ -165,24 +187,104 @@ async fn run(args: Args) -> Result<(), String> {
                         tls_dir: args.tls_dir.clone(),
                     },
                     events,
-                    events_dropped,
+                    events_dropped: queue.dropped_counter(),
                 };
-                nb_proxy::managed::run(&server, m, cached_revision).await
+                nb_proxy::managed::run(&server, m, cached_revision, finish).await
             }
-            _ => std::future::pending().await,
+            // Standalone: nothing to ship; done when told to finish.
+            _ => {
+                let mut finish = finish;
+                let _ = finish.wait_for(|f| *f).await;
+            }
         }
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
+    tokio::pin!(managed);
+    let mut signals = Signals::new()?;
     tokio::select! {
         _ = reload => {}
-        _ = managed => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
-        _ = term.recv() => tracing::info!("terminated: shutting down"),
+        _ = &mut managed => {}
+        name = signals.next() => tracing::info!(
+            "{name}: shutting down; draining {} open connections (up to --shutdown-timeout {})",
+            state.admission.active(),
+            humantime::format_duration(args.shutdown_timeout)
+        ),
     }
-    // Give the access-log writer a moment to flush what it holds.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Stop taking connections and let open ones finish; the event shipper keeps running.
+    server.stop_accepting();
+    state.shutdown.drain();
+    tokio::select! {
+        _ = drain(&state, args.shutdown_timeout) => {}
+        _ = &mut managed => {}
+        name = signals.next() => exit_now(name),
+    }
+    // Every connection has written its entry: write them out, then ship what remains.
+    tokio::task::block_in_place(|| state.access_log.close());
+    let _ = finish_shipping.send(true);
+    tokio::select! {
+        r = tokio::time::timeout(SHIP_AT_EXIT, &mut managed) => {
+            if r.is_err() {
+                let left = ship_queue.map_or(0, |q| q.queued());
+                tracing::warn!(
+                    "management unreachable at shutdown: {left} access-log entries not shipped"
+                );
+            }
+        }
+        name = signals.next() => exit_now(name),
+    }
+    tracing::info!("nb-proxy stopped");
     Ok(())
+}
+
+/// How long the last access-log entries may take to reach management at exit.
+const SHIP_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for open connections to finish; at `timeout`, cuts the rest and waits for them to
+/// write their entries.
+async fn drain(state: &ProxyState, timeout: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while state.admission.active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let left = state.admission.active();
+    if left == 0 {
+        tracing::info!("all connections finished");
+        return;
+    }
+    tracing::warn!("shutdown timeout: cutting {left} connections still open");
+    state.shutdown.cut();
+    let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while state.admission.active() > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A second SIGTERM or Ctrl-C during shutdown: exit at once.
+fn exit_now(name: &str) -> ! {
+    tracing::warn!("{name} again: exiting now");
+    std::process::exit(if name == "interrupted" { 130 } else { 143 });
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "terminated",
+            _ = self.int.recv() => "interrupted",
+        }
+    }
 }
 
 fn management_client(args: &Args) -> Result<Option<ManagementClient>, String> {

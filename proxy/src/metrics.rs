@@ -92,7 +92,37 @@ fn render(state: &ProxyState) -> String {
             "nb_proxy_client_errors_total{{status=\"{status}\"}} {n}"
         );
     }
-    let _ = writeln!(out, "# HELP nb_proxy_access_log_dropped_total Access-log entries dropped because the sink could not keep up.");
+    let adm = &state.admission;
+    let _ = writeln!(
+        out,
+        "# HELP nb_proxy_connections_open Client connections holding a slot (HTTP and TCP)."
+    );
+    let _ = writeln!(out, "# TYPE nb_proxy_connections_open gauge");
+    let _ = writeln!(out, "nb_proxy_connections_open {}", adm.active());
+    let _ = writeln!(
+        out,
+        "# HELP nb_proxy_connections_max --max-connections in effect."
+    );
+    let _ = writeln!(out, "# TYPE nb_proxy_connections_max gauge");
+    let _ = writeln!(out, "nb_proxy_connections_max {}", adm.max());
+    let _ = writeln!(out, "# HELP nb_proxy_connections_refused_total Connections closed at accept because a limit was reached.");
+    let _ = writeln!(out, "# TYPE nb_proxy_connections_refused_total counter");
+    for r in crate::admission::Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "nb_proxy_connections_refused_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            adm.refused(r)
+        );
+    }
+    let _ = writeln!(out, "# HELP nb_proxy_header_timeouts_total Connections closed because their first request head did not arrive within --header-read-timeout of accept.");
+    let _ = writeln!(out, "# TYPE nb_proxy_header_timeouts_total counter");
+    let _ = writeln!(
+        out,
+        "nb_proxy_header_timeouts_total {}",
+        adm.head_timeouts()
+    );
+    let _ = writeln!(out, "# HELP nb_proxy_access_log_dropped_total Access-log entries lost by the file sink: queue full or write failed (disk full, file-size limit).");
     let _ = writeln!(out, "# TYPE nb_proxy_access_log_dropped_total counter");
     let _ = writeln!(
         out,

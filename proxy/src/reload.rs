@@ -1,5 +1,6 @@
 //! Reload the services file (standalone mode) and the GeoIP database when they change or on
-//! SIGHUP. A bad file is rejected whole and what runs stays.
+//! SIGHUP. A bad file is rejected whole and what runs stays. SIGHUP and SIGUSR1 also reopen the
+//! access log (for logrotate).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -34,11 +35,20 @@ pub async fn watch(
     let mut config_stamp = config.as_ref().and_then(|(p, _)| stamp(p));
     let mut geo_stamp = geo_db.as_deref().and_then(stamp);
     let mut hup = signal(SignalKind::hangup()).ok();
+    let mut usr1 = signal(SignalKind::user_defined1()).ok();
     loop {
         let by_signal = tokio::select! {
             _ = tokio::time::sleep(poll) => false,
-            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            Some(_) = recv(&mut hup) => true,
+            Some(_) = recv(&mut usr1) => {
+                server.state().access_log.reopen();
+                continue;
+            }
         };
+        if by_signal {
+            // logrotate's postrotate may send either signal.
+            server.state().access_log.reopen();
+        }
         if let Some((path, opts)) = &config {
             let now = stamp(path);
             if by_signal || now != config_stamp {
@@ -53,6 +63,13 @@ pub async fn watch(
                 reload_geo(server, path);
             }
         }
+    }
+}
+
+async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match sig.as_mut() {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::ServiceSlots;
 use crate::config::{ConfigError, Problem, Routes, Service};
 use crate::crowdsec::BouncerRef;
 use crate::restrict::CrowdSecMode;
@@ -33,12 +34,19 @@ pub enum StartError {
     Config(#[from] ConfigError),
 }
 
+/// A TCP service's accept loops (one per worker) and its connection count, which outlives
+/// reloads as long as the address stays in use.
+struct TcpListenerTasks {
+    tasks: Vec<AbortHandle>,
+    _slots: Arc<ServiceSlots>,
+}
+
 pub struct Server {
     state: Arc<ProxyState>,
     workers: Workers,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
-    tcp: Mutex<HashMap<SocketAddr, Vec<AbortHandle>>>,
+    tcp: Mutex<HashMap<SocketAddr, TcpListenerTasks>>,
     shared_listeners: Vec<AbortHandle>,
     /// One bouncer reference per service of the running configuration with CrowdSec on.
     crowdsec_refs: Mutex<Vec<BouncerRef>>,
@@ -156,20 +164,28 @@ impl Server {
         let mut table = self.tcp.lock().expect("listener table");
         for (addr, listener) in fresh {
             let st = self.state.clone();
+            let slots = Arc::new(ServiceSlots::default());
+            let shared = slots.clone();
             match self.workers.serve(listener, move |l| {
-                crate::tcp::run_listener(st.clone(), l, addr)
+                crate::tcp::run_listener(st.clone(), l, addr, shared.clone())
             }) {
                 Ok(tasks) => {
-                    table.insert(addr, tasks);
+                    table.insert(
+                        addr,
+                        TcpListenerTasks {
+                            tasks,
+                            _slots: slots,
+                        },
+                    );
                 }
                 Err(e) => tracing::error!(listen = %addr, error = %e, "cannot serve listener"),
             }
         }
         // Stop accepting where no service listens any more; open connections carry on.
-        table.retain(|addr, tasks| {
+        table.retain(|addr, listener| {
             let keep = routes.tcp.contains_key(addr);
             if !keep {
-                tasks.iter().for_each(AbortHandle::abort);
+                listener.tasks.iter().for_each(AbortHandle::abort);
             }
             keep
         });
@@ -206,11 +222,21 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Closes every listener (shutdown); open connections carry on.
+    pub fn stop_accepting(&self) {
+        self.shared_listeners.iter().for_each(AbortHandle::abort);
+        if let Ok(mut table) = self.tcp.lock() {
+            for listener in table.values() {
+                listener.tasks.iter().for_each(AbortHandle::abort);
+            }
+            table.clear();
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shared_listeners.iter().for_each(AbortHandle::abort);
-        if let Ok(table) = self.tcp.lock() {
-            table.values().flatten().for_each(AbortHandle::abort);
-        }
+        self.stop_accepting();
     }
 }

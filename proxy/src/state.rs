@@ -9,16 +9,19 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::accesslog::AccessLog;
+use crate::admission::Admission;
 use crate::clientip::ClientAddressPolicy;
 use crate::config::Routes;
 use crate::crowdsec::CrowdSec;
 use crate::geo::GeoDb;
 use crate::restrict::{CountryLookup, Filter, Outcome};
+use crate::shutdown::Shutdown;
 
 /// Timeouts and limits of the data plane.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Time allowed for a request's headers (HTTP) once the first byte arrived.
+    /// Time allowed for a connection's first request head, from accept (PROXY header and TLS
+    /// handshake included), and for each later one once the connection is idle.
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     /// Close connections on which nothing moved for this long.
@@ -27,6 +30,11 @@ pub struct Limits {
     /// Time allowed for the upstream's response headers.
     pub upstream_timeout: Duration,
     pub tls_handshake_timeout: Duration,
+    /// The longest wait for a request body's next bytes, and the grace before the minimum
+    /// rate applies; zero disables both.
+    pub request_body_timeout: Duration,
+    /// Bytes per second a request body must average while the proxy waits for it; 0 disables.
+    pub request_body_min_rate: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +46,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
+            request_body_min_rate: 1024,
         }
     }
 }
@@ -50,6 +60,9 @@ pub struct ProxyState {
     pub clients: ClientAddressPolicy,
     pub limits: Limits,
     pub crowdsec: Arc<CrowdSec>,
+    /// Connection slots: global and per client.
+    pub admission: Arc<Admission>,
+    pub shutdown: Shutdown,
 }
 
 impl ProxyState {

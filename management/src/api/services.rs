@@ -33,6 +33,9 @@ pub struct ServiceBody {
     pub listen: Option<String>,
     /// http: `http://host:port`; tcp: `host:port`.
     pub upstream: String,
+    /// tcp: at most this many connections open at once.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
     /// Read-only, ignored: accepted so that a fetched service can be edited and sent back.
@@ -59,6 +62,8 @@ pub struct ServiceView {
     #[serde(default)]
     pub listen: Option<String>,
     pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     pub restrictions: RestrictionsSpec,
     /// Access-control rules: list entries, with CrowdSec counted as one.
     pub rule_count: usize,
@@ -75,6 +80,7 @@ impl From<&Service> for ServiceView {
             hosts: s.spec.hosts.clone(),
             listen: s.spec.listen.clone(),
             upstream: s.spec.upstream.clone(),
+            max_connections: s.spec.max_connections,
             restrictions: s.spec.restrictions.clone(),
             rule_count: s.spec.restrictions.rule_count(),
             created_at: rfc3339(s.created_at),
@@ -104,6 +110,7 @@ impl ServiceBody {
                 .filter(|l| !l.is_empty()),
             upstream: self.upstream.trim().to_owned(),
             tls: None,
+            max_connections: self.max_connections,
             restrictions: trimmed(self.restrictions),
         };
         (name, spec)

@@ -12,6 +12,7 @@ fn http(id: &str, host: &str) -> ServiceSpec {
         listen: None,
         upstream: "http://127.0.0.1:8080".into(),
         tls: None,
+        max_connections: None,
         restrictions: RestrictionsSpec::default(),
     }
 }
@@ -24,6 +25,7 @@ fn tcp(id: &str, listen: &str) -> ServiceSpec {
         listen: Some(listen.into()),
         upstream: "127.0.0.1:5432".into(),
         tls: None,
+        max_connections: None,
         restrictions: RestrictionsSpec::default(),
     }
 }

@@ -28,6 +28,8 @@ pub struct AccessLogEntry {
     pub upstream_error: Option<&'static str>,
     /// Why the proxy answered the request itself (`malformed request`, …): a client mistake.
     pub client_error: Option<&'static str>,
+    /// Why the exchange ended before it was complete (`cut at shutdown`, …).
+    pub aborted: Option<&'static str>,
 }
 
 impl AccessLogEntry {
@@ -51,6 +53,7 @@ impl AccessLogEntry {
             },
             upstream_error: None,
             client_error: None,
+            aborted: None,
         }
     }
 
@@ -79,6 +82,7 @@ impl AccessLogEntry {
             },
             upstream_error: None,
             client_error: None,
+            aborted: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl AccessLogEntry {
                 crowdsec: self.outcome.crowdsec,
                 upstream_error: self.upstream_error,
                 client_error: self.client_error,
+                aborted: self.aborted,
             },
         };
         // Serialising plain data into a Vec cannot fail.
@@ -138,6 +143,7 @@ struct Metadata {
     crowdsec: Option<CrowdSecFlag>,
     upstream_error: Option<&'static str>,
     client_error: Option<&'static str>,
+    aborted: Option<&'static str>,
 }
 
 impl Serialize for Metadata {
@@ -153,6 +159,9 @@ impl Serialize for Metadata {
         }
         if let Some(err) = self.client_error {
             m.serialize_entry("client_error", err)?;
+        }
+        if let Some(why) = self.aborted {
+            m.serialize_entry("aborted", why)?;
         }
         m.end()
     }
@@ -190,6 +199,7 @@ mod tests {
             },
             upstream_error: None,
             client_error: None,
+            aborted: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
@@ -226,6 +236,7 @@ mod tests {
             },
             upstream_error: None,
             client_error: None,
+            aborted: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

@@ -2,6 +2,8 @@
 
 mod entry;
 mod sink;
+mod writer;
 
 pub use entry::AccessLogEntry;
-pub use sink::{AccessLog, Destination, ShipQueue};
+pub use sink::{AccessLog, ShipQueue};
+pub use writer::Destination;

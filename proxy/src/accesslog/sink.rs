@@ -1,38 +1,20 @@
 //! Where entries go. Recording never blocks the data path: entries cross a bounded channel to a
 //! writer task; when the channel is full the entry is dropped and counted.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use std::io::Write;
 use tokio::sync::mpsc;
 
+use super::writer::{Destination, Writer};
 use super::AccessLogEntry;
 
 const QUEUE: usize = 32 * 1024;
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
-
-#[derive(Debug, Clone)]
-pub enum Destination {
-    Stdout,
-    File(PathBuf),
-}
-
-impl Destination {
-    pub fn parse(s: &str) -> Self {
-        if s == "-" {
-            Destination::Stdout
-        } else {
-            Destination::File(PathBuf::from(s))
-        }
-    }
-}
 
 /// The single handle every listener uses to record an entry.
 #[derive(Clone, Default)]
 pub struct AccessLog {
-    sinks: Arc<Vec<mpsc::Sender<Arc<AccessLogEntry>>>>,
+    sink: Option<(mpsc::Sender<Arc<AccessLogEntry>>, Arc<Writer>)>,
     dropped: Arc<AtomicU64>,
     counts: Arc<Counts>,
     shipping: Option<ShipQueue>,
@@ -65,6 +47,11 @@ impl ShipQueue {
 
     pub fn dropped_counter(&self) -> Arc<AtomicU64> {
         self.dropped.clone()
+    }
+
+    /// Entries waiting to be shipped.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
@@ -132,25 +119,30 @@ impl AccessLog {
 
     /// Opens the destination and starts its writer thread.
     pub fn open(dest: Destination) -> std::io::Result<Self> {
-        let writer: Box<dyn Write + Send> = match &dest {
-            Destination::Stdout => Box::new(std::io::stdout()),
-            Destination::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-        };
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("nb-access-log".into())
-            .spawn(move || write_lines(rx, writer))?;
+        let dropped = Arc::<AtomicU64>::default();
+        let writer = Writer::start(&dest, rx, dropped.clone())?;
         Ok(Self {
-            sinks: Arc::new(vec![tx]),
-            dropped: Arc::default(),
+            sink: Some((tx, writer)),
+            dropped,
             counts: Arc::default(),
             shipping: None,
         })
+    }
+
+    /// Reopens the file (after logrotate moved it), from the writer thread.
+    pub fn reopen(&self) {
+        if let Some((_, w)) = &self.sink {
+            w.request_reopen();
+        }
+    }
+
+    /// Writes what is queued, flushes, and stops the writer. Entries recorded later are
+    /// dropped and counted.
+    pub fn close(&self) {
+        if let Some((_, w)) = &self.sink {
+            w.close();
+        }
     }
 
     /// Also hands every entry to management's shipper.
@@ -161,7 +153,7 @@ impl AccessLog {
 
     pub fn record(&self, entry: AccessLogEntry) {
         self.counts.add(&entry);
-        if self.sinks.is_empty() && self.shipping.is_none() {
+        if self.sink.is_none() && self.shipping.is_none() {
             return;
         }
         let entry = Arc::new(entry);
@@ -176,8 +168,8 @@ impl AccessLog {
                 }
             }
         }
-        for sink in self.sinks.iter() {
-            if sink.try_send(entry.clone()).is_err() {
+        if let Some((tx, writer)) = &self.sink {
+            if writer.is_closing() || tx.try_send(entry).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(dropped = n, "access log queue full: entries dropped");
@@ -190,36 +182,9 @@ impl AccessLog {
         &self.counts
     }
 
-    /// Entries dropped because a sink could not keep up.
+    /// Entries the file sink lost: queue full, or the write failed.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-/// The writer drains the queue on a tick instead of being woken per entry, so recording an
-/// entry never wakes another thread, and each batch is one write.
-fn write_lines(mut rx: mpsc::Receiver<Arc<AccessLogEntry>>, mut out: Box<dyn Write + Send>) {
-    let mut buf = Vec::with_capacity(256 * 1024);
-    let mut open = true;
-    while open {
-        std::thread::sleep(DRAIN_EVERY);
-        buf.clear();
-        loop {
-            match rx.try_recv() {
-                Ok(entry) => entry.to_json_line(&mut buf),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        if buf.is_empty() {
-            continue;
-        }
-        if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
-            tracing::error!(error = %e, "cannot write the access log");
-        }
     }
 }
 
@@ -250,6 +215,7 @@ mod tests {
             },
             upstream_error: None,
             client_error: None,
+            aborted: None,
         }
     }
 

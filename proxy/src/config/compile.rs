@@ -220,6 +220,16 @@ fn compile_one(ctx: &mut Ctx<'_>, spec: ServiceSpec) -> Option<Service> {
         }
     };
 
+    match (spec.protocol, spec.max_connections) {
+        (Protocol::Http, Some(_)) => ctx.push(
+            Some("max_connections"),
+            "applies to tcp services; HTTP connections are capped by --max-connections and \
+             --max-connections-per-ip"
+                .into(),
+        ),
+        (Protocol::Tcp, Some(0)) => ctx.push(Some("max_connections"), "must be at least 1".into()),
+        _ => {}
+    }
     let filter = compile_filter(ctx, &spec.restrictions);
     let tls = spec.tls.as_ref().and_then(|t| load_certified_key(ctx, t));
 

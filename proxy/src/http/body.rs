@@ -1,32 +1,67 @@
 //! Response bodies that write the request's access-log entry when they finish (or are dropped,
 //! e.g. when the client goes away), so duration and bytes cover the whole response.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::accesslog::{AccessLog, AccessLogEntry};
+use crate::accesslog::AccessLogEntry;
+use crate::shutdown::Phase;
+use crate::state::ProxyState;
 
-/// An entry waiting for its response to finish.
+/// A request's entry, from the moment the request arrives until its response is finished. It
+/// is written exactly once: when the response body ends or is dropped, or, if the request never
+/// got that far (the client went away, or shutdown cut it), when the guard itself is dropped.
 pub struct PendingEntry {
-    pub entry: AccessLogEntry,
-    pub started: Instant,
-    pub bytes_in: Arc<AtomicU64>,
-    pub log: AccessLog,
+    entry: Option<AccessLogEntry>,
+    started: Instant,
+    body: Arc<BodyStats>,
+    state: Arc<ProxyState>,
 }
 
 impl PendingEntry {
-    fn finish(mut self, bytes_out: u64) {
-        self.entry.duration = self.started.elapsed();
-        self.entry.bytes_out = bytes_out;
-        self.entry.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        self.log.record(self.entry);
+    pub fn new(entry: AccessLogEntry, body: Arc<BodyStats>, state: Arc<ProxyState>) -> Self {
+        Self {
+            entry: Some(entry),
+            started: Instant::now(),
+            body,
+            state,
+        }
+    }
+
+    pub fn entry(&mut self) -> &mut AccessLogEntry {
+        self.entry.as_mut().expect("an entry is written once")
+    }
+
+    fn finish(&mut self, bytes_out: u64) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        entry.duration = self.started.elapsed();
+        entry.bytes_out = bytes_out;
+        entry.bytes_in = self.body.bytes.load(Ordering::Relaxed);
+        self.state.access_log.record(entry);
+    }
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.as_mut() {
+            e.aborted = Some(if self.state.shutdown.phase() == Phase::Cut {
+                "cut at shutdown"
+            } else {
+                "the client closed the connection"
+            });
+        }
+        self.finish(0);
     }
 }
 
@@ -59,7 +94,7 @@ impl ProxyBody {
     }
 
     fn done(&mut self) {
-        if let Some(p) = self.pending.take() {
+        if let Some(mut p) = self.pending.take() {
             p.finish(self.sent);
         }
     }
@@ -112,34 +147,122 @@ impl Body for ProxyBody {
     }
 }
 
-/// The request body on its way upstream, counted for `bytes_in`.
+/// What a request's body did on its way upstream.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    too_slow: AtomicBool,
+}
+
+impl BodyStats {
+    /// The client was cut off for sending its body too slowly.
+    pub fn too_slow(&self) -> bool {
+        self.too_slow.load(Ordering::Relaxed)
+    }
+}
+
+/// How fast a client must send its request body. Only time spent waiting for the client counts,
+/// not time the upstream spends not reading.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    /// The longest wait for the next bytes; also the grace before `min_rate` applies. Zero
+    /// disables both.
+    pub timeout: Duration,
+    /// Bytes per second, averaged over the waiting time; 0 disables.
+    pub min_rate: u64,
+}
+
+impl BodyPace {
+    /// How much longer the client may be waited for, having sent `bytes` over `waited`.
+    fn allowance(&self, bytes: u64, waited: Duration) -> Option<Duration> {
+        if self.timeout.is_zero() {
+            return None;
+        }
+        if self.min_rate == 0 {
+            return Some(self.timeout);
+        }
+        let earned = Duration::from_secs_f64(bytes as f64 / self.min_rate as f64).max(self.timeout);
+        Some(self.timeout.min(earned.saturating_sub(waited)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body too slow")]
+pub struct BodyTooSlow;
+
+/// The request body on its way upstream: counted for `bytes_in`, and cut off when the client
+/// sends it too slowly (a slow body would hold an upstream connection).
 pub struct CountedBody {
     inner: Incoming,
-    count: Arc<AtomicU64>,
+    stats: Arc<BodyStats>,
+    pace: BodyPace,
+    bytes: u64,
+    waited: Duration,
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl CountedBody {
-    pub fn new(inner: Incoming, count: Arc<AtomicU64>) -> Self {
-        Self { inner, count }
+    pub fn new(inner: Incoming, stats: Arc<BodyStats>, pace: BodyPace) -> Self {
+        Self {
+            inner,
+            stats,
+            pace,
+            bytes: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+
+    fn stop_waiting(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
     }
 }
 
 impl Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(polled) => {
+                this.stop_waiting();
+                if let Some(Ok(frame)) = &polled {
+                    if let Some(d) = frame.data_ref() {
+                        this.bytes += d.len() as u64;
+                        this.stats
+                            .bytes
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Poll::Ready(polled.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let Some(allowance) = this.pace.allowance(this.bytes, this.waited) else {
+                    return Poll::Pending;
+                };
+                let since = *this.waiting_since.get_or_insert_with(Instant::now);
+                let deadline = since + allowance;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.stats.too_slow.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                }
+                Poll::Pending
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -148,5 +271,43 @@ impl Body for CountedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowance_follows_the_rate_after_the_grace() {
+        let pace = BodyPace {
+            timeout: Duration::from_secs(10),
+            min_rate: 1000,
+        };
+        let s = Duration::from_secs;
+        assert_eq!(pace.allowance(0, s(0)), Some(s(10)));
+        assert_eq!(
+            pace.allowance(0, s(4)),
+            Some(s(6)),
+            "grace used up while waiting"
+        );
+        assert_eq!(pace.allowance(5_000, s(9)), Some(s(1)));
+        assert_eq!(
+            pace.allowance(50_000, s(9)),
+            Some(s(10)),
+            "ahead of the rate: silence limit"
+        );
+        assert_eq!(pace.allowance(20_000, s(15)), Some(s(5)));
+        assert_eq!(pace.allowance(100, s(30)), Some(s(0)), "too slow");
+        let silence_only = BodyPace {
+            min_rate: 0,
+            ..pace
+        };
+        assert_eq!(silence_only.allowance(0, s(1000)), Some(s(10)));
+        let off = BodyPace {
+            timeout: Duration::ZERO,
+            ..pace
+        };
+        assert_eq!(off.allowance(0, s(1000)), None);
     }
 }

@@ -1,7 +1,6 @@
 //! One downstream connection's request handler: route by Host, ask `restrict`, forward or deny.
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -11,14 +10,16 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 
 use super::authority::request_authority;
-use super::body::{CountedBody, PendingEntry, ProxyBody};
+use super::body::{BodyPace, BodyStats, CountedBody, PendingEntry, ProxyBody};
 use super::ClientError;
 use crate::accesslog::AccessLogEntry;
+use crate::admission::Permit;
 use crate::clientip::{ClientAddr, ForwardedContext};
 use crate::config::{Service, Upstream};
+use crate::io::Traffic;
+use crate::shutdown::Phase;
 use crate::state::ProxyState;
 use crate::upstream::{dial, UpstreamError};
 
@@ -30,6 +31,15 @@ struct UpstreamConn {
     sender: SendRequest<CountedBody>,
 }
 
+/// What the listener knows of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The socket peer or what its PROXY header said.
+    pub client: IpAddr,
+    pub tls: bool,
+    pub local_port: u16,
+}
+
 pub struct ConnHandler {
     state: Arc<ProxyState>,
     /// The connection's client: the socket peer or what its PROXY header said.
@@ -37,6 +47,9 @@ pub struct ConnHandler {
     tls: bool,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
     local_port: u16,
+    traffic: Arc<Traffic>,
+    /// The connection's slot, shared with tunnels it upgrades into.
+    permit: Arc<Permit>,
     /// Only this connection touches it; HTTP/2 streams may briefly overlap.
     idle_upstream: Mutex<Option<UpstreamConn>>,
 }
@@ -52,24 +65,35 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 impl ConnHandler {
-    pub fn new(state: Arc<ProxyState>, conn_client: IpAddr, tls: bool, local_port: u16) -> Self {
+    pub fn new(
+        state: Arc<ProxyState>,
+        conn: ConnInfo,
+        traffic: Arc<Traffic>,
+        permit: Arc<Permit>,
+    ) -> Self {
         Self {
             state,
-            conn_client,
-            tls,
-            local_port,
+            conn_client: conn.client,
+            tls: conn.tls,
+            local_port: conn.local_port,
+            traffic,
+            permit,
             idle_upstream: Mutex::new(None),
         }
     }
 
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let started = Instant::now();
+        self.traffic.request_started();
         let client = self
             .state
             .clients
             .request_client(self.conn_client, req.headers());
-        let mut entry = AccessLogEntry::http(SystemTime::now(), client.client, &req);
-        let bytes_in = Arc::new(AtomicU64::new(0));
+        let body = Arc::new(BodyStats::default());
+        let mut pending = PendingEntry::new(
+            AccessLogEntry::http(SystemTime::now(), client.client, &req),
+            body.clone(),
+            self.state.clone(),
+        );
         let authority = match request_authority(
             req.method(),
             req.uri(),
@@ -78,120 +102,63 @@ impl ConnHandler {
             self.tls,
         ) {
             Ok(a) => a,
-            Err(e) => return self.refuse(entry, started, bytes_in, e),
+            Err(e) => return refuse(pending, e),
         };
         let host = authority
             .as_ref()
             .and_then(|a| a.to_str().ok())
             .unwrap_or_default();
-        entry.host = Some(host.to_owned());
+        pending.entry().host = Some(host.to_owned());
         let service = self.state.routes.load().http_service(host).cloned();
         let (Some(service), Some(authority)) = (service, authority) else {
-            return self.local_reply(
-                entry,
-                started,
-                bytes_in,
+            return local_reply(
+                pending,
                 StatusCode::NOT_FOUND,
                 "no service is configured for this host\n",
             );
         };
+        let entry = pending.entry();
         entry.service_id = service.id.clone();
         entry.outcome = self.state.check(&service.filter, client.client);
         if !entry.outcome.is_allowed() {
-            return self.local_reply(
-                entry,
-                started,
-                bytes_in,
-                StatusCode::FORBIDDEN,
-                "Forbidden\n",
-            );
+            return local_reply(pending, StatusCode::FORBIDDEN, "Forbidden\n");
         }
 
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        let upstream_req = self.upstream_request(req, &client, &authority, bytes_in.clone());
+        let upstream_req = self.upstream_request(req, &client, &authority, body.clone());
         match self.forward(&service, upstream_req).await {
             Ok(mut resp) => {
-                entry.status = Some(resp.status().as_u16());
+                pending.entry().status = Some(resp.status().as_u16());
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = upgrade {
                         let upstream_side = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(tunnel(client_side, upstream_side));
+                        tokio::spawn(tunnel(
+                            client_side,
+                            upstream_side,
+                            self.permit.clone(),
+                            self.state.shutdown.watch(),
+                        ));
                     }
                 }
-                let (mut parts, body) = resp.into_parts();
+                let (mut parts, resp_body) = resp.into_parts();
                 if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(&mut parts.headers);
                 }
-                let pending = self.pending(entry, started, bytes_in);
-                Response::from_parts(parts, ProxyBody::upstream(body, pending))
+                Response::from_parts(parts, ProxyBody::upstream(resp_body, pending))
             }
+            Err(_) if body.too_slow() => refuse(pending, ClientError::BodyTooSlow),
             Err(e) => {
-                entry.upstream_error = Some(e.as_str());
+                pending.entry().upstream_error = Some(e.as_str());
                 let status =
                     StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-                let body = if status == StatusCode::GATEWAY_TIMEOUT {
+                let text = if status == StatusCode::GATEWAY_TIMEOUT {
                     "upstream timed out\n"
                 } else {
                     "upstream unavailable\n"
                 };
-                self.local_reply(entry, started, bytes_in, status, body)
+                local_reply(pending, status, text)
             }
         }
-    }
-
-    /// Answers a request the client got wrong, and logs it.
-    fn refuse(
-        &self,
-        mut entry: AccessLogEntry,
-        started: Instant,
-        bytes_in: Arc<AtomicU64>,
-        e: ClientError,
-    ) -> Response<ProxyBody> {
-        entry.client_error = Some(e.as_str());
-        let mut resp = self.local_reply(entry, started, bytes_in, e.status(), e.body());
-        if e == ClientError::ConnectNotAllowed {
-            resp.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
-        }
-        resp
-    }
-
-    fn pending(
-        &self,
-        entry: AccessLogEntry,
-        started: Instant,
-        bytes_in: Arc<AtomicU64>,
-    ) -> PendingEntry {
-        PendingEntry {
-            entry,
-            started,
-            bytes_in,
-            log: self.state.access_log.clone(),
-        }
-    }
-
-    fn local_reply(
-        &self,
-        mut entry: AccessLogEntry,
-        started: Instant,
-        bytes_in: Arc<AtomicU64>,
-        status: StatusCode,
-        body: &'static str,
-    ) -> Response<ProxyBody> {
-        entry.status = Some(status.as_u16());
-        let pending = self.pending(entry, started, bytes_in);
-        let mut resp = Response::new(ProxyBody::full(
-            Bytes::from_static(body.as_bytes()),
-            Some(pending),
-        ));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
     }
 
     async fn forward(
@@ -268,7 +235,7 @@ impl ConnHandler {
         req: Request<Incoming>,
         client: &ClientAddr,
         authority: &HeaderValue,
-        bytes_in: Arc<AtomicU64>,
+        body_stats: Arc<BodyStats>,
     ) -> Request<CountedBody> {
         let (mut parts, body) = req.into_parts();
         let upgrade = is_upgrade(&parts.headers);
@@ -296,8 +263,45 @@ impl ConnHandler {
             .map(|pq| Uri::from(pq.clone()))
             .unwrap_or_else(|| Uri::from_static("/"));
         parts.version = Version::HTTP_11;
-        Request::from_parts(parts, CountedBody::new(body, bytes_in))
+        let limits = &self.state.limits;
+        let pace = BodyPace {
+            timeout: limits.request_body_timeout,
+            min_rate: limits.request_body_min_rate,
+        };
+        Request::from_parts(parts, CountedBody::new(body, body_stats, pace))
     }
+}
+
+/// Answers a request the client got wrong; the entry says why.
+fn refuse(mut pending: PendingEntry, e: ClientError) -> Response<ProxyBody> {
+    pending.entry().client_error = Some(e.as_str());
+    let mut resp = local_reply(pending, e.status(), e.body());
+    if e == ClientError::ConnectNotAllowed {
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+    }
+    resp
+}
+
+/// An answer of the proxy's own; the entry is written when it has been sent.
+fn local_reply(
+    mut pending: PendingEntry,
+    status: StatusCode,
+    text: &'static str,
+) -> Response<ProxyBody> {
+    pending.entry().status = Some(status.as_u16());
+    let mut resp = Response::new(ProxyBody::full(
+        Bytes::from_static(text.as_bytes()),
+        Some(pending),
+    ));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -326,11 +330,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Bytes both ways after an upgrade (WebSocket); holds the connection's slot, ends at the cut.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _permit: Arc<Permit>,
+    mut shutdown: crate::shutdown::ShutdownWatch,
+) {
     let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
         return;
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = shutdown.reached(Phase::Cut) => {}
+    }
 }

@@ -15,9 +15,13 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::{ClientStream, Traffic};
+use tokio::time::Instant;
+
+use crate::admission::Permit;
+use crate::io::{ClientStream, HeadTimeout, Traffic};
+use crate::shutdown::Phase;
 use crate::state::ProxyState;
-use handler::ConnHandler;
+use handler::{ConnHandler, ConnInfo};
 
 pub use body::ProxyBody;
 pub use client_error::ClientError;
@@ -25,23 +29,18 @@ pub use client_error::ClientError;
 /// Accepts connections until the task is dropped. With `tls`, certificates follow SNI.
 pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let builder = Arc::new(builder(&state));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let st = state.clone();
+    crate::accept::accept_loop(listener, state, move |stream, peer, permit| {
         tokio::spawn(serve_connection(
-            state.clone(),
+            st.clone(),
             builder.clone(),
             stream,
             peer,
             tls.clone(),
+            permit,
         ));
-    }
+    })
+    .await;
 }
 
 fn builder(state: &ProxyState) -> auto::Builder<TokioExecutor> {
@@ -64,7 +63,10 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    mut permit: Permit,
 ) {
+    // The first request head is due this long after accept, PROXY header and TLS included.
+    let head_deadline = Instant::now() + state.limits.header_read_timeout;
     let _ = stream.set_nodelay(true);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let (client, rest) = match state.clients.connection_client(&mut stream, peer).await {
@@ -74,26 +76,32 @@ async fn serve_connection(
             return;
         }
     };
+    if let Err(reason) = permit.bind_client(client) {
+        crate::accept::refused(&state, reason, SocketAddr::new(client, peer.port()));
+        return;
+    }
     let traffic = Traffic::new();
-    let stream = ClientStream::new(stream, rest, traffic.clone());
+    let stream = ClientStream::new(stream, rest, traffic.clone())
+        .with_head_deadline(head_deadline, tls.is_none());
+    let conn = ConnInfo {
+        client,
+        tls: tls.is_some(),
+        local_port,
+    };
     let handler = Arc::new(ConnHandler::new(
         state.clone(),
-        client,
-        tls.is_some(),
-        local_port,
+        conn,
+        traffic.clone(),
+        Arc::new(permit),
     ));
     let service = service_fn(move |req| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.handle(req).await) }
     });
-    let idle = state.limits.idle_timeout;
     let result = match tls {
         None => {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::select! {
-                r = conn => r,
-                _ = traffic.idle_timeout(idle) => Ok(()),
-            }
+            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
         }
         Some(acceptor) => {
             let handshake =
@@ -110,12 +118,16 @@ async fn serve_connection(
                 }
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            tokio::select! {
-                r = conn => r,
-                _ = traffic.idle_timeout(idle) => Ok(()),
-            }
+            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
         }
     };
+    if let Some(timeout) = traffic.head_timeout() {
+        state.admission.count_head_timeout();
+        if timeout == HeadTimeout::Answered {
+            log_refused_connection(&state, client, ClientError::HeaderTimeout);
+        }
+        return;
+    }
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
         // hyper answered a request it could not parse (400, 431) before any handler ran.
@@ -124,6 +136,38 @@ async fn serve_connection(
             .and_then(ClientError::of_hyper)
         {
             log_refused_connection(&state, client, err);
+        }
+    }
+}
+
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Serves one connection until it ends, it idles out, or shutdown: at the drain it finishes the
+/// requests in flight and closes; at the cut it closes at once.
+async fn drive<C>(
+    state: &ProxyState,
+    conn: C,
+    traffic: &Traffic,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
+) -> ConnResult
+where
+    C: std::future::Future<Output = ConnResult>,
+{
+    let mut shutdown = state.shutdown.watch();
+    let mut draining = false;
+    let idle = traffic.idle_timeout(state.limits.idle_timeout);
+    tokio::pin!(conn, idle);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = &mut idle => return Ok(()),
+            _ = shutdown.reached(if draining { Phase::Cut } else { Phase::Draining }) => {
+                if draining {
+                    return Ok(());
+                }
+                draining = true;
+                graceful_shutdown(conn.as_mut());
+            }
         }
     }
 }

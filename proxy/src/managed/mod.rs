@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use nb_api::{BouncerReport, ProxyReport, ServicesUpdate};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 pub use client::{ManagementClient, ManagementError};
 pub use sse::{SseEvent, SseParser};
@@ -90,8 +90,14 @@ struct Link<'a> {
     events_dropped: Arc<AtomicU64>,
 }
 
-/// Runs until the process ends.
-pub async fn run(server: &Server, m: Managed, cached_revision: Option<i64>) {
+/// Runs until `finish` turns true (shutdown, once the access log has recorded its last
+/// entries): then it stops following management, ships what is queued, and returns.
+pub async fn run(
+    server: &Server,
+    m: Managed,
+    cached_revision: Option<i64>,
+    mut finish: watch::Receiver<bool>,
+) {
     let link = Link {
         server,
         client: m.client,
@@ -104,8 +110,19 @@ pub async fn run(server: &Server, m: Managed, cached_revision: Option<i64>) {
         report_now: Notify::new(),
         events_dropped: m.events_dropped,
     };
-    let ship = shipper::ship(&link.client, m.events, link.events_dropped.clone());
-    tokio::join!(link.follow(), link.report(m.report_interval), ship);
+    let ship = shipper::ship(
+        &link.client,
+        m.events,
+        link.events_dropped.clone(),
+        finish.clone(),
+    );
+    let control = async {
+        tokio::select! {
+            _ = async { tokio::join!(link.follow(), link.report(m.report_interval)) } => {}
+            _ = finish.wait_for(|f| *f) => {}
+        }
+    };
+    tokio::join!(control, ship);
 }
 
 impl Link<'_> {

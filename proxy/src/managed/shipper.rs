@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::client::ManagementClient;
 use crate::accesslog::AccessLogEntry;
@@ -22,19 +22,25 @@ pub async fn ship(
     client: &ManagementClient,
     mut rx: mpsc::Receiver<Arc<AccessLogEntry>>,
     dropped: Arc<AtomicU64>,
+    mut finish: watch::Receiver<bool>,
 ) {
     let mut batch: Option<(Bytes, usize)> = None;
     let mut failures = 0u32;
     let mut full = false;
     loop {
-        if !full || failures > 0 {
+        let finishing = *finish.borrow();
+        if (!full || failures > 0) && !(finishing && failures == 0) {
             let pause = if failures == 0 {
                 SHIP_EVERY
             } else {
                 backoff(failures, MAX_BACKOFF)
             };
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = finish.wait_for(|f| *f), if !finishing => {}
+            }
         }
+        let finishing = *finish.borrow();
         let (body, count) = match batch.take() {
             Some(b) => b,
             None => {
@@ -52,6 +58,10 @@ pub async fn ship(
                     }
                 }
                 if count == 0 {
+                    if finishing {
+                        // Everything recorded before the access log closed has been shipped.
+                        return;
+                    }
                     full = false;
                     continue;
                 }

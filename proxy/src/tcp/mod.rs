@@ -8,28 +8,42 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
+use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
 use crate::config::{Protocol, Service, Upstream};
 use crate::io::{ClientStream, Traffic};
+use crate::shutdown::Phase;
 use crate::state::ProxyState;
 use crate::upstream::{dial, UpstreamError};
 
-/// Accepts connections for the TCP service currently configured on `local`.
-pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, local: SocketAddr) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(listen = %local, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+/// Accepts connections for the TCP service currently configured on `local`. `slots` counts the
+/// service's open connections across workers and reloads.
+pub async fn run_listener(
+    state: Arc<ProxyState>,
+    listener: TcpListener,
+    local: SocketAddr,
+    slots: Arc<ServiceSlots>,
+) {
+    let st = state.clone();
+    accept_loop(listener, state, move |stream, peer, permit| {
+        let Some(service) = st.routes.load().tcp.get(&local).cloned() else {
+            return;
         };
-        let Some(service) = state.routes.load().tcp.get(&local).cloned() else {
-            continue;
+        let Some(service_permit) = slots.take(service.spec.max_connections) else {
+            st.admission.count_refusal(Refusal::Service);
+            refused(&st, Refusal::Service, peer);
+            return;
         };
-        tokio::spawn(serve(state.clone(), service, stream, peer));
-    }
+        tokio::spawn(serve(
+            st.clone(),
+            service,
+            stream,
+            peer,
+            (permit, service_permit),
+        ));
+    })
+    .await;
 }
 
 async fn serve(
@@ -37,6 +51,7 @@ async fn serve(
     service: Arc<Service>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    (mut permit, _service_permit): (Permit, ServicePermit),
 ) {
     let ts = SystemTime::now();
     let started = Instant::now();
@@ -48,14 +63,19 @@ async fn serve(
             return;
         }
     };
-    let outcome = state.check(&service.filter, client);
+    if let Err(reason) = permit.bind_client(client) {
+        refused(&state, reason, SocketAddr::new(client, peer.port()));
+        return;
+    }
     let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, service.id.clone(), client);
-    entry.outcome = outcome;
-    if outcome.is_allowed() {
+    entry.outcome = state.check(&service.filter, client);
+    if entry.outcome.is_allowed() {
         let traffic = Traffic::new();
         let downstream = ClientStream::new(stream, rest, traffic.clone());
-        if let Err(e) = forward(&state, &service, downstream, &traffic).await {
-            entry.upstream_error = Some(e.as_str());
+        match forward(&state, &service, downstream, &traffic).await {
+            Ok(Ended::Cut) => entry.aborted = Some("cut at shutdown"),
+            Ok(Ended::Closed) => {}
+            Err(e) => entry.upstream_error = Some(e.as_str()),
         }
         (entry.bytes_in, entry.bytes_out) = traffic.totals();
     }
@@ -64,17 +84,27 @@ async fn serve(
     state.access_log.record(entry);
 }
 
+/// How a forwarded connection ended.
+enum Ended {
+    Closed,
+    Cut,
+}
+
 async fn forward(
     state: &ProxyState,
     service: &Service,
     downstream: ClientStream<TcpStream>,
     traffic: &Traffic,
-) -> Result<(), UpstreamError> {
+) -> Result<Ended, UpstreamError> {
     let Upstream::Tcp(address) = &service.upstream else {
         return Err(UpstreamError::Failed);
     };
     let limits = &state.limits;
-    let mut upstream = dial(address, limits.connect_timeout).await?;
+    let mut shutdown = state.shutdown.watch();
+    let mut upstream = tokio::select! {
+        u = dial(address, limits.connect_timeout) => u?,
+        _ = shutdown.reached(Phase::Cut) => return Ok(Ended::Cut),
+    };
     let copy = async {
         match &service.tls {
             None => {
@@ -91,6 +121,8 @@ async fn forward(
             }
         }
     };
+    // Draining lets TCP connections run on (their protocol has no graceful end the proxy could
+    // ask for); the cut closes them.
     tokio::select! {
         res = copy => {
             if let Err(e) = res {
@@ -100,6 +132,7 @@ async fn forward(
         _ = traffic.idle_timeout(limits.idle_timeout) => {
             tracing::debug!(service = %service.id, "tcp connection idle: closed");
         }
+        _ = shutdown.reached(Phase::Cut) => return Ok(Ended::Cut),
     }
-    Ok(())
+    Ok(Ended::Closed)
 }

@@ -52,6 +52,8 @@ pub struct ProxyBuilder {
     /// Managed mode: (management URL, token, services cache file).
     managed: Option<(String, String, PathBuf)>,
     http_port: Option<u16>,
+    /// setrlimit(resource, soft = hard = value) in the child before it runs.
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
 }
 
 impl ProxyBuilder {
@@ -78,7 +80,21 @@ impl ProxyBuilder {
             poll: "100ms".into(),
             managed: None,
             http_port: None,
+            rlimits: Vec::new(),
         }
+    }
+
+    /// Runs the proxy under a resource limit (`libc::RLIMIT_*`), soft and hard.
+    pub fn rlimit(mut self, resource: libc::__rlimit_resource_t, value: u64) -> Self {
+        self.rlimits.push((resource, value));
+        self
+    }
+
+    /// Serves `/metrics` on a port of its own (see [`Proxy::metric`]).
+    pub fn metrics(self) -> Self {
+        self.port("metrics")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:{metrics}")
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -152,6 +168,25 @@ impl ProxyBuilder {
         }
         cmd.stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
+        let rlimits = self.rlimits.clone();
+        if !rlimits.is_empty() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for (resource, value) in &rlimits {
+                        let lim = libc::rlimit {
+                            rlim_cur: *value,
+                            rlim_max: *value,
+                        };
+                        if libc::setrlimit(*resource, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().expect("nb-proxy starts");
         let proxy = Proxy {
             child,
@@ -209,6 +244,40 @@ impl Proxy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// The exit status, if the process ends within `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// A value from `/metrics` (needs [`ProxyBuilder::metrics`]): the line starting with
+    /// `series` (name and labels as printed).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let s = connect_from("127.0.0.1", self.port("metrics"))
+            .await
+            .unwrap();
+        let body = request_over(s, "metrics", "/metrics", &[])
+            .await
+            .unwrap()
+            .body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"))
     }
 
     pub fn stderr_text(&self) -> String {
@@ -406,6 +475,22 @@ impl Upstream {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
                         if req.uri().path() == "/slow" {
                             tokio::time::sleep(Duration::from_secs(30)).await;
+                        }
+                        // /wait/MS answers after MS milliseconds.
+                        if let Some(ms) = req.uri().path().strip_prefix("/wait/") {
+                            let ms = ms.parse().unwrap_or(0);
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        // /consume reads the whole request body before answering.
+                        if req.uri().path() == "/consume" {
+                            let n = match req.into_body().collect().await {
+                                Ok(b) => b.to_bytes().len(),
+                                Err(_) => return Ok(Response::new(Full::new(Bytes::from("{}")))),
+                            };
+                            let body = serde_json::json!({ "upstream": name, "received": n });
+                            return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+                                body.to_string(),
+                            ))));
                         }
                         let h = |n: &str| header(&req, n);
                         let mut all = serde_json::Map::new();

@@ -3,10 +3,12 @@
 mod admin_api;
 mod harness;
 
+mod access_log;
 mod authority;
 mod client_ip;
 mod crowdsec_faults;
 mod crowdsec_real;
+mod drain;
 mod fake_lapi;
 mod geo;
 mod http;
