@@ -63,6 +63,11 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_CHANGE_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub change_poll_interval: Duration,
 
+    /// On SIGTERM: proxy streams are closed at once; requests in flight get this long to finish.
+    /// A second SIGTERM (or Ctrl-C) exits at once.
+    #[arg(long, env = "NB_MANAGEMENT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+
     /// Log filter (tracing syntax), e.g. `info` or `nb_management=debug`.
     #[arg(long, env = "NB_MANAGEMENT_LOG", default_value = "info")]
     pub log: String,

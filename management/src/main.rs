@@ -82,18 +82,55 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, "nb-management ready");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let (signalled, mut first) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::info!("{name}: shutting down (closing proxy streams)");
+        let _ = signalled.send(true);
+        let again = signals.next().await;
+        tracing::warn!("{again} again: exiting now");
+        std::process::exit(if again == "interrupted" { 130 } else { 143 });
+    });
+    let mut stop = first.clone();
+    let server = serve(listener, running, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    tokio::pin!(server);
+    let timeout = args.shutdown_timeout;
+    tokio::select! {
+        r = &mut server => r.map_err(|e| format!("server failed: {e}"))?,
+        _ = async { let _ = first.wait_for(|s| *s).await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!(
+                "shutdown timeout ({}): exiting with requests still open",
+                humantime::format_duration(timeout)
+            );
         }
-        tracing::info!("shutting down");
-    };
-    serve(listener, running.state, shutdown)
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
+    }
     store.close().await;
+    tracing::info!("nb-management stopped");
     Ok(())
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "terminated",
+            _ = self.int.recv() => "interrupted",
+        }
+    }
 }

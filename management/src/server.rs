@@ -1,6 +1,7 @@
 //! Startup: open the store, settle the admin token, start background tasks, serve.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -47,6 +48,7 @@ pub async fn settle_admin_token(
 
 pub struct Running {
     pub state: AppState,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Builds the state and starts the background tasks (change following, retention).
@@ -60,22 +62,32 @@ pub async fn start(
     let changes = Changes::new(store.revision().await?);
     tokio::spawn(changes.clone().follow(store.clone(), change_poll));
     tokio::spawn(retention.run(store.clone()));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     Ok(Running {
         state: AppState {
             store,
             admin_token_hash: admin_token_hash.into(),
             changes,
             settings: Arc::new(settings),
+            stopping,
         },
+        stop: Arc::new(stop),
     })
 }
 
+/// Serves until `shutdown` resolves, then closes proxy streams and waits for requests in
+/// flight (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    running: Running,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let stop = running.stop.clone();
+    let app = router(running.state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
 }

@@ -60,9 +60,14 @@ pub async fn stream(
 /// stream if its token is revoked.
 async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
     let check_every = s.st.settings.stream_check_interval;
+    let mut stopping = s.st.stopping.clone();
     loop {
+        if *stopping.borrow() {
+            return None;
+        }
         if s.sent.is_some() {
             tokio::select! {
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => return None,
                 changed = s.changes.changed() => changed.ok()?,
                 _ = tokio::time::sleep(check_every) => {
                     match s.st.store.touch_proxy(&s.guard.0.id).await {

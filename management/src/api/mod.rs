@@ -34,6 +34,8 @@ pub struct AppState {
     pub admin_token_hash: Arc<str>,
     pub changes: Changes,
     pub settings: Arc<Settings>,
+    /// Turns true when the process shuts down: proxy streams end so that it can exit.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, Clone)]

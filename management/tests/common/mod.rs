@@ -249,7 +249,7 @@ pub async fn server_with(backend: Backend, settings: Settings) -> Server {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, running.state, std::future::pending()));
+    tokio::spawn(serve(listener, running, std::future::pending()));
     Server {
         base,
         store,

@@ -82,6 +82,27 @@ impl Management {
         }
     }
 
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill only sends a signal to our own child.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("management.log")).unwrap_or_default()
     }
@@ -279,4 +300,59 @@ async fn services_from_management_events_back_and_serving_through_outages() {
     let e = management.wait_event("source_ip=127.0.0.6").await;
     assert_eq!(e["status"], 200);
     proxy.wait_log_count("connected to management", 1).await;
+}
+
+#[tokio::test]
+async fn sigterm_ships_the_last_entries_and_management_exits_with_a_proxy_connected() {
+    let up = Upstream::start("web").await;
+    let mut management = Management::start_new().await;
+    let (_, created) = management
+        .call("POST", "/api/v1/proxies", Some(json!({"name": "edge-1"})))
+        .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("services.json");
+    let (status, _) = management
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(service(&up.url(), &[], "off")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut proxy = ProxyBuilder::managed(&management.url(""), &token, &cache)
+        .start()
+        .await;
+    wait_status(&proxy, "127.0.0.1", 200).await;
+
+    // The proxy's last entries reach management although it exits right after recording them.
+    assert_eq!(status_of(&proxy, "127.0.0.77", "web.test").await, 200);
+    proxy.signal(libc::SIGTERM);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits");
+    assert!(status.success(), "{}", proxy.stderr_text());
+    let e = management.wait_event("source_ip=127.0.0.77").await;
+    assert_eq!(e["status"], 200);
+
+    // Management exits on SIGTERM although a proxy holds its stream open.
+    let proxy = ProxyBuilder::managed(&management.url(""), &token, &cache)
+        .start()
+        .await;
+    proxy.wait_log_count("connected to management", 1).await;
+    let t = std::time::Instant::now();
+    management.signal(libc::SIGTERM);
+    let status = management
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("management still running:\n{}", management.log()));
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(management.log().contains("proxy stream closed"));
+    // The proxy notices and keeps serving.
+    proxy
+        .wait_log_count("still serving the 1 services in use", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 200);
 }
