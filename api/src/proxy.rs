@@ -22,6 +22,10 @@ pub mod paths {
 pub struct ServicesUpdate {
     pub revision: i64,
     pub services: Vec<ServiceSpec>,
+    /// Salt for [`ProxyReport::crowdsec_key_fingerprint`], the same for every proxy of one
+    /// management installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_salt: Option<String>,
 }
 
 /// A proxy's state, sent when it connects and every few seconds after.
@@ -42,6 +46,10 @@ pub struct ProxyReport {
     /// Access-log entries dropped since the proxy started because shipping could not keep up.
     #[serde(default)]
     pub events_dropped: u64,
+    /// A salted digest of the CrowdSec bouncer key: two live proxies with the same one share a
+    /// key, and lose decisions to each other (the LAPI keeps one stream cursor per key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec_key_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +60,9 @@ pub struct BouncerReport {
     /// Decisions have been pulled at least once.
     pub synced: bool,
     pub decisions: u64,
+    /// Synced once, but no poll has succeeded for three update intervals.
+    #[serde(default)]
+    pub stale: bool,
     /// RFC 3339 time of the last successful pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<String>,

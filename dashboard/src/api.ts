@@ -29,6 +29,7 @@ export type ServiceBody = Omit<Service, "rule_count" | "created_at" | "updated_a
 export interface Bouncer {
   running: boolean;
   synced: boolean;
+  stale: boolean;
   decisions: number;
   last_sync?: string;
   last_error?: string;
@@ -46,6 +47,8 @@ export interface Proxy {
   config_revision: number | null;
   config_error: string | null;
   events_dropped: number;
+  events_rejected: number;
+  crowdsec_key_shared_with: string[];
 }
 
 export interface CrowdSecSupport {

@@ -6,8 +6,8 @@ function bouncerState(p: Proxy): HTMLElement | string {
   const b = p.bouncer;
   if (!b || !b.running) return h("span", { class: "hint" }, "idle (no service uses CrowdSec)");
   if (!b.synced) return h("span", { class: "badge warn" }, "not synced yet");
-  const stale = b.last_error
-    ? h("span", { class: "badge warn", title: b.last_error }, `stale since ${time(b.last_sync)}`)
+  const stale = b.stale || b.last_error
+    ? h("span", { class: "badge warn", title: b.last_error ?? "no successful poll for three update intervals" }, `stale since ${time(b.last_sync)}`)
     : h("span", { class: "badge ok" }, "synced");
   return h("span", {}, stale, ` ${b.decisions} ${b.decisions === 1 ? "decision" : "decisions"}`);
 }
@@ -31,13 +31,26 @@ export async function renderProxies(page: HTMLElement): Promise<void> {
               h(
                 "tr",
                 {},
-                h("td", {}, p.name, " ", h("span", { class: `badge ${p.live ? "ok" : "off"}` }, p.live ? "live" : "offline")),
+                h(
+                  "td",
+                  {},
+                  p.name,
+                  " ",
+                  h("span", { class: `badge ${p.live ? "ok" : "off"}` }, p.live ? "live" : "offline"),
+                  p.crowdsec_key_shared_with.length > 0
+                    ? h(
+                        "div",
+                        { class: "error shared-key", title: "The LAPI hands each decision change to whichever proxy polls first: the others miss bans. Create one bouncer key per proxy (cscli bouncers add NAME)." },
+                        `shares its CrowdSec bouncer key with ${p.crowdsec_key_shared_with.join(", ")}`,
+                      )
+                    : "",
+                ),
                 h("td", {}, p.version ?? "—"),
                 h("td", {}, time(p.last_seen)),
                 h("td", {}, p.supports_crowdsec ? h("span", { class: "badge crowdsec" }, "CrowdSec") : "—"),
                 h("td", {}, bouncerState(p)),
                 h("td", {}, p.config_error ? h("span", { class: "error" }, p.config_error) : p.config_revision === null ? "—" : `revision ${p.config_revision}`),
-                h("td", {}, String(p.events_dropped)),
+                h("td", {}, p.events_rejected > 0 ? `${p.events_dropped} (${p.events_rejected} refused)` : String(p.events_dropped)),
               ),
             ),
           ),

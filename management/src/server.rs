@@ -10,7 +10,7 @@ use crate::api::{router, AppState, Settings};
 use crate::auth::{generate_token, hash_token, ADMIN_TOKEN_PREFIX, MIN_ADMIN_TOKEN_LEN};
 use crate::changes::Changes;
 use crate::retention::Retention;
-use crate::store::{Store, StoreError, ADMIN_TOKEN_HASH};
+use crate::store::{Store, StoreError, ADMIN_TOKEN_HASH, KEY_SALT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,6 +59,9 @@ pub async fn start(
     retention: Retention,
     change_poll: std::time::Duration,
 ) -> Result<Running, StartError> {
+    let key_salt = store
+        .setting_or_init(KEY_SALT, &crate::auth::generate_id())
+        .await?;
     let changes = Changes::new(store.revision().await?);
     tokio::spawn(changes.clone().follow(store.clone(), change_poll));
     tokio::spawn(retention.run(store.clone()));
@@ -70,6 +73,8 @@ pub async fn start(
             changes,
             settings: Arc::new(settings),
             stopping,
+            key_salt: key_salt.into(),
+            shared_keys: Arc::default(),
         },
         stop: Arc::new(stop),
     })

@@ -79,10 +79,9 @@ pub struct CrowdSecSupport {
 
 /// Every live proxy serves every service, so all of them must have a bouncer.
 pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
-    let window = live_window.as_millis() as i64;
     let live: Vec<&Proxy> = proxies
         .iter()
-        .filter(|p| p.last_seen.is_some_and(|t| now_ms - t <= window))
+        .filter(|p| p.is_live(now_ms, live_window))
         .collect();
     let without: Vec<&str> = live
         .iter()
@@ -90,11 +89,11 @@ pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -
         .map(|p| p.name.as_str())
         .collect();
     let reason = if live.is_empty() {
-        Some(format!(
-            "no proxy is connected (none seen in the last {}): CrowdSec needs a live proxy \
-             started with --crowdsec-api-url and --crowdsec-api-key",
-            humantime::format_duration(live_window)
-        ))
+        Some(
+            "no proxy is connected: CrowdSec needs a live proxy (one with its stream open) \
+             started with --crowdsec-api-url and --crowdsec-api-key"
+                .to_owned(),
+        )
     } else if !without.is_empty() {
         Some(format!(
             "not every live proxy supports CrowdSec: {} {} no CrowdSec LAPI configured; start \
@@ -112,6 +111,35 @@ pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -
         live_proxies: live.len(),
         live_proxies_with_crowdsec: live.len() - without.len(),
     }
+}
+
+/// For each live proxy that shares its bouncer key (by fingerprint) with another live proxy,
+/// the names of those others.
+pub fn shared_bouncer_keys(
+    proxies: &[Proxy],
+    now_ms: i64,
+    live_window: Duration,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let live: Vec<(&Proxy, &str)> = proxies
+        .iter()
+        .filter(|p| p.is_live(now_ms, live_window))
+        .filter_map(|p| {
+            let fp = p.report.as_ref()?.crowdsec_key_fingerprint.as_deref()?;
+            Some((p, fp))
+        })
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for (p, fp) in &live {
+        let others: Vec<String> = live
+            .iter()
+            .filter(|(q, other)| q.id != p.id && other == fp)
+            .map(|(q, _)| q.name.clone())
+            .collect();
+        if !others.is_empty() {
+            out.insert(p.name.clone(), others);
+        }
+    }
+    out
 }
 
 fn quoted_list(names: &[&str]) -> String {

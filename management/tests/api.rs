@@ -398,7 +398,7 @@ async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> reqwest::Re
 async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
     let settings = Settings {
         live_window: Duration::from_secs(2),
-        ..Settings::default()
+        stream_check_interval: Duration::from_millis(200),
     };
     let s = server_with(sqlite().await, settings).await;
 
@@ -418,8 +418,12 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
 
     let (_, with) = s.create_proxy("with-lapi").await;
     let (_, without) = s.create_proxy("no-lapi").await;
+    // A report alone does not make a proxy live: anyone holding a token can send one.
     s.report(&with, true).await;
-    s.report(&without, false).await;
+    let res = set_mode(&s, "a", "enforce", true).await;
+    assert_eq!(res.status(), 422, "reported, but no stream open");
+    let with_stream = s.connect(&with, true).await;
+    let without_stream = s.connect(&without, false).await;
     let res = set_mode(&s, "a", "observe", true).await;
     assert_eq!(res.status(), 422);
     let v = body(res).await;
@@ -429,9 +433,9 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
         "{v}"
     );
 
-    // Once the proxy without a LAPI is gone (not seen within the window), enforce is allowed.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    s.report(&with, true).await;
+    // Once the proxy without a LAPI is gone (its stream closed), enforce is allowed.
+    drop(without_stream);
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let caps = body(
         s.admin(Method::GET, "/api/v1/capabilities")
             .send()
@@ -446,7 +450,8 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
     assert_eq!(set_mode(&s, "a", "enforce", true).await.status(), 201);
 
     // With no live proxy: other edits of that service still go through, a mode change does not.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    drop(with_stream);
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let mut edit = web("a", "a.example.com");
     edit["restrictions"] = json!({"crowdsec_mode": "enforce", "cidr_deny": ["192.0.2.0/24"]});
     let res = s
@@ -537,21 +542,35 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     assert_eq!(ids(&events[1]), ["a", "b"]);
     assert_eq!(ids(&events[2]), ["b"]);
     assert!(events[0]["revision"].as_i64() < events[1]["revision"].as_i64());
-    // Connecting marked the proxy as seen.
-    let p = body(
-        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(p["live"], true);
+    let live = || async {
+        body(
+            s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await["live"]
+            == true
+    };
+    // The stream above ended with its reader: the proxy is not live any more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!live().await, "a closed stream is not a live proxy");
 
+    // An open stream makes it live.
     let res = s
         .with_token(&token, Method::GET, "/api/v1/proxy/stream")
         .send()
         .await
         .unwrap();
+    let mut became_live = false;
+    for _ in 0..20 {
+        if live().await {
+            became_live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(became_live);
     assert_eq!(
         s.admin(Method::DELETE, &format!("/api/v1/proxies/{id}"))
             .send()

@@ -140,6 +140,7 @@ async fn proxies_tokens_and_reports() {
             bouncer: Some(nb_api::BouncerReport {
                 running: true,
                 synced: true,
+                stale: false,
                 decisions: 42,
                 last_sync: Some("2026-11-22T10:00:00.000Z".into()),
                 last_error: None,
@@ -147,12 +148,36 @@ async fn proxies_tokens_and_reports() {
             config_revision: Some(3),
             config_error: None,
             events_dropped: 7,
+            crowdsec_key_fingerprint: Some("00ff".into()),
         };
         assert!(store.record_report("id1", &report).await.unwrap());
         let got = store.proxy("id1").await.unwrap().unwrap();
-        assert!(got.supports_crowdsec && got.last_seen.is_some());
+        assert!(got.supports_crowdsec);
+        assert!(got.last_seen.is_none(), "a report alone is not being seen");
         assert_eq!(got.version.as_deref(), Some("9.9.9"));
         assert_eq!(got.report, Some(report));
+
+        // Live only while a stream is open: it marks the proxy seen, and closed when it ends.
+        let window = std::time::Duration::from_secs(60);
+        assert!(store.touch_proxy("id1").await.unwrap());
+        let got = store.proxy("id1").await.unwrap().unwrap();
+        assert!(got.is_live(nb_management::store::now_ms(), window));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store.stream_closed("id1").await.unwrap();
+        let got = store.proxy("id1").await.unwrap().unwrap();
+        assert!(!got.is_live(nb_management::store::now_ms(), window));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(store.touch_proxy("id1").await.unwrap());
+        let got = store.proxy("id1").await.unwrap().unwrap();
+        assert!(
+            got.is_live(nb_management::store::now_ms(), window),
+            "reconnected"
+        );
+        store.add_rejected_events("id1", 3).await.unwrap();
+        assert_eq!(
+            store.proxy("id1").await.unwrap().unwrap().events_rejected,
+            3
+        );
 
         assert!(store.touch_proxy("id1").await.unwrap());
         assert!(store.delete_proxy("id1").await.unwrap());

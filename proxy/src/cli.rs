@@ -159,8 +159,13 @@ pub struct Args {
     pub crowdsec_update_interval: Duration,
 
     /// How often to pull the full decision set again, repairing any drift.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_RESYNC_INTERVAL", default_value = "4h", value_parser = duration)]
+    #[arg(long, env = "NB_PROXY_CROWDSEC_RESYNC_INTERVAL", default_value = "1h", value_parser = duration)]
     pub crowdsec_resync_interval: Duration,
+
+    /// The longest a full decision sync may take, however the answer trickles in; then the
+    /// poll counts as failed and is retried.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_SYNC_TIMEOUT", default_value = "2m", value_parser = duration)]
+    pub crowdsec_sync_timeout: Duration,
 
     /// Per LAPI request: the whole of a delta poll, the longest silence within a full sync.
     #[arg(long, env = "NB_PROXY_CROWDSEC_TIMEOUT", default_value = "10s", value_parser = duration)]

@@ -347,6 +347,7 @@ fn lapi_config(args: &Args) -> Result<Option<LapiConfig>, String> {
     cfg.update_interval = args.crowdsec_update_interval;
     cfg.resync_interval = args.crowdsec_resync_interval;
     cfg.timeout = args.crowdsec_timeout;
+    cfg.sync_timeout = args.crowdsec_sync_timeout;
     cfg.max_decisions = args.crowdsec_max_decisions;
     cfg.filter = DecisionFilter::new(
         args.crowdsec_origins.clone(),

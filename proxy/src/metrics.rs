@@ -45,11 +45,12 @@ fn respond(state: &ProxyState, path: &str) -> Response<Full<Bytes>> {
         "/readyz" => {
             let cs = state.crowdsec.status();
             let body = format!(
-                "{{\"ready\":true,\"services\":{},\"crowdsec\":{{\"configured\":{},\"running\":{},\"synced\":{},\"decisions\":{}}}}}\n",
+                "{{\"ready\":true,\"services\":{},\"crowdsec\":{{\"configured\":{},\"running\":{},\"synced\":{},\"stale\":{},\"decisions\":{}}}}}\n",
                 state.routes.load().services.len(),
                 cs.configured,
                 cs.running,
                 cs.synced,
+                cs.stale,
                 cs.decisions
             );
             (StatusCode::OK, "application/json", body)
@@ -142,6 +143,9 @@ fn render(state: &ProxyState) -> String {
     let _ = writeln!(out, "# HELP nb_proxy_crowdsec_synced Whether the first decision sync succeeded (enforce fails closed until then).");
     let _ = writeln!(out, "# TYPE nb_proxy_crowdsec_synced gauge");
     let _ = writeln!(out, "nb_proxy_crowdsec_synced {}", cs.synced as u8);
+    let _ = writeln!(out, "# HELP nb_proxy_crowdsec_stale Synced once, but no poll has succeeded for three update intervals.");
+    let _ = writeln!(out, "# TYPE nb_proxy_crowdsec_stale gauge");
+    let _ = writeln!(out, "nb_proxy_crowdsec_stale {}", cs.stale as u8);
     let _ = writeln!(out, "# TYPE nb_proxy_crowdsec_decisions gauge");
     let _ = writeln!(out, "nb_proxy_crowdsec_decisions {}", cs.decisions);
     let _ = writeln!(

@@ -16,14 +16,22 @@ use super::auth::ProxyCaller;
 use super::body::JsonBody;
 use super::{ApiError, AppState, ErrorBody};
 use crate::ingest::parse_batch;
-use crate::store::ProxyIdentity;
+use crate::store::{now_ms, ProxyIdentity};
+use crate::validate::FieldProblem;
 
-/// Logs the end of a stream however it ends (proxy gone, token revoked, shutdown).
-struct Connected(ProxyIdentity);
+/// Marks the end of a stream however it ends (proxy gone, token revoked, shutdown): the proxy
+/// stops counting as live at once.
+struct Connected(ProxyIdentity, crate::store::Store);
 
 impl Drop for Connected {
     fn drop(&mut self) {
         tracing::info!(proxy = %self.0.name, "proxy stream closed");
+        let (store, id) = (self.1.clone(), self.0.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.stream_closed(&id).await {
+                tracing::warn!("cannot mark proxy {id} as disconnected: {e}");
+            }
+        });
     }
 }
 
@@ -48,12 +56,19 @@ pub async fn stream(
     tracing::info!(proxy = %proxy.name, "proxy stream opened");
     let state = StreamState {
         changes: st.changes.subscribe(),
+        guard: Connected(proxy, st.store.clone()),
         st,
-        guard: Connected(proxy),
         sent: None,
     };
+    // Keep-alives at least as often as the liveness check, so that a proxy that went away is
+    // noticed (the write fails) within one check.
+    let every = st_interval(&state).min(Duration::from_secs(15));
     let events = futures_util::stream::unfold(state, next_event);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(every)))
+}
+
+fn st_interval(s: &StreamState) -> Duration {
+    s.st.settings.stream_check_interval
 }
 
 /// Waits for a revision the proxy has not seen, marking the proxy as seen and ending the
@@ -97,6 +112,7 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
         let update = ServicesUpdate {
             revision,
             services: services.into_iter().map(|s| s.spec).collect(),
+            key_salt: Some(s.st.key_salt.to_string()),
         };
         let event = Event::default()
             .event(nb_api::paths::SERVICES_EVENT)
@@ -116,17 +132,62 @@ pub async fn report(
     State(st): State<AppState>,
     JsonBody(report): JsonBody<ProxyReport>,
 ) -> Result<StatusCode, ApiError> {
-    if report.version.len() > 100 {
-        return Err(ApiError::BadRequest(
-            "version: longer than 100 characters".into(),
-        ));
+    let problems = report_problems(&report);
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(problems));
     }
     if !st.store.record_report(&proxy.id, &report).await? {
         return Err(ApiError::Unauthorized(
             "invalid or revoked proxy token".into(),
         ));
     }
+    warn_about_shared_keys(&st).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reports are small: every text is bounded, so a proxy token cannot fill the store.
+fn report_problems(r: &ProxyReport) -> Vec<FieldProblem> {
+    let mut problems = Vec::new();
+    let mut cap = |field: &str, value: Option<&str>, max: usize| {
+        if value.is_some_and(|v| v.len() > max) {
+            problems.push(FieldProblem::new(field, format!("longer than {max} bytes")));
+        }
+    };
+    cap("version", Some(&r.version), 100);
+    cap("config_error", r.config_error.as_deref(), 4096);
+    cap(
+        "crowdsec_key_fingerprint",
+        r.crowdsec_key_fingerprint.as_deref(),
+        64,
+    );
+    if let Some(b) = &r.bouncer {
+        cap("bouncer.last_error", b.last_error.as_deref(), 1024);
+        cap("bouncer.last_sync", b.last_sync.as_deref(), 64);
+    }
+    problems
+}
+
+/// Logs once when live proxies start (or stop) sharing a bouncer key.
+async fn warn_about_shared_keys(st: &AppState) {
+    let Ok(proxies) = st.store.proxies().await else {
+        return;
+    };
+    let sharing = crate::validate::shared_bouncer_keys(&proxies, now_ms(), st.settings.live_window);
+    let names: std::collections::BTreeSet<String> = sharing.values().flatten().cloned().collect();
+    let mut warned = st.shared_keys.lock().unwrap_or_else(|p| p.into_inner());
+    if *warned == names {
+        return;
+    }
+    if names.is_empty() {
+        tracing::info!("no two live proxies share a CrowdSec bouncer key any more");
+    } else {
+        tracing::warn!(
+            proxies = ?names,
+            "live proxies share a CrowdSec bouncer key: the LAPI hands each decision change to whichever \
+             polls first, so the others miss bans. Create one key per proxy (cscli bouncers add NAME)"
+        );
+    }
+    *warned = names;
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

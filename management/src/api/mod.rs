@@ -36,6 +36,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Turns true when the process shuts down: proxy streams end so that it can exit.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Sent to proxies for their bouncer-key fingerprints.
+    pub key_salt: Arc<str>,
+    /// Proxies currently warned about sharing a bouncer key (to log each change once).
+    pub shared_keys: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 #[derive(Debug, Clone)]

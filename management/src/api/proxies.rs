@@ -13,7 +13,7 @@ use super::time::rfc3339;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{generate_id, generate_token, hash_token, PROXY_TOKEN_PREFIX};
 use crate::store::{now_ms, Proxy};
-use crate::validate::{crowdsec_support, CrowdSecSupport, FieldProblem};
+use crate::validate::{crowdsec_support, shared_bouncer_keys, CrowdSecSupport, FieldProblem};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProxyView {
@@ -30,24 +30,32 @@ pub struct ProxyView {
     pub config_revision: Option<i64>,
     pub config_error: Option<String>,
     pub events_dropped: u64,
+    /// Access-log lines management refused from this proxy (oversized, malformed).
+    pub events_rejected: i64,
+    /// Other live proxies using the same CrowdSec bouncer key: they lose decisions to each
+    /// other. Give each proxy its own key.
+    pub crowdsec_key_shared_with: Vec<String>,
 }
 
 impl ProxyView {
-    fn new(p: &Proxy, st: &AppState) -> Self {
-        let window = st.settings.live_window.as_millis() as i64;
+    fn new(p: &Proxy, st: &AppState, all: &[Proxy]) -> Self {
         let report = p.report.clone().unwrap_or_default();
+        let now = now_ms();
+        let shared = shared_bouncer_keys(all, now, st.settings.live_window);
         Self {
             id: p.id.clone(),
             name: p.name.clone(),
             created_at: rfc3339(p.created_at),
             last_seen: p.last_seen.map(rfc3339),
-            live: p.last_seen.is_some_and(|t| now_ms() - t <= window),
+            live: p.is_live(now, st.settings.live_window),
             version: p.version.clone(),
             supports_crowdsec: p.supports_crowdsec,
             bouncer: report.bouncer,
             config_revision: report.config_revision,
             config_error: report.config_error,
             events_dropped: report.events_dropped,
+            events_rejected: p.events_rejected,
+            crowdsec_key_shared_with: shared.get(&p.name).cloned().unwrap_or_default(),
         }
     }
 }
@@ -77,7 +85,10 @@ pub struct Capabilities {
 pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<ProxyView>>, ApiError> {
     let proxies = st.store.proxies().await?;
     Ok(Json(
-        proxies.iter().map(|p| ProxyView::new(p, &st)).collect(),
+        proxies
+            .iter()
+            .map(|p| ProxyView::new(p, &st, &proxies))
+            .collect(),
     ))
 }
 
@@ -90,12 +101,12 @@ pub async fn get_one(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ProxyView>, ApiError> {
-    let p = st
-        .store
-        .proxy(&id)
-        .await?
+    let proxies = st.store.proxies().await?;
+    let p = proxies
+        .iter()
+        .find(|p| p.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("no proxy \"{id}\"")))?;
-    Ok(Json(ProxyView::new(&p, &st)))
+    Ok(Json(ProxyView::new(p, &st, &proxies)))
 }
 
 #[utoipa::path(post, path = "/api/v1/proxies", tag = "proxies",
@@ -124,7 +135,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedProxy {
-            proxy: ProxyView::new(&proxy, &st),
+            proxy: ProxyView::new(&proxy, &st, &[]),
             token,
         }),
     ))

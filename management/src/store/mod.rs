@@ -20,7 +20,7 @@ pub use error::StoreError;
 pub use events::{Event, EventCursor, EventFilter, EventPage, NewEvent};
 pub use proxies::{Proxy, ProxyIdentity};
 pub use services::{Service, ServicesChange};
-pub use settings::ADMIN_TOKEN_HASH;
+pub use settings::{ADMIN_TOKEN_HASH, KEY_SALT};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

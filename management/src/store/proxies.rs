@@ -11,10 +11,26 @@ pub struct Proxy {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    /// Last marked seen by its open stream.
     pub last_seen: Option<i64>,
+    /// When its last stream ended.
+    pub stream_closed_at: Option<i64>,
     pub version: Option<String>,
     pub supports_crowdsec: bool,
     pub report: Option<ProxyReport>,
+    /// Access-log lines management refused from it.
+    pub events_rejected: i64,
+}
+
+impl Proxy {
+    /// Live: its stream is open (it marked itself seen within `window`, after its last stream
+    /// ended). A report alone proves nothing: any holder of the token can send one.
+    pub fn is_live(&self, now_ms: i64, window: std::time::Duration) -> bool {
+        let window = window.as_millis() as i64;
+        self.last_seen.is_some_and(|seen| {
+            now_ms - seen <= window && self.stream_closed_at.is_none_or(|closed| seen > closed)
+        })
+    }
 }
 
 /// Who a proxy token belongs to.
@@ -31,15 +47,17 @@ fn proxy_from_row(row: &AnyRow) -> Result<Proxy, StoreError> {
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
         last_seen: row.try_get("last_seen")?,
+        stream_closed_at: row.try_get("stream_closed_at")?,
         version: row.try_get("version")?,
         supports_crowdsec: row.try_get::<i64, _>("supports_crowdsec")? != 0,
         // A report this version cannot read is shown as absent rather than failing the list.
         report: report.and_then(|r| serde_json::from_str(&r).ok()),
+        events_rejected: row.try_get("events_rejected")?,
     })
 }
 
-const SELECT: &str =
-    "SELECT id, name, created_at, last_seen, version, supports_crowdsec, report FROM proxies";
+const SELECT: &str = "SELECT id, name, created_at, last_seen, stream_closed_at, version, \
+     supports_crowdsec, report, events_rejected FROM proxies";
 
 impl Store {
     pub async fn create_proxy(
@@ -64,9 +82,11 @@ impl Store {
             name: name.to_owned(),
             created_at: now,
             last_seen: None,
+            stream_closed_at: None,
             version: None,
             supports_crowdsec: false,
             report: None,
+            events_rejected: 0,
         })
     }
 
@@ -111,7 +131,8 @@ impl Store {
         .transpose()
     }
 
-    /// Marks the proxy as seen now; false if it no longer exists (token revoked).
+    /// Marks the proxy as seen now (its stream is open); false if it no longer exists (token
+    /// revoked).
     pub async fn touch_proxy(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE proxies SET last_seen = $2 WHERE id = $1")
             .bind(id)
@@ -121,19 +142,39 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The proxy's stream ended: it is no longer live.
+    pub async fn stream_closed(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE proxies SET stream_closed_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Stores what the proxy says of itself. It does not make the proxy live: only its stream
+    /// does.
     pub async fn record_report(&self, id: &str, report: &ProxyReport) -> Result<bool, StoreError> {
         let json = serde_json::to_string(report).unwrap_or_default();
         let done = sqlx::query(
-            "UPDATE proxies SET last_seen = $2, version = $3, supports_crowdsec = $4, report = $5 \
-             WHERE id = $1",
+            "UPDATE proxies SET version = $2, supports_crowdsec = $3, report = $4 WHERE id = $1",
         )
         .bind(id)
-        .bind(now_ms())
         .bind(report.version.as_str())
         .bind(i64::from(report.supports_crowdsec))
         .bind(json)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts access-log lines refused from a proxy.
+    pub async fn add_rejected_events(&self, id: &str, n: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE proxies SET events_rejected = events_rejected + $2 WHERE id = $1")
+            .bind(id)
+            .bind(n as i64)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 }

@@ -5,8 +5,21 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 pub const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+/// Salt for the proxies' bouncer-key fingerprints, one per installation (all replicas).
+pub const KEY_SALT: &str = "crowdsec_key_salt";
 
 impl Store {
+    /// The stored value of `key`, or `fresh` stored now if there was none (the first replica
+    /// to get there wins; the others read its value).
+    pub async fn setting_or_init(&self, key: &str, fresh: &str) -> Result<String, StoreError> {
+        if self.set_setting_if_absent(key, fresh).await? {
+            return Ok(fresh.to_owned());
+        }
+        self.setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("the setting {key} vanished")))
+    }
+
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)

@@ -101,10 +101,39 @@ fn proxy(name: &str, last_seen: Option<i64>, crowdsec: bool) -> Proxy {
         name: name.into(),
         created_at: 0,
         last_seen,
+        stream_closed_at: None,
         version: Some("0.1.0".into()),
         supports_crowdsec: crowdsec,
         report: None,
+        events_rejected: 0,
     }
+}
+
+fn with_key(mut p: Proxy, fingerprint: &str) -> Proxy {
+    p.report = Some(nb_api::ProxyReport {
+        crowdsec_key_fingerprint: Some(fingerprint.into()),
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn live_proxies_sharing_a_bouncer_key_are_named() {
+    let window = Duration::from_secs(60);
+    let now = 1_000_000;
+    let mut closed = with_key(proxy("closed", Some(now - 2000), true), "aa");
+    closed.stream_closed_at = Some(now - 1000);
+    let proxies = [
+        with_key(proxy("a", Some(now), true), "aa"),
+        with_key(proxy("b", Some(now), true), "aa"),
+        with_key(proxy("c", Some(now), true), "cc"),
+        with_key(proxy("gone", Some(now - 120_000), true), "cc"),
+        closed,
+    ];
+    let shared = shared_bouncer_keys(&proxies, now, window);
+    assert_eq!(shared.len(), 2, "{shared:?}");
+    assert_eq!(shared["a"], ["b"]);
+    assert_eq!(shared["b"], ["a"]);
 }
 
 #[test]

@@ -296,7 +296,25 @@ impl Server {
         )
     }
 
-    /// Makes a proxy live by reporting as it would.
+    /// Makes a proxy live as a real one does: opens its stream (held until the returned
+    /// connection is dropped) and reports.
+    pub async fn connect(&self, token: &str, supports_crowdsec: bool) -> Connection {
+        let res = self
+            .with_token(token, reqwest::Method::GET, nb_api::paths::STREAM)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let task = tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = res.bytes_stream();
+            while let Some(Ok(_)) = body.next().await {}
+        });
+        self.report(token, supports_crowdsec).await;
+        Connection { task }
+    }
+
+    /// Reports as a proxy would (which alone does not make it live).
     pub async fn report(&self, token: &str, supports_crowdsec: bool) {
         let res = self
             .with_token(token, reqwest::Method::PUT, nb_api::paths::REPORT)
@@ -309,5 +327,16 @@ impl Server {
             .await
             .unwrap();
         assert_eq!(res.status(), 204);
+    }
+}
+
+/// A proxy's open stream; closed when dropped.
+pub struct Connection {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

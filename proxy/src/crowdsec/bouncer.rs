@@ -87,6 +87,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                     tracing::info!(decisions = count, "CrowdSec LAPI reachable again");
                 }
                 failures = 0;
+                shared.poll_succeeded();
                 if let Ok(mut st) = shared.status.lock() {
                     st.last_sync = Some(SystemTime::now());
                     st.last_error = None;

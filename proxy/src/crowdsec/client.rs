@@ -21,6 +21,20 @@ impl ApiKey {
     pub fn new(key: impl Into<String>) -> Self {
         Self(key.into())
     }
+
+    /// A salted digest of the key, so that management can tell two proxies sharing one key
+    /// (which lose bans: the LAPI keeps one stream cursor per key) without learning the key.
+    pub fn fingerprint(&self, salt: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(salt.as_bytes());
+        h.update([0u8]);
+        h.update(self.0.as_bytes());
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -42,6 +56,8 @@ pub struct LapiConfig {
     pub resync_interval: Duration,
     /// Per request: whole delta polls, and the longest silence within a startup answer.
     pub timeout: Duration,
+    /// A whole startup (full) answer, however it trickles in.
+    pub sync_timeout: Duration,
     pub filter: DecisionFilter,
     pub max_decisions: usize,
 }
@@ -62,8 +78,9 @@ impl LapiConfig {
             client_key: None,
             insecure_skip_verify: false,
             update_interval: Duration::from_secs(10),
-            resync_interval: Duration::from_secs(4 * 3600),
+            resync_interval: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
+            sync_timeout: Duration::from_secs(120),
             filter: DecisionFilter::default(),
             max_decisions: 5_000_000,
         }
@@ -84,6 +101,8 @@ pub enum LapiError {
     ConnectionRefused,
     #[error("timeout")]
     Timeout,
+    #[error("the full sync did not complete within {} (--crowdsec-sync-timeout)", humantime::format_duration(*.0))]
+    SyncDeadline(Duration),
     #[error("the LAPI answered HTTP {0}")]
     Status(u16),
     #[error("{0}")]
@@ -106,7 +125,7 @@ impl LapiError {
             LapiError::KeyRejected => "key",
             LapiError::HostNotFound => "dns",
             LapiError::ConnectionRefused => "refused",
-            LapiError::Timeout => "timeout",
+            LapiError::Timeout | LapiError::SyncDeadline(_) => "timeout",
             LapiError::Status(_) => "status",
             LapiError::BadAnswer(_) | LapiError::TooLarge(_) => "answer",
             LapiError::Incomplete => "incomplete",
@@ -125,6 +144,7 @@ impl LapiError {
                 | LapiError::Incomplete
                 | LapiError::Other(_)
                 | LapiError::Timeout
+                | LapiError::SyncDeadline(_)
         )
     }
 
@@ -255,8 +275,19 @@ impl LapiClient {
         &self.cfg
     }
 
-    /// One poll: the full active set with `startup`, else the changes since the last poll.
+    /// One poll: the full active set with `startup`, else the changes since the last poll. A
+    /// full sync has an overall deadline: a LAPI that trickles its answer cannot hold the
+    /// bouncer forever.
     pub async fn stream(&self, startup: bool) -> Result<Batch, LapiError> {
+        if !startup {
+            return self.poll(false).await;
+        }
+        tokio::time::timeout(self.cfg.sync_timeout, self.poll(true))
+            .await
+            .unwrap_or(Err(LapiError::SyncDeadline(self.cfg.sync_timeout)))
+    }
+
+    async fn poll(&self, startup: bool) -> Result<Batch, LapiError> {
         let mut req = self
             .http
             .get(self.stream_url.clone())

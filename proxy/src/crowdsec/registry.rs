@@ -67,7 +67,19 @@ impl CrowdSec {
             .lock()
             .map(|i| !i.tasks.is_empty())
             .unwrap_or(false);
+        let missed = self
+            .config
+            .as_ref()
+            .map(|c| c.update_interval * 3)
+            .unwrap_or_default();
+        s.stale = s.running && s.synced && self.shared.since_last_ok().is_some_and(|d| d > missed);
         s
+    }
+
+    /// The bouncer key's salted fingerprint (see [`super::ApiKey::fingerprint`]), when a key is set.
+    pub fn key_fingerprint(&self, salt: &str) -> Option<String> {
+        let key = self.config.as_ref()?.api_key.as_ref()?;
+        Some(key.fingerprint(salt))
     }
 
     /// References currently held.

@@ -2,7 +2,7 @@
 //! coarse clock. Lock-free: one arc-swap load and two atomic loads per lookup.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -17,6 +17,9 @@ pub struct BouncerStatus {
     pub configured: bool,
     pub running: bool,
     pub synced: bool,
+    /// Synced once, but the last successful poll is older than three update intervals: the
+    /// decisions in use may be out of date.
+    pub stale: bool,
     pub decisions: usize,
     pub last_sync: Option<SystemTime>,
     pub last_error: Option<String>,
@@ -28,6 +31,8 @@ pub struct Shared {
     epoch: Instant,
     /// Seconds since `epoch`, advanced by the bouncer's ticker (lookups never read the clock).
     now: AtomicU32,
+    /// Milliseconds since `epoch` of the last successful poll, +1 (0 = none yet).
+    last_ok_ms: AtomicU64,
     pub(super) status: Mutex<BouncerStatus>,
 }
 
@@ -38,6 +43,7 @@ impl Shared {
             synced: AtomicBool::new(false),
             epoch: Instant::now(),
             now: AtomicU32::new(0),
+            last_ok_ms: AtomicU64::new(0),
             status: Mutex::new(BouncerStatus::default()),
         })
     }
@@ -70,6 +76,23 @@ impl Shared {
         self.synced.store(synced, Ordering::Release);
     }
 
+    pub(super) fn poll_succeeded(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last_ok_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last successful poll, if there was one.
+    pub fn since_last_ok(&self) -> Option<std::time::Duration> {
+        match self.last_ok_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
@@ -88,6 +111,7 @@ impl Shared {
     /// Forgets everything: after a stop, a new start must fail closed until it syncs again.
     pub(super) fn reset(&self) {
         self.set_synced(false);
+        self.last_ok_ms.store(0, Ordering::Relaxed);
         self.publish(Arc::new(Snapshot::empty()));
     }
 }

@@ -87,7 +87,7 @@ pub fn parse_stream<R: Read>(
                 buf.drain(..pos);
                 pos = 0;
                 if buf.len() > MAX_OBJECT {
-                    return Err(syntax("a decision is larger than 64 KiB"));
+                    return Err(too_large());
                 }
                 let old = buf.len();
                 buf.resize(old + 64 * 1024, 0);
@@ -137,22 +137,26 @@ enum Step {
 
 /// One token of the envelope from `b`; `NeedMore` when `b` ends inside it.
 fn step(b: &[u8], st: St, eof: bool, ctx: &mut Ctx<'_>) -> Result<Step, ParseError> {
+    // Whitespace is a step of its own, so a token always starts the buffer: what is buffered
+    // is only ever (part of) one token, and the size bound measures that token alone, however
+    // the bytes arrived.
     let ws = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
-    let Some(&c) = b.get(ws) else {
+    if ws > 0 {
+        return Ok(Step::Advance(ws, st));
+    }
+    let Some(&c) = b.first() else {
         return Ok(match (st, eof) {
             (St::End, true) => Step::Done,
-            // Whitespace is consumed as it comes: padding is never buffered.
-            _ if ws > 0 => Step::Advance(ws, st),
             _ => Step::NeedMore,
         });
     };
-    let rest = &b[ws..];
-    let adv = |n: usize, next: St| Ok(Step::Advance(ws + n, next));
+    let rest = b;
+    let adv = |n: usize, next: St| Ok(Step::Advance(n, next));
     match st {
         St::Start if c == b'{' => adv(1, St::TopKey { first: true }),
         St::Start => Err(syntax("expected value at the start (not a JSON object)")),
         St::TopKey { first: true } if c == b'}' => adv(1, St::End),
-        St::TopKey { .. } if c == b'"' => match string_end(rest) {
+        St::TopKey { .. } if c == b'"' => match bounded(string_end(rest), rest)? {
             None => Ok(Step::NeedMore),
             Some(end) => {
                 let section = match &rest[1..end - 1] {
@@ -166,7 +170,7 @@ fn step(b: &[u8], st: St, eof: bool, ctx: &mut Ctx<'_>) -> Result<Step, ParseErr
         St::TopKey { .. } => Err(syntax("expected a key")),
         St::TopColon(section) if c == b':' => adv(1, St::TopValue(section)),
         St::TopColon(_) => Err(syntax("expected ':'")),
-        St::TopValue(Section::Other) => match value_end(rest) {
+        St::TopValue(Section::Other) => match bounded(value_end(rest), rest)? {
             None => Ok(Step::NeedMore),
             Some(end) => adv(end, St::TopAfterValue),
         },
@@ -191,10 +195,8 @@ fn step(b: &[u8], st: St, eof: bool, ctx: &mut Ctx<'_>) -> Result<Step, ParseErr
         St::TopAfterValue if c == b'}' => adv(1, St::End),
         St::TopAfterValue => Err(syntax("expected ',' or '}'")),
         St::ListItem { first: true, .. } if c == b']' => adv(1, St::TopAfterValue),
-        St::ListItem { section, .. } if c == b'{' => match value_end(rest) {
-            None if rest.len() > MAX_OBJECT => Err(syntax("a decision is larger than 64 KiB")),
+        St::ListItem { section, .. } if c == b'{' => match bounded(value_end(rest), rest)? {
             None => Ok(Step::NeedMore),
-            Some(end) if end > MAX_OBJECT => Err(syntax("a decision is larger than 64 KiB")),
             Some(end) => {
                 let mut de = serde_json::Deserializer::from_slice(&rest[..end]);
                 let fields = DecisionSeed(&mut *ctx).deserialize(&mut de);
@@ -222,6 +224,20 @@ fn step(b: &[u8], st: St, eof: bool, ctx: &mut Ctx<'_>) -> Result<Step, ParseErr
         St::ListAfterItem(_) => Err(syntax("expected ',' or ']'")),
         St::End => Err(syntax("trailing characters after the answer")),
     }
+}
+
+/// A token's length, refused when over [`MAX_OBJECT`] whether it is complete (`end`) or not
+/// yet (`rest` is all there is of it so far).
+fn bounded(end: Option<usize>, rest: &[u8]) -> Result<Option<usize>, ParseError> {
+    match end {
+        Some(n) if n > MAX_OBJECT => Err(too_large()),
+        None if rest.len() > MAX_OBJECT => Err(too_large()),
+        end => Ok(end),
+    }
+}
+
+fn too_large() -> ParseError {
+    syntax("a decision is larger than 64 KiB")
 }
 
 /// Length of the JSON string starting at `b[0] == '"'`, quotes included.
@@ -667,5 +683,149 @@ mod tests {
         let body = format!(r#"{{"new":[{}]}}"#, [one; 11].join(","));
         let err = parse_stream(body.as_bytes(), &DecisionFilter::default(), 10).unwrap_err();
         assert!(matches!(err, ParseError::TooManyDecisions(10)), "{err}");
+    }
+}
+
+/// The same answer must parse the same way however TCP cuts it up.
+#[cfg(test)]
+mod chunking {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Hands out the body in the chunk sizes given, cycling through them.
+    struct Chunked<'a> {
+        rest: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let want = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            let n = want.min(buf.len()).min(self.rest.len());
+            buf[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    fn decision() -> impl Strategy<Value = String> {
+        (
+            0u8..=255,
+            prop_oneof![Just("Ip"), Just("Range"), Just("range"), Just("Country")],
+            prop_oneof![Just("ban"), Just("captcha"), Just("x")],
+            // Scenario lengths around the 64 KiB bound, and small ones.
+            prop_oneof![0usize..40, 65_400usize..65_600],
+            0usize..3,
+        )
+            .prop_map(|(octet, scope, kind, scenario_len, extra)| {
+                let value = if scope == "Ip" {
+                    format!("192.0.2.{octet}")
+                } else {
+                    format!("10.{octet}.0.0/16")
+                };
+                let extra = match extra {
+                    0 => String::new(),
+                    1 => r#","meta":{"a":[1,{"b":"}\""}]}"#.into(),
+                    _ => r#","until":null,"simulated":false"#.into(),
+                };
+                format!(
+                    r#"{{"type":"{kind}","scope":"{scope}","value":"{value}","duration":"1h","scenario":"{}"{extra}}}"#,
+                    "s".repeat(scenario_len)
+                )
+            })
+    }
+
+    fn padding() -> impl Strategy<Value = String> {
+        prop_oneof![Just(0usize), 1usize..4, 60_000usize..70_000].prop_map(|n| " ".repeat(n))
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec((padding(), decision()), 0..4),
+            proptest::collection::vec((padding(), decision()), 0..3),
+            padding(),
+            // Sometimes cut the answer short or break a byte.
+            prop_oneof![Just(None), (0usize..300_000, any::<u8>()).prop_map(Some)],
+        )
+            .prop_map(|(new, deleted, tail, damage)| {
+                let list = |items: Vec<(String, String)>| {
+                    items
+                        .into_iter()
+                        .map(|(pad, d)| format!("{pad}{d}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let mut b = format!(
+                    r#"{{"new":[{}],{tail}"deleted":[{}]}}{tail}"#,
+                    list(new),
+                    list(deleted)
+                )
+                .into_bytes();
+                if let Some((at, byte)) = damage {
+                    if !b.is_empty() {
+                        let at = at % b.len();
+                        if byte % 2 == 0 {
+                            b.truncate(at);
+                        } else {
+                            b[at] = byte;
+                        }
+                    }
+                }
+                b
+            })
+    }
+
+    /// What a parse produced, comparable: (new, deleted, types, skipped) or the error.
+    type Summary = Result<(Vec<Change>, Vec<Change>, Vec<String>, u64), String>;
+
+    fn summary(r: Result<Batch, ParseError>) -> Summary {
+        r.map(|b| (b.new, b.deleted, b.types, b.skipped))
+            .map_err(|e| e.to_string())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn whole_and_chunked_answers_parse_alike(
+            body in body(),
+            sizes in proptest::collection::vec(1usize..100_000, 1..8),
+        ) {
+            let f = DecisionFilter::default();
+            let whole = summary(parse_stream(&body[..], &f, 1000));
+            let chunked = summary(parse_stream(
+                Chunked { rest: &body, sizes, next: 0 },
+                &f,
+                1000,
+            ));
+            prop_assert_eq!(whole, chunked);
+        }
+    }
+
+    #[test]
+    fn padding_before_a_large_decision_does_not_count_against_it() {
+        let d = format!(
+            r#"{{"type":"ban","scope":"Ip","value":"192.0.2.1","duration":"1h","scenario":"{}"}}"#,
+            "s".repeat(60_000)
+        );
+        let body = format!(r#"{{"new":[{}{d}]}}"#, " ".repeat(10_000));
+        let f = DecisionFilter::default();
+        let whole = parse_stream(body.as_bytes(), &f, 10).unwrap();
+        // Reads of 33,000 bytes: at the second, padding and most of the decision are buffered.
+        let chunked = parse_stream(
+            Chunked {
+                rest: body.as_bytes(),
+                sizes: vec![33_000],
+                next: 0,
+            },
+            &f,
+            10,
+        )
+        .unwrap();
+        assert_eq!(whole.new.len(), 1);
+        assert_eq!(whole.new, chunked.new);
     }
 }

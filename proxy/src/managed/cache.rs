@@ -39,6 +39,7 @@ mod tests {
         let update = ServicesUpdate {
             revision: 7,
             services: vec![],
+            key_salt: Some("s".into()),
         };
         save(&path, &update).unwrap();
         assert_eq!(load(&path).unwrap(), Some(update));

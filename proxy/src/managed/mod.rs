@@ -43,6 +43,8 @@ pub struct Managed {
 struct Applied {
     revision: Option<i64>,
     error: Option<String>,
+    /// Management's salt for the bouncer key's fingerprint.
+    key_salt: Option<String>,
 }
 
 fn source_name(revision: i64) -> String {
@@ -105,7 +107,7 @@ pub async fn run(
         compile: m.compile,
         applied: Mutex::new(Applied {
             revision: cached_revision,
-            error: None,
+            ..Applied::default()
         }),
         report_now: Notify::new(),
         events_dropped: m.events_dropped,
@@ -185,7 +187,10 @@ impl Link<'_> {
 
     async fn apply(&self, update: ServicesUpdate) {
         let unchanged = {
-            let a = self.applied();
+            let mut a = self.applied();
+            if update.key_salt.is_some() {
+                a.key_salt.clone_from(&update.key_salt);
+            }
             a.revision == Some(update.revision) && a.error.is_none()
         };
         if unchanged {
@@ -253,6 +258,7 @@ fn build_report(server: &Server, applied: &Applied, events_dropped: u64) -> Prox
         BouncerReport {
             running: s.running,
             synced: s.synced,
+            stale: s.stale,
             decisions: s.decisions as u64,
             last_sync: s
                 .last_sync
@@ -267,5 +273,9 @@ fn build_report(server: &Server, applied: &Applied, events_dropped: u64) -> Prox
         config_revision: applied.revision,
         config_error: applied.error.clone(),
         events_dropped,
+        crowdsec_key_fingerprint: applied
+            .key_salt
+            .as_deref()
+            .and_then(|salt| crowdsec.key_fingerprint(salt)),
     }
 }

@@ -360,3 +360,65 @@ async fn periodic_full_resync_repairs_drift() {
         "drift repaired"
     );
 }
+
+#[tokio::test]
+async fn a_trickling_full_sync_hits_its_deadline_and_readiness_says_stale() {
+    let up = Upstream::start("u").await;
+    let ban = format!(
+        r#"{{"new":[{}],"deleted":null}}"#,
+        decision("127.0.0.91", "Ip", "ban", "1h")
+    );
+    let empty = r#"{"new":null,"deleted":null}"#.to_owned();
+    // Synced, one quiet delta, then every full resync trickles: a byte every 50 ms is never
+    // silent long enough for the per-read timeout.
+    let lapi = FakeLapi::start(vec![
+        Reply::Json(ban.clone()),
+        Reply::Json(empty),
+        Reply::Trickle(Duration::from_millis(50), ban),
+    ])
+    .await;
+    let mut b = ProxyBuilder::new(&one_service(&up, "enforce")).metrics();
+    for a in [
+        "--crowdsec-api-url",
+        &lapi.url(),
+        "--crowdsec-api-key",
+        "fake-key-0123",
+        "--crowdsec-update-interval",
+        "300ms",
+        "--crowdsec-resync-interval",
+        "500ms",
+        "--crowdsec-sync-timeout",
+        "1500ms",
+    ] {
+        b = b.arg(a);
+    }
+    let proxy = b.start().await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    let readyz = || async {
+        let s = connect_from("127.0.0.1", proxy.port("metrics"))
+            .await
+            .unwrap();
+        request_over(s, "metrics", "/readyz", &[])
+            .await
+            .unwrap()
+            .json()
+    };
+    assert_eq!(readyz().await["crowdsec"]["stale"], false);
+    proxy
+        .wait_log_count("the full sync did not complete within 1s 500ms", 1)
+        .await;
+    let r = readyz().await;
+    assert_eq!(r["crowdsec"]["stale"], true, "{r}");
+    assert_eq!(r["crowdsec"]["synced"], true, "{r}");
+    assert_eq!(proxy.metric("nb_proxy_crowdsec_stale").await, 1.0);
+    // The decisions in use stay, and the sync is retried.
+    assert_eq!(status_of(&proxy, "127.0.0.91", "web.test").await, 403);
+    let startups = poll(400, || {
+        let n = lapi.requests().iter().filter(|s| s.startup).count();
+        (n >= 3).then_some(n)
+    })
+    .await;
+    assert!(startups.is_some(), "retried: {:?}", lapi.requests());
+}

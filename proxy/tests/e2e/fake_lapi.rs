@@ -27,6 +27,8 @@ pub enum Reply {
     HugeString(u64),
     /// A valid start, then this many bytes of whitespace, streamed.
     HugePadding(u64),
+    /// The body one byte at a time, one every interval: never silent, never done.
+    Trickle(Duration, String),
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +149,23 @@ async fn respond(
             br#"{"new":[{"type":"ban","scope":"Ip","duration":"1h","value":""#,
         ),
         Reply::HugePadding(n) => huge(n, b' ', br#"{"new":["#),
+        Reply::Trickle(every, body) => {
+            let bytes = Bytes::from(body);
+            let frames = stream::unfold(0usize, move |i| {
+                let bytes = bytes.clone();
+                async move {
+                    if i >= bytes.len() {
+                        return None;
+                    }
+                    tokio::time::sleep(every).await;
+                    Some((
+                        Ok::<_, std::io::Error>(Frame::data(bytes.slice(i..i + 1))),
+                        i + 1,
+                    ))
+                }
+            });
+            Response::new(StreamBody::new(frames).boxed())
+        }
     }
 }
 

@@ -356,3 +356,66 @@ async fn sigterm_ships_the_last_entries_and_management_exits_with_a_proxy_connec
         .await;
     assert_eq!(status_of(&proxy, "127.0.0.1", "web.test").await, 200);
 }
+
+#[tokio::test]
+async fn proxies_sharing_a_bouncer_key_are_flagged() {
+    let lapi = Lapi::start_new(None);
+    let second_key = "7e57abcd7e57abcd7e57abcd7e57abcd";
+    lapi.cscli(&["bouncers", "add", "nb-proxy-own", "-k", second_key]);
+    let management = Management::start_new().await;
+    let mut proxies = Vec::new();
+    let mut ids = Vec::new();
+    for (name, key) in [("edge-a", KEY), ("edge-b", KEY), ("edge-c", second_key)] {
+        let (_, created) = management
+            .call("POST", "/api/v1/proxies", Some(json!({ "name": name })))
+            .await;
+        ids.push(created["proxy"]["id"].as_str().unwrap().to_owned());
+        let token = created["token"].as_str().unwrap().to_owned();
+        let state = tempfile::tempdir().unwrap();
+        let cache = state.path().join("services.json");
+        let proxy = ProxyBuilder::managed(&management.url(""), &token, &cache)
+            .arg("--crowdsec-api-url")
+            .arg(lapi.url())
+            .arg("--crowdsec-api-key")
+            .arg(key)
+            .start()
+            .await;
+        proxies.push((proxy, state));
+    }
+    let mut seen = Value::Null;
+    for _ in 0..200 {
+        let (_, list) = management.call("GET", "/api/v1/proxies", None).await;
+        let shared = |name: &str| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| p["crowdsec_key_shared_with"].clone())
+                .unwrap_or(Value::Null)
+        };
+        if shared("edge-a") == json!(["edge-b"]) && shared("edge-b") == json!(["edge-a"]) {
+            assert_eq!(shared("edge-c"), json!([]), "its own key: {list}");
+            seen = list;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!seen.is_null(), "never flagged:\n{}", management.log());
+    assert!(management.log().contains("share a CrowdSec bouncer key"));
+    // The key itself never reaches management.
+    assert!(!management.log().contains(KEY));
+    assert!(!seen.to_string().contains(KEY));
+
+    // One of them goes away: nobody shares any more.
+    proxies.remove(1);
+    for _ in 0..200 {
+        let (_, p) = management
+            .call("GET", &format!("/api/v1/proxies/{}", ids[0]), None)
+            .await;
+        if p["crowdsec_key_shared_with"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still flagged after edge-b left");
+}
