@@ -59,6 +59,13 @@ pub async fn start(
     retention: Retention,
     change_poll: std::time::Duration,
 ) -> Result<Running, StartError> {
+    let indexed = store.index_routes(crate::validate::routes_of).await?;
+    if indexed > 0 {
+        tracing::info!(
+            routes = indexed,
+            "indexed the routes of the stored services"
+        );
+    }
     let key_salt = store
         .setting_or_init(KEY_SALT, &crate::auth::generate_id())
         .await?;

@@ -1,10 +1,11 @@
-//! Service validation, shared with the proxy: the candidate is compiled together with every
-//! other service by `nb-proxy`'s own compiler, so management accepts exactly what a proxy will
-//! run. Plus the CrowdSec capability rule for the cluster.
+//! Service validation, shared with the proxy: the candidate is compiled by `nb-proxy`'s own
+//! compiler, and what it claims (hosts, listen addresses) is checked against the routes other
+//! services hold, so management accepts exactly what a proxy will run without reading every
+//! service. Plus the CrowdSec capability rule for the cluster.
 
 use std::time::Duration;
 
-use nb_api::ServiceSpec;
+use nb_api::{Protocol, ServiceSpec};
 use nb_proxy::config::{compile, CompileOptions};
 use serde::Serialize;
 
@@ -37,8 +38,16 @@ fn valid_id(id: &str) -> bool {
         })
 }
 
-/// Problems with `candidate` when it joins `others` (which must not contain it).
-pub fn validate_service(candidate: &ServiceSpec, others: &[ServiceSpec]) -> Vec<FieldProblem> {
+/// Most hosts one service may have, and entries one CIDR or country list may hold: bounds on
+/// what one request can make every proxy compile.
+pub const MAX_HOSTS: usize = 100;
+pub const MAX_CIDRS: usize = 10_000;
+pub const MAX_COUNTRIES: usize = 300;
+pub const MAX_NAME: usize = 200;
+
+/// Problems with `candidate` on its own: the proxy's compiler, and management's own rules.
+/// Conflicts with other services are [`conflict_problems`].
+pub fn validate_service(candidate: &ServiceSpec) -> Vec<FieldProblem> {
     let mut problems = Vec::new();
     if !valid_id(&candidate.id) {
         problems.push(FieldProblem::new(
@@ -52,18 +61,99 @@ pub fn validate_service(candidate: &ServiceSpec, others: &[ServiceSpec]) -> Vec<
             "certificate files live on each proxy: start nb-proxy with --tls-dir instead",
         ));
     }
-    let mut all: Vec<ServiceSpec> = others.to_vec();
+    let r = &candidate.restrictions;
+    let before = problems.len();
+    let mut too_many = |field: &str, len: usize, max: usize, what: &str| {
+        if len > max {
+            problems.push(FieldProblem::new(
+                field,
+                format!("{len} {what}; at most {max} per service"),
+            ));
+        }
+    };
+    too_many("hosts", candidate.hosts.len(), MAX_HOSTS, "hosts");
+    too_many(
+        "restrictions.cidr_allow",
+        r.cidr_allow.len(),
+        MAX_CIDRS,
+        "entries",
+    );
+    too_many(
+        "restrictions.cidr_deny",
+        r.cidr_deny.len(),
+        MAX_CIDRS,
+        "entries",
+    );
+    too_many(
+        "restrictions.country_allow",
+        r.country_allow.len(),
+        MAX_COUNTRIES,
+        "entries",
+    );
+    too_many(
+        "restrictions.country_deny",
+        r.country_deny.len(),
+        MAX_COUNTRIES,
+        "entries",
+    );
+    if problems.len() > before {
+        // Oversized lists are not worth compiling.
+        return problems;
+    }
     let mut probe = candidate.clone();
     probe.tls = None;
-    all.push(probe);
-    if let Err(e) = compile("service", all, &CompileOptions::default()) {
+    if let Err(e) = compile("service", vec![probe], &CompileOptions::default()) {
         for p in e.problems {
-            if p.service.as_deref() == Some(candidate.id.as_str()) || p.service.is_none() {
-                problems.push(FieldProblem::new(p.field.unwrap_or("service"), p.message));
-            }
+            problems.push(FieldProblem::new(p.field.unwrap_or("service"), p.message));
         }
     }
     problems
+}
+
+/// What a service claims for itself alone: `("host", name)` for each HTTP host (lower case,
+/// without a trailing dot, as the proxy routes it), `("listen", ip:port)` for a TCP service.
+pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
+    let mut routes: Vec<(&'static str, String)> = match spec.protocol {
+        Protocol::Http => spec
+            .hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim().to_ascii_lowercase();
+                ("host", h.strip_suffix('.').map(str::to_owned).unwrap_or(h))
+            })
+            .collect(),
+        Protocol::Tcp => spec
+            .listen
+            .as_deref()
+            .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+            .map(|a| ("listen", a.to_string()))
+            .into_iter()
+            .collect(),
+    };
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+/// The problems of `spec` claiming routes other services hold (`owners`: route and holder).
+pub fn conflict_problems(
+    spec: &ServiceSpec,
+    owners: &[((&'static str, String), String)],
+) -> Vec<FieldProblem> {
+    owners
+        .iter()
+        .filter(|(_, owner)| *owner != spec.id)
+        .map(|((kind, key), owner)| match *kind {
+            "host" => FieldProblem::new(
+                "hosts",
+                format!("host {key} is already served by service \"{owner}\""),
+            ),
+            _ => FieldProblem::new(
+                "listen",
+                format!("{key} is already used by service \"{owner}\""),
+            ),
+        })
+        .collect()
 }
 
 /// Whether the cluster can run services with CrowdSec enforce/observe.

@@ -5,6 +5,7 @@ mod common;
 use nb_api::{CrowdSecMode, Protocol, ProxyReport, RestrictionsSpec, ServiceSpec};
 use nb_management::server::settle_admin_token;
 use nb_management::store::{EventFilter, NewEvent, Store, StoreError};
+use nb_management::validate::routes_of;
 
 fn spec(id: &str) -> ServiceSpec {
     ServiceSpec {
@@ -71,19 +72,52 @@ async fn service_changes_are_atomic_and_bump_the_revision() {
         assert_eq!(store.revision().await.unwrap(), 0);
 
         let mut change = store.change_services().await.unwrap();
-        change.insert("Web", &spec("web")).await.unwrap();
+        change
+            .insert("Web", &spec("web"), &routes_of(&spec("web")))
+            .await
+            .unwrap();
         assert_eq!(change.commit().await.unwrap(), 1);
 
-        // A change dropped without commit leaves nothing behind, revision included.
+        // A change dropped without commit leaves nothing behind, revision and routes included.
         let mut change = store.change_services().await.unwrap();
-        change.insert("Api", &spec("api")).await.unwrap();
+        change
+            .insert("Api", &spec("api"), &routes_of(&spec("api")))
+            .await
+            .unwrap();
         drop(change);
         assert_eq!(store.revision().await.unwrap(), 1, "{}", b.name);
         assert!(store.service("api").await.unwrap().is_none());
-
         let mut change = store.change_services().await.unwrap();
-        assert_eq!(change.services.len(), 1);
-        let err = change.insert("again", &spec("web")).await.unwrap_err();
+        assert!(change
+            .route_owners(&routes_of(&spec("api")))
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert!(change.get("web").await.unwrap().is_some());
+        let err = change
+            .insert("again", &spec("web"), &routes_of(&spec("web")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { .. }),
+            "{}: {err}",
+            b.name
+        );
+        drop(change);
+        // Routes are unique: another service cannot claim web's host, even past validation.
+        let mut thief = spec("thief");
+        thief.hosts = vec!["web.example.com".into()];
+        let mut change = store.change_services().await.unwrap();
+        let owners = change.route_owners(&routes_of(&thief)).await.unwrap();
+        assert_eq!(
+            owners,
+            [(("host", "web.example.com".to_owned()), "web".to_owned())]
+        );
+        let err = change
+            .insert("Thief", &thief, &routes_of(&thief))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::Conflict { .. }),
             "{}: {err}",
@@ -92,16 +126,41 @@ async fn service_changes_are_atomic_and_bump_the_revision() {
         drop(change);
 
         let mut edited = spec("web");
+        edited.hosts = vec!["www.example.com".into()];
         edited.restrictions.cidr_deny = vec!["192.0.2.0/24".into()];
         edited.restrictions.crowdsec_mode = CrowdSecMode::Observe;
         let mut change = store.change_services().await.unwrap();
-        let saved = change.update("Web site", &edited).await.unwrap().unwrap();
-        assert!(change.update("x", &spec("nope")).await.unwrap().is_none());
+        let saved = change
+            .update("Web site", &edited, &routes_of(&edited))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(change
+            .update("x", &spec("nope"), &[])
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(change.commit().await.unwrap(), 2);
         let got = store.service("web").await.unwrap().unwrap();
         assert_eq!(got, saved);
         assert_eq!(got.spec, edited);
         assert_eq!(got.name, "Web site");
+        // The edit released the old host and holds the new one.
+        let mut change = store.change_services().await.unwrap();
+        assert!(change
+            .route_owners(&routes_of(&spec("web")))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            change
+                .route_owners(&routes_of(&edited))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        drop(change);
 
         let (rev, all) = store.services_at_revision().await.unwrap();
         assert_eq!((rev, all.len()), (2, 1));
@@ -109,8 +168,50 @@ async fn service_changes_are_atomic_and_bump_the_revision() {
         let mut change = store.change_services().await.unwrap();
         assert!(change.delete("web").await.unwrap());
         assert!(!change.delete("web").await.unwrap());
+        assert!(change
+            .route_owners(&routes_of(&edited))
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(change.commit().await.unwrap(), 3);
         assert!(store.services().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn routes_of_services_stored_before_the_index_are_filled_in_once() {
+    for b in common::both().await {
+        let store = Store::open(&b.url).await.unwrap();
+        let mut change = store.change_services().await.unwrap();
+        for id in ["a", "b"] {
+            change
+                .insert(id, &spec(id), &routes_of(&spec(id)))
+                .await
+                .unwrap();
+        }
+        change.commit().await.unwrap();
+        // As a database from before the table existed: routes missing, never indexed.
+        sqlx::query("DELETE FROM service_routes")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM settings WHERE key = 'service_routes_indexed'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.index_routes(routes_of).await.unwrap(),
+            2,
+            "{}",
+            b.name
+        );
+        assert_eq!(store.index_routes(routes_of).await.unwrap(), 0, "only once");
+        let mut change = store.change_services().await.unwrap();
+        let owners = change.route_owners(&routes_of(&spec("b"))).await.unwrap();
+        assert_eq!(
+            owners,
+            [(("host", "b.example.com".to_owned()), "b".to_owned())]
+        );
     }
 }
 

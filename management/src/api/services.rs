@@ -1,5 +1,6 @@
-//! Services CRUD. Every write validates the whole resulting set with the proxy's compiler and,
-//! when it turns CrowdSec on or changes its mode, checks that the live proxies support it.
+//! Services CRUD. Every write validates the service with the proxy's compiler, checks what it
+//! claims against the other services' routes and, when it turns CrowdSec on or changes its mode,
+//! checks that the live proxies support it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -12,7 +13,9 @@ use super::body::JsonBody;
 use super::time::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, Service, ServicesChange};
-use crate::validate::{crowdsec_support, validate_service, FieldProblem};
+use crate::validate::{
+    conflict_problems, crowdsec_support, routes_of, validate_service, FieldProblem, MAX_NAME,
+};
 
 /// A service as written by the dashboard or a script.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -179,14 +182,14 @@ pub async fn create(
     };
     let (name, spec) = body.into_parts(id);
     let mut change = st.store.change_services().await?;
-    if change.get(&spec.id).is_some() {
+    if change.get(&spec.id).await?.is_some() {
         return Err(ApiError::Conflict(format!(
             "service \"{}\" already exists",
             spec.id
         )));
     }
-    check(&st, &change.services, &spec, None).await?;
-    let saved = change.insert(&name, &spec).await?;
+    let routes = check(&st, &mut change, &name, &spec, None).await?;
+    let saved = change.insert(&name, &spec, &routes).await?;
     finish(&st, change).await?;
     tracing::info!(service = %spec.id, "service created");
     Ok((StatusCode::CREATED, Json(ServiceView::from(&saved))))
@@ -214,10 +217,10 @@ pub async fn update(
     }
     let (name, spec) = body.into_parts(id.clone());
     let mut change = st.store.change_services().await?;
-    let current = change.get(&id).cloned().ok_or_else(|| not_found(&id))?;
-    check(&st, &change.services, &spec, Some(&current)).await?;
+    let current = change.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    let routes = check(&st, &mut change, &name, &spec, Some(&current)).await?;
     let saved = change
-        .update(&name, &spec)
+        .update(&name, &spec, &routes)
         .await?
         .ok_or_else(|| not_found(&id))?;
     finish(&st, change).await?;
@@ -247,19 +250,29 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no service \"{id}\""))
 }
 
-/// Field validation against the other services, then the CrowdSec rule.
+/// Field validation, conflicts with the routes other services hold, then the CrowdSec rule.
+/// Returns the routes the service will hold.
 async fn check(
     st: &AppState,
-    services: &[Service],
+    change: &mut ServicesChange,
+    name: &str,
     spec: &ServiceSpec,
     current: Option<&Service>,
-) -> Result<(), ApiError> {
-    let others: Vec<ServiceSpec> = services
-        .iter()
-        .filter(|s| s.id() != spec.id)
-        .map(|s| s.spec.clone())
-        .collect();
-    let mut problems = validate_service(spec, &others);
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut problems = validate_service(spec);
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        problems.push(FieldProblem::new(
+            "name",
+            format!("must be at most {MAX_NAME} printable characters"),
+        ));
+    }
+    let routes = routes_of(spec);
+    if problems.is_empty() {
+        problems.extend(conflict_problems(
+            spec,
+            &change.route_owners(&routes).await?,
+        ));
+    }
 
     // Turning CrowdSec on, or switching its mode, needs the cluster's support; leaving an
     // existing mode as it is does not, so other edits stay possible while proxies are away.
@@ -276,7 +289,7 @@ async fn check(
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(routes)
     } else {
         Err(ApiError::invalid(problems))
     }

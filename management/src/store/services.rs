@@ -1,6 +1,8 @@
 //! Services and their restrictions. Changes go through [`ServicesChange`], which locks the
-//! revision row first, so that validating the whole set and writing it are one atomic step even
-//! with several management replicas on one PostgreSQL.
+//! revision row first, so that checking a service against the others and writing it are one
+//! atomic step even with several management replicas on one PostgreSQL. What each service
+//! claims (hosts, listen addresses) is kept in `service_routes`, unique, so that the check
+//! reads only the rows it needs, whatever the number of services.
 
 use nb_api::ServiceSpec;
 use sqlx::any::AnyRow;
@@ -72,8 +74,8 @@ impl Store {
         row.as_ref().map(service_from_row).transpose()
     }
 
-    /// Starts a change: bumps the revision (taking the write lock) and loads every service.
-    /// Dropping the change without [`ServicesChange::commit`] undoes it.
+    /// Starts a change: bumps the revision (taking the write lock). Dropping the change without
+    /// [`ServicesChange::commit`] undoes it.
     pub async fn change_services(&self) -> Result<ServicesChange, StoreError> {
         let mut tx = self.pool().begin().await?;
         let revision: i64 =
@@ -81,35 +83,95 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("value")?;
+        Ok(ServicesChange { tx, revision })
+    }
+
+    /// Fills `service_routes` from the stored services once (databases from before the table
+    /// existed). `routes_of` is the validator's: the store does not interpret specs.
+    pub async fn index_routes(
+        &self,
+        routes_of: impl Fn(&ServiceSpec) -> Vec<(&'static str, String)>,
+    ) -> Result<usize, StoreError> {
+        const DONE: &str = "service_routes_indexed";
+        if self.setting(DONE).await?.is_some() {
+            return Ok(0);
+        }
+        let mut tx = self.pool().begin().await?;
+        // Taking the revision row's lock serialises replicas starting together.
+        sqlx::query("UPDATE revision SET value = value WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(&format!("{SELECT} ORDER BY id"))
             .fetch_all(&mut *tx)
             .await?;
-        let services = rows
-            .iter()
-            .map(service_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(ServicesChange {
-            tx,
-            revision,
-            services,
-        })
+        let mut n = 0;
+        for row in &rows {
+            let service = service_from_row(row)?;
+            for (kind, key) in routes_of(&service.spec) {
+                sqlx::query(
+                    "INSERT INTO service_routes (kind, route, service_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kind, route) DO NOTHING",
+                )
+                .bind(kind)
+                .bind(key)
+                .bind(service.id())
+                .execute(&mut *tx)
+                .await?;
+                n += 1;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, 'yes') ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(DONE)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 }
 
 pub struct ServicesChange {
     tx: Transaction<'static, Any>,
     revision: i64,
-    /// Every service as stored when the change began.
-    pub services: Vec<Service>,
 }
 
 impl ServicesChange {
-    pub fn get(&self, id: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.id() == id)
+    pub async fn get(&mut self, id: &str) -> Result<Option<Service>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(service_from_row).transpose()
     }
 
-    /// Inserts a new service; its `created_at`/`updated_at` are set here.
-    pub async fn insert(&mut self, name: &str, spec: &ServiceSpec) -> Result<Service, StoreError> {
+    /// Which services hold these routes (their own ones included).
+    pub async fn route_owners(
+        &mut self,
+        routes: &[(&'static str, String)],
+    ) -> Result<Vec<((&'static str, String), String)>, StoreError> {
+        let mut owners = Vec::new();
+        for (kind, key) in routes {
+            let row =
+                sqlx::query("SELECT service_id FROM service_routes WHERE kind = $1 AND route = $2")
+                    .bind(*kind)
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+            if let Some(row) = row {
+                owners.push(((*kind, key.clone()), row.try_get("service_id")?));
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Inserts a new service and its routes; its `created_at`/`updated_at` are set here.
+    pub async fn insert(
+        &mut self,
+        name: &str,
+        spec: &ServiceSpec,
+        routes: &[(&'static str, String)],
+    ) -> Result<Service, StoreError> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO services (id, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
@@ -121,6 +183,7 @@ impl ServicesChange {
         .execute(&mut *self.tx)
         .await
         .map_err(|e| StoreError::from_write(e, || format!("service \"{}\"", spec.id)))?;
+        self.claim(&spec.id, routes).await?;
         Ok(Service {
             name: name.to_owned(),
             spec: spec.clone(),
@@ -129,11 +192,12 @@ impl ServicesChange {
         })
     }
 
-    /// Replaces a service's name and spec; `None` if it does not exist.
+    /// Replaces a service's name, spec and routes; `None` if it does not exist.
     pub async fn update(
         &mut self,
         name: &str,
         spec: &ServiceSpec,
+        routes: &[(&'static str, String)],
     ) -> Result<Option<Service>, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
@@ -146,6 +210,8 @@ impl ServicesChange {
         .fetch_optional(&mut *self.tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        self.release(&spec.id).await?;
+        self.claim(&spec.id, routes).await?;
         Ok(Some(Service {
             name: name.to_owned(),
             spec: spec.clone(),
@@ -159,7 +225,33 @@ impl ServicesChange {
             .bind(id)
             .execute(&mut *self.tx)
             .await?;
+        self.release(id).await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim(
+        &mut self,
+        id: &str,
+        routes: &[(&'static str, String)],
+    ) -> Result<(), StoreError> {
+        for (kind, key) in routes {
+            sqlx::query("INSERT INTO service_routes (kind, route, service_id) VALUES ($1, $2, $3)")
+                .bind(*kind)
+                .bind(key.as_str())
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| StoreError::from_write(e, || format!("{kind} {key}")))?;
+        }
+        Ok(())
+    }
+
+    async fn release(&mut self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM service_routes WHERE service_id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// Makes the change visible; returns the new revision.

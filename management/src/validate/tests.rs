@@ -40,10 +40,7 @@ fn accepts_a_good_service() {
     s.restrictions.cidr_allow = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
     s.restrictions.country_deny = vec!["ru".into()];
     s.restrictions.crowdsec_mode = CrowdSecMode::Observe;
-    assert_eq!(
-        validate_service(&s, &[http("other", "other.example.com")]),
-        vec![]
-    );
+    assert_eq!(validate_service(&s), vec![]);
 }
 
 #[test]
@@ -52,7 +49,7 @@ fn names_each_bad_field() {
     s.restrictions.cidr_allow = vec!["10.0.0.1/8".into()];
     s.restrictions.cidr_deny = vec!["banana".into()];
     s.restrictions.country_allow = vec!["XX".into()];
-    let p = validate_service(&s, &[]);
+    let p = validate_service(&s);
     assert_eq!(
         fields(&p),
         [
@@ -65,24 +62,56 @@ fn names_each_bad_field() {
     assert!(p[1].message.contains("did you mean 10.0.0.0/8"), "{p:?}");
 }
 
+/// The routes `others` hold, as the store would report them for `candidate`'s routes.
+fn owners(
+    candidate: &ServiceSpec,
+    others: &[ServiceSpec],
+) -> Vec<((&'static str, String), String)> {
+    let wanted = routes_of(candidate);
+    others
+        .iter()
+        .flat_map(|o| routes_of(o).into_iter().map(move |r| (r, o.id.clone())))
+        .filter(|(r, _)| wanted.contains(r))
+        .collect()
+}
+
 #[test]
 fn duplicate_hosts_and_ports_are_blamed_on_the_newcomer() {
-    let p = validate_service(
-        &http("b", "WEB.example.com"),
-        &[http("a", "web.example.com")],
-    );
+    let b = http("b", "WEB.example.com.");
+    let p = conflict_problems(&b, &owners(&b, &[http("a", "web.example.com")]));
     assert_eq!(fields(&p), ["hosts"]);
     assert!(
         p[0].message.contains("already served by service \"a\""),
         "{p:?}"
     );
 
-    let p = validate_service(
-        &tcp("db2", "127.0.0.1:5433"),
-        &[tcp("db1", "127.0.0.1:5433")],
-    );
+    let db2 = tcp("db2", "127.0.0.1:5433");
+    let p = conflict_problems(&db2, &owners(&db2, &[tcp("db1", "127.0.0.1:5433")]));
     assert_eq!(fields(&p), ["listen"]);
     assert!(p[0].message.contains("\"db1\""), "{p:?}");
+
+    // A service's own routes are not a conflict (an edit keeps its hosts).
+    let a = http("a", "web.example.com");
+    assert!(conflict_problems(&a, &owners(&a, &[http("a", "web.example.com")])).is_empty());
+    // Wildcards and the names under them are different routes.
+    let w = http("w", "*.example.com");
+    assert!(conflict_problems(&w, &owners(&w, &[http("a", "web.example.com")])).is_empty());
+    let v6 = tcp("v6", "[0:0::1]:5432");
+    assert_eq!(routes_of(&v6), [("listen", "[::1]:5432".to_owned())]);
+}
+
+#[test]
+fn list_sizes_are_capped() {
+    let mut s = http("big", "a.example.com");
+    s.hosts = (0..=MAX_HOSTS)
+        .map(|i| format!("h{i}.example.com"))
+        .collect();
+    s.restrictions.cidr_deny = (0..=MAX_CIDRS)
+        .map(|i| format!("10.{}.{}.0/24", i / 256 % 256, i % 256))
+        .collect();
+    let p = validate_service(&s);
+    assert_eq!(fields(&p), ["hosts", "restrictions.cidr_deny"]);
+    assert!(p[0].message.contains("at most 100"), "{p:?}");
 }
 
 #[test]
@@ -92,7 +121,7 @@ fn tls_files_are_refused() {
         cert_file: "/etc/x.crt".into(),
         key_file: "/etc/x.key".into(),
     });
-    assert_eq!(fields(&validate_service(&s, &[])), ["tls"]);
+    assert_eq!(fields(&validate_service(&s)), ["tls"]);
 }
 
 fn proxy(name: &str, last_seen: Option<i64>, crowdsec: bool) -> Proxy {
