@@ -83,7 +83,16 @@ async fn main() {
     for (b, body) in bodies.iter().enumerate() {
         let started = Instant::now();
         let t = Instant::now();
-        let events: Vec<NewEvent> = parse_batch("bench-proxy", body).unwrap();
+        let events: Vec<NewEvent> = parse_batch(
+            "bench-proxy",
+            body,
+            nb_management::ingest::Window {
+                now_ms: i64::MAX / 2,
+                max_age_ms: None,
+            },
+        )
+        .unwrap()
+        .events;
         parse += t.elapsed();
         let t = Instant::now();
         store.insert_events(events).await.unwrap();

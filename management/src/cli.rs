@@ -10,6 +10,27 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 30s, 10m, 30d)"))
 }
 
+/// A size in bytes: a number, optionally with KiB, MiB or GiB.
+fn size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (expected e.g. 2GiB, 500MiB or bytes)"))?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "nb-management",
@@ -55,6 +76,11 @@ pub struct Args {
     )]
     pub events_max_rows: u64,
 
+    /// At most about this much event data is kept, newest first (`0` for no limit), e.g.
+    /// `2GiB`, `500MiB`, or bytes.
+    #[arg(long, env = "NB_MANAGEMENT_EVENTS_MAX_BYTES", default_value = "2GiB", value_parser = size)]
+    pub events_max_bytes: u64,
+
     /// How often retention runs.
     #[arg(long, env = "NB_MANAGEMENT_RETENTION_INTERVAL", default_value = "60s", value_parser = duration)]
     pub retention_interval: Duration,
@@ -82,5 +108,20 @@ impl Args {
                 self.data_dir.join("management.db").display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("2GiB"), Ok(2 << 30));
+        assert_eq!(size("500 MiB"), Ok(500 << 20));
+        assert_eq!(size("1024"), Ok(1024));
+        assert_eq!(size("0"), Ok(0));
+        assert!(size("lots").is_err());
+        assert!(size("5TB").is_err());
     }
 }

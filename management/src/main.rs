@@ -63,10 +63,12 @@ async fn run(args: Args) -> Result<(), String> {
     let retention = Retention {
         max_age: Some(args.events_max_age).filter(|d| !d.is_zero()),
         max_rows: Some(args.events_max_rows).filter(|n| *n > 0),
+        max_bytes: Some(args.events_max_bytes).filter(|n| *n > 0),
         interval: args.retention_interval,
     };
     let settings = Settings {
         live_window: args.proxy_live_window,
+        events_max_age: retention.max_age,
         ..Settings::default()
     };
     let running = start(

@@ -399,6 +399,7 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
     let settings = Settings {
         live_window: Duration::from_secs(2),
         stream_check_interval: Duration::from_millis(200),
+        ..Settings::default()
     };
     let s = server_with(sqlite().await, settings).await;
 
@@ -794,4 +795,121 @@ async fn the_openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["ServiceBody"].is_object());
     assert!(doc["components"]["securitySchemes"]["admin"].is_object());
+}
+
+#[tokio::test]
+async fn hostile_event_batches_are_bounded() {
+    let s = server().await;
+    let (id, token) = s.create_proxy("edge").await;
+    let post = |b: String| {
+        s.with_token(&token, Method::POST, "/api/v1/proxy/events")
+            .body(b)
+            .send()
+    };
+    let with_meta = |value: &str| {
+        LINE.replace(
+            r#""crowdsec_mode":"observe"}"#,
+            &format!(r#""crowdsec_mode":"observe","x":"{value}"}}"#),
+        )
+    };
+    // The issue's attack: one-line batches with a 15 MB metadata value.
+    let huge = with_meta(&"m".repeat(15_000_000));
+    for _ in 0..3 {
+        let res = post(huge.clone()).await.unwrap();
+        assert_eq!(res.status(), 413);
+        assert!(body(res).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("too large"));
+    }
+    // Under the body limit, an oversized line is refused on its own and counted.
+    let big = with_meta(&"m".repeat(7_000_000));
+    let far_future = LINE.replace("2026-11-22T10:00:00.123Z", "9999-12-31T23:59:59.000Z");
+    let res = post(format!("{LINE}\n{big}\n{far_future}\n"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v = body(res).await;
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(v["rejected"], json!({"line_too_long": 1}));
+    assert_eq!(s.store.count_events().await.unwrap(), 2);
+    let p = body(
+        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(p["events_rejected"], 1);
+    // The event from the future is stored at most a few minutes ahead.
+    let v = body(
+        s.admin(Method::GET, "/api/v1/events?limit=1")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let newest = humantime::parse_rfc3339(v["events"][0]["ts"].as_str().unwrap()).unwrap();
+    assert!(
+        newest < std::time::SystemTime::now() + Duration::from_secs(301),
+        "{v}"
+    );
+
+    // Pages are bounded in bytes too: 800 events of 14 KiB each do not come back in one piece.
+    let fat = LINE.replace(
+        r#""crowdsec_mode":"observe"}"#,
+        &format!(
+            r#""crowdsec_mode":"observe",{}}}"#,
+            (0..14)
+                .map(|k| format!(r#""k{k}":"{}""#, "v".repeat(1000)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    for _ in 0..2 {
+        let batch: String = (0..400).map(|_| format!("{fat}\n")).collect();
+        let res = post(batch).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(body(res).await["accepted"], 400);
+    }
+    let res = s
+        .admin(Method::GET, "/api/v1/events?limit=1000")
+        .send()
+        .await
+        .unwrap();
+    let bytes = res.bytes().await.unwrap();
+    assert!(
+        bytes.len() <= 4 * 1024 * 1024 + 64 * 1024,
+        "{} bytes",
+        bytes.len()
+    );
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    let first = v["events"].as_array().unwrap().len();
+    assert!(first < 802, "{first}");
+    let cursor = v["next_cursor"].as_str().expect("more to come").to_owned();
+    let v = body(
+        s.admin(
+            Method::GET,
+            &format!("/api/v1/events?limit=1000&cursor={cursor}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let second = v["events"].as_array().unwrap().len();
+    assert!(first + second <= 802 && second > 0);
+
+    // An oversized JSON body elsewhere is a 413 too, not a 400.
+    let res = s
+        .admin(Method::POST, "/api/v1/services")
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"id":"x","name":"{}"}}"#,
+            "n".repeat(3_000_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
 }

@@ -442,7 +442,10 @@ async fn events_filter_page_newest_first_and_prune() {
         }
 
         // Retention: by count keeps the newest, by age removes the oldest.
-        assert_eq!(store.prune_events(None, Some(1000)).await.unwrap(), 500);
+        assert_eq!(
+            store.prune_events(None, Some(1000), None).await.unwrap(),
+            500
+        );
         assert_eq!(store.count_events().await.unwrap(), 1000);
         let oldest = all_pages(&store, page(EventFilter::default()))
             .await
@@ -451,12 +454,23 @@ async fn events_filter_page_newest_first_and_prune() {
         assert_eq!(oldest, all[500].ts);
         assert_eq!(
             store
-                .prune_events(Some(1_000_000 + 1200 * 10), None)
+                .prune_events(Some(1_000_000 + 1200 * 10), None, None)
                 .await
                 .unwrap(),
             700
         );
         assert_eq!(store.count_events().await.unwrap(), 300);
+
+        // By stored bytes: the newest that fit are kept, whatever their number.
+        let size = store.events_bytes().await.unwrap();
+        let removed = store
+            .prune_events(None, None, Some(size / 3))
+            .await
+            .unwrap();
+        let left = store.count_events().await.unwrap();
+        assert_eq!(removed as i64 + left, 300);
+        assert!((95..=105).contains(&left), "{}: {left} left", b.name);
+        assert!(store.events_bytes().await.unwrap() <= size / 3 + 200);
     }
 }
 

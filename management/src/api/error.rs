@@ -19,6 +19,10 @@ pub enum ApiError {
     Conflict(String),
     /// Unreadable request (syntax, unknown query value).
     BadRequest(String),
+    /// The body is over the route's limit.
+    TooLarge(String),
+    /// Too many failed sign-ins from this address: wait a second.
+    TooManyAttempts(String),
     /// Readable but rejected, field by field.
     Invalid {
         message: String,
@@ -61,6 +65,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, vec![]),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, vec![]),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, vec![]),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, vec![]),
+            ApiError::TooManyAttempts(m) => (StatusCode::TOO_MANY_REQUESTS, m, vec![]),
             ApiError::Invalid { message, problems } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, message, problems)
             }
@@ -79,6 +85,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 "Bearer".parse().expect("static header"),
             );
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, "1".parse().expect("static header"));
         }
         res
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::time::{parse_rfc3339, rfc3339};
 use super::{ApiError, AppState, ErrorBody};
-use crate::store::{Event, EventCursor, EventFilter};
+use crate::store::{Event, EventCursor, EventFilter, EventPage};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -168,8 +168,93 @@ pub async fn query(
 ) -> Result<Json<EventList>, ApiError> {
     let filter = filter_of(q)?;
     let page = st.store.events(&filter).await?;
-    Ok(Json(EventList {
-        events: page.events.into_iter().map(EventView::from).collect(),
-        next_cursor: page.next.map(|c| c.encode()),
-    }))
+    Ok(Json(bounded_page(page, MAX_PAGE_BYTES)))
+}
+
+/// Most bytes of events one page carries; a page that would be larger ends early, and its
+/// cursor continues from the last event it holds.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+fn bounded_page(page: EventPage, max_bytes: usize) -> EventList {
+    let mut events = Vec::with_capacity(page.events.len());
+    let mut size = 0;
+    let mut last = None;
+    let mut cut = false;
+    for e in page.events {
+        let cursor = EventCursor {
+            ts: e.event.ts,
+            id: e.id,
+        };
+        let view = EventView::from(e);
+        let n = serde_json::to_vec(&view).map_or(0, |v| v.len());
+        if size + n > max_bytes && !events.is_empty() {
+            cut = true;
+            break;
+        }
+        size += n;
+        events.push(view);
+        last = Some(cursor);
+    }
+    let next = if cut { last } else { page.next };
+    EventList {
+        events,
+        next_cursor: next.map(|c| c.encode()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEvent;
+
+    fn event(id: i64, metadata_len: usize) -> Event {
+        Event {
+            id,
+            event: NewEvent {
+                ts: 1_000 + id,
+                proxy_id: "p".into(),
+                service_id: "s".into(),
+                protocol: "http".into(),
+                source_ip: "192.0.2.1".into(),
+                host: None,
+                method: None,
+                path: None,
+                status: Some(200),
+                duration_ms: 0.0,
+                bytes_in: 0,
+                bytes_out: 0,
+                deny_reason: String::new(),
+                crowdsec_verdict: String::new(),
+                crowdsec_mode: String::new(),
+                metadata: format!(r#"{{"x":"{}"}}"#, "m".repeat(metadata_len)),
+            },
+        }
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_bound_and_continues_from_there() {
+        let page = EventPage {
+            events: (0..10).rev().map(|i| event(i, 1000)).collect(),
+            next: None,
+        };
+        // Each event is a little over 1,000 bytes of JSON.
+        let list = bounded_page(page, 4000);
+        assert_eq!(list.events.len(), 3);
+        assert_eq!(
+            list.next_cursor.as_deref(),
+            Some("1007.7"),
+            "after the last one shown"
+        );
+        let page = EventPage {
+            events: vec![event(1, 10), event(0, 10)],
+            next: Some(EventCursor { ts: 1, id: 0 }),
+        };
+        let list = bounded_page(page, 3500);
+        assert_eq!(list.events.len(), 2);
+        assert_eq!(
+            list.next_cursor.as_deref(),
+            Some("1.0"),
+            "the store's cursor otherwise"
+        );
+    }
 }

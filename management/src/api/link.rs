@@ -1,9 +1,9 @@
 //! The proxy's side of the API: the service stream, its reports, and its access-log batches.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -13,9 +13,9 @@ use nb_api::{ProxyReport, ServicesUpdate};
 use serde::Serialize;
 
 use super::auth::ProxyCaller;
-use super::body::JsonBody;
+use super::body::{JsonBody, RawBody};
 use super::{ApiError, AppState, ErrorBody};
-use crate::ingest::parse_batch;
+use crate::ingest::{parse_batch, Rejection, Window};
 use crate::store::{now_ms, ProxyIdentity};
 use crate::validate::FieldProblem;
 
@@ -193,23 +193,43 @@ async fn warn_about_shared_keys(st: &AppState) {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub accepted: usize,
+    /// Lines refused on their own, by reason; also counted on the proxy as `events_rejected`.
+    pub rejected: BTreeMap<Rejection, u64>,
 }
+
+static REJECTED_LOG: nb_proxy::ratelimit::LogEvery =
+    nb_proxy::ratelimit::LogEvery::new(Duration::from_secs(10));
 
 #[utoipa::path(post, path = "/api/v1/proxy/events", tag = "proxy link",
     security(("proxy" = [])),
     request_body(content = String, content_type = "application/x-ndjson",
         description = "access-log entries, one JSON object per line, as nb-proxy writes them"),
     responses((status = 200, body = Accepted),
-        (status = 400, description = "a line is unreadable; nothing was stored", body = ErrorBody)))]
+        (status = 400, description = "a line is unreadable; nothing was stored", body = ErrorBody),
+        (status = 413, description = "the batch is larger than 8 MiB", body = ErrorBody)))]
 pub async fn events(
     ProxyCaller(proxy): ProxyCaller,
     State(st): State<AppState>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Accepted>, ApiError> {
-    let events = parse_batch(&proxy.id, &body).map_err(ApiError::BadRequest)?;
-    let accepted = events.len();
+    let parsed = parse_batch(&proxy.id, &body, Window::now(st.settings.events_max_age))
+        .map_err(ApiError::BadRequest)?;
+    let accepted = parsed.events.len();
     if accepted > 0 {
-        st.store.insert_events(events).await?;
+        st.store.insert_events(parsed.events).await?;
     }
-    Ok(Json(Accepted { accepted }))
+    let rejected = parsed.rejected;
+    let refused: u64 = rejected.values().sum();
+    if refused > 0 {
+        st.store.add_rejected_events(&proxy.id, refused).await?;
+        if let Some(n) = REJECTED_LOG.hit() {
+            tracing::warn!(
+                proxy = %proxy.name,
+                reasons = ?rejected,
+                "refused {refused} access-log lines from proxy {} ({n} batches with refusals in the last 10s)",
+                proxy.name
+            );
+        }
+    }
+    Ok(Json(Accepted { accepted, rejected }))
 }

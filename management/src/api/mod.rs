@@ -48,6 +48,8 @@ pub struct Settings {
     pub live_window: Duration,
     /// How often an open stream marks its proxy as seen and checks that its token still exists.
     pub stream_check_interval: Duration,
+    /// Events older than this are refused at ingestion (retention would remove them at once).
+    pub events_max_age: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -55,12 +57,13 @@ impl Default for Settings {
         Self {
             live_window: Duration::from_secs(60),
             stream_check_interval: Duration::from_secs(10),
+            events_max_age: None,
         }
     }
 }
 
 /// Largest event batch a proxy may send in one request.
-pub const MAX_EVENT_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_EVENT_BATCH_BYTES: usize = nb_api::events::MAX_BATCH_BYTES;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

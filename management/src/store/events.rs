@@ -11,6 +11,8 @@ const COLUMNS: &str = "ts, proxy_id, service_id, protocol, source_ip, host, meth
     duration_ms, bytes_in, bytes_out, deny_reason, crowdsec_verdict, crowdsec_mode, metadata";
 /// Rows per INSERT: 16 values each stays under SQLite's and PostgreSQL's parameter limits.
 const ROWS_PER_INSERT: usize = 1000;
+/// What a row takes beside its text columns (numbers, row header, index entries), roughly.
+const ROW_OVERHEAD_BYTES: i64 = 120;
 /// Rows per DELETE when pruning, so that a large prune never holds the write lock for long.
 const ROWS_PER_DELETE: i64 = 10_000;
 
@@ -205,12 +207,14 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Removes events older than `older_than` (ms) and beyond the newest `keep_rows`; returns
-    /// how many were removed. Works in chunks so that ingestion is never held up for long.
+    /// Removes events older than `older_than` (ms), beyond the newest `keep_rows`, and beyond
+    /// about `keep_bytes` of stored text; returns how many were removed. Works in chunks so
+    /// that ingestion is never held up for long.
     pub async fn prune_events(
         &self,
         older_than: Option<i64>,
         keep_rows: Option<u64>,
+        keep_bytes: Option<u64>,
     ) -> Result<u64, StoreError> {
         let mut removed = 0;
         if let Some(cutoff) = older_than {
@@ -222,6 +226,13 @@ impl Store {
                 )
                 .await?;
         }
+        let keep_rows = match (keep_rows, keep_bytes) {
+            (rows, None) => rows,
+            (rows, Some(bytes)) => {
+                let by_bytes = self.rows_within(bytes).await?;
+                Some(rows.map_or(by_bytes, |r| r.min(by_bytes)))
+            }
+        };
         if let Some(keep) = keep_rows {
             let row = sqlx::query("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1")
                 .bind(keep as i64)
@@ -239,6 +250,39 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// How many of the newest events fit in `bytes`, from the average size of the newest
+    /// thousand (text columns plus a fixed overhead per row for numbers and indexes).
+    async fn rows_within(&self, bytes: u64) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(AVG(LENGTH(metadata) + COALESCE(LENGTH(host), 0) \
+             + COALESCE(LENGTH(path), 0) + LENGTH(service_id) + LENGTH(source_ip) \
+             + LENGTH(proxy_id) + $1) AS DOUBLE PRECISION) AS size \
+             FROM (SELECT * FROM events ORDER BY id DESC LIMIT 1000) AS newest",
+        )
+        .bind(ROW_OVERHEAD_BYTES)
+        .fetch_one(self.pool())
+        .await?;
+        let avg: Option<f64> = row.try_get("size")?;
+        Ok(match avg {
+            Some(avg) if avg > 0.0 => (bytes as f64 / avg) as u64,
+            _ => u64::MAX,
+        })
+    }
+
+    /// The approximate stored bytes of the events, as retention counts them.
+    pub async fn events_bytes(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(SUM(LENGTH(metadata) + COALESCE(LENGTH(host), 0) \
+             + COALESCE(LENGTH(path), 0) + LENGTH(service_id) + LENGTH(source_ip) \
+             + LENGTH(proxy_id) + $1) AS BIGINT) AS size FROM events",
+        )
+        .bind(ROW_OVERHEAD_BYTES)
+        .fetch_one(self.pool())
+        .await?;
+        let total: Option<i64> = row.try_get("size")?;
+        Ok(total.unwrap_or(0).max(0) as u64)
     }
 
     async fn delete_in_chunks(&self, sql: &str, bound: i64) -> Result<u64, StoreError> {

@@ -236,6 +236,7 @@ pub async fn server_with(backend: Backend, settings: Settings) -> Server {
     let retention = Retention {
         max_age: None,
         max_rows: None,
+        max_bytes: None,
         interval: Duration::from_secs(60),
     };
     let running = start(

@@ -90,15 +90,43 @@ impl AccessLogEntry {
         (!self.outcome.is_allowed()).then_some(self.outcome.verdict)
     }
 
+    /// The entry as one JSON line, as the access log writes it.
     pub fn to_json_line(&self, out: &mut Vec<u8>) {
+        self.write_json_line(out, false)
+    }
+
+    /// The line for management: hosts, paths and ids shortened to what it accepts (a client
+    /// can send a request head of many kilobytes).
+    pub fn to_shipped_line(&self, out: &mut Vec<u8>) {
+        self.write_json_line(out, true)
+    }
+
+    fn write_json_line(&self, out: &mut Vec<u8>, bounded: bool) {
+        use nb_api::events::*;
+        fn cap(s: &str, max: usize, bounded: bool) -> &str {
+            if bounded {
+                truncated(s, max)
+            } else {
+                s
+            }
+        }
         let wire = Wire {
             ts: humantime::format_rfc3339_millis(self.ts),
-            service_id: &self.service_id,
+            service_id: cap(&self.service_id, MAX_SERVICE_ID_BYTES, bounded),
             protocol: self.protocol.as_str(),
             source_ip: self.source_ip,
-            host: self.host.as_deref(),
-            method: self.method.as_deref(),
-            path: self.path.as_deref(),
+            host: self
+                .host
+                .as_deref()
+                .map(|h| cap(h, MAX_HOST_BYTES, bounded)),
+            method: self
+                .method
+                .as_deref()
+                .map(|m| cap(m, MAX_METHOD_BYTES, bounded)),
+            path: self
+                .path
+                .as_deref()
+                .map(|p| cap(p, MAX_PATH_BYTES, bounded)),
             status: self.status,
             duration_ms: (self.duration.as_micros() as f64) / 1000.0,
             bytes_in: self.bytes_in,

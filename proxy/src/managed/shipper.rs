@@ -16,6 +16,8 @@ use crate::backoff::backoff;
 
 const SHIP_EVERY: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 5_000;
+/// Below management's body limit, with room for one more line.
+const MAX_BATCH_BYTES: usize = nb_api::events::MAX_BATCH_BYTES - nb_api::events::MAX_LINE_BYTES;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub async fn ship(
@@ -46,10 +48,10 @@ pub async fn ship(
             None => {
                 let mut lines = Vec::new();
                 let mut count = 0;
-                while count < MAX_BATCH {
+                while count < MAX_BATCH && lines.len() < MAX_BATCH_BYTES {
                     match rx.try_recv() {
                         Ok(entry) => {
-                            entry.to_json_line(&mut lines);
+                            entry.to_shipped_line(&mut lines);
                             count += 1;
                         }
                         Err(mpsc::error::TryRecvError::Empty) => break,
@@ -65,10 +67,10 @@ pub async fn ship(
                     full = false;
                     continue;
                 }
+                full = count == MAX_BATCH || lines.len() >= MAX_BATCH_BYTES;
                 (Bytes::from(lines), count)
             }
         };
-        full = count == MAX_BATCH;
         match client.ship(body.clone()).await {
             Ok(()) => {
                 if failures > 0 {
