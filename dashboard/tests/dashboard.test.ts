@@ -2,12 +2,14 @@
 // real nb-proxy and CrowdSec LAPI). Screenshots of the main pages go to dashboard/screenshots/.
 import { afterAll, afterEach, describe, expect, test } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
-import { browser, cleanup, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
+import { browser, cleanup, cspViolations, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
 
 let context: BrowserContext | undefined;
 afterEach(async () => {
   await context?.close();
   context = undefined;
+  // Management serves a strict policy (no inline script or style): the UI must live within it.
+  expect(cspViolations()).toEqual([]);
 });
 afterAll(cleanup);
 
@@ -29,7 +31,9 @@ async function fillService(page: Page, id: string, host: string, upstream: strin
 describe("dashboard", () => {
   test("sign in, create a service with CrowdSec enforce, and it persists across a reload", async () => {
     const m = await new Management().start();
-    // A live proxy with a LAPI configured is what makes CrowdSec available.
+    // A live proxy with a LAPI configured is what makes CrowdSec available. Two of them share
+    // one bouncer key here, which the proxies page must call out.
+    await new ManagedProxy().start(m, { url: "http://127.0.0.1:9", key: LAPI_KEY });
     await new ManagedProxy().start(m, { url: "http://127.0.0.1:9", key: LAPI_KEY });
     const page = await open();
 
@@ -72,8 +76,15 @@ describe("dashboard", () => {
     expect(await row.locator("td").nth(4).textContent()).toMatch(/^3CrowdSec enforce/);
     await screenshot(page, "04-services");
 
+    await until("the shared key to show in the API", async () => {
+      const proxies: { crowdsec_key_shared_with: string[] }[] = await m.call("GET", "/api/v1/proxies");
+      return proxies.every((p) => p.crowdsec_key_shared_with.length === 1) || undefined;
+    });
     await page.click("text=Proxies");
     await page.waitForSelector(".badge.crowdsec");
+    const shared = page.locator(".shared-key").first();
+    await shared.waitFor({ timeout: 20_000 });
+    expect(await shared.textContent()).toContain("shares its CrowdSec bouncer key with edge-");
     await screenshot(page, "05-proxies");
 
     // Delete asks first.

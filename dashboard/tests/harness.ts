@@ -146,7 +146,18 @@ export async function browser(): Promise<{ context: BrowserContext; page: Page }
   });
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => console.error("page error:", e));
+  // Chromium reports what the Content-Security-Policy blocked on the console.
+  page.on("console", (msg) => {
+    if (msg.text().includes("Content Security Policy")) violations.push(msg.text());
+  });
   return { context, page };
+}
+
+const violations: string[] = [];
+
+/** What the dashboard's Content-Security-Policy blocked so far (it should block nothing). */
+export function cspViolations(): string[] {
+  return [...violations];
 }
 
 export async function screenshot(page: Page, name: string): Promise<void> {

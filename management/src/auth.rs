@@ -1,5 +1,7 @@
-//! Tokens: random, shown once, stored only as SHA-256 hashes. Tokens are 256 random bits, so a
-//! fast hash is enough (nothing to brute-force); a salted slow hash would only cost latency.
+//! Tokens: random, shown once, stored only as hashes. Generated tokens are 256 random bits, so
+//! SHA-256 is enough (nothing to brute-force). An admin token the operator chose may be weak, so
+//! it is stored as a salted argon2id hash; a verified token is remembered (as a SHA-256 digest in
+//! memory) so that only the first request pays for argon2.
 
 use sha2::{Digest, Sha256};
 
@@ -38,6 +40,69 @@ pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// How the admin token is stored: SHA-256 hex for generated tokens, an argon2id PHC string
+/// (`$argon2id$…`) for operator-chosen ones.
+pub fn hash_chosen_token(token: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).expect("the operating system's random source failed");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+    argon2::Argon2::default()
+        .hash_password(token.as_bytes(), &salt)
+        .expect("argon2 with default parameters cannot fail")
+        .to_string()
+}
+
+/// The admin token's stored hash, and the digest of a token already verified against it.
+pub struct AdminCredential {
+    stored: String,
+    verified: std::sync::Mutex<Option<String>>,
+}
+
+impl AdminCredential {
+    pub fn new(stored: impl Into<String>) -> Self {
+        Self {
+            stored: stored.into(),
+            verified: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn is_argon2(&self) -> bool {
+        self.stored.starts_with("$argon2")
+    }
+
+    /// Whether `token` is the admin token. argon2 runs on a blocking thread, once per process
+    /// for the right token (then the cache answers), and for every wrong one (the caller rate
+    /// limits failures).
+    pub async fn verify(&self, token: &str) -> bool {
+        let digest = hash_token(token);
+        if !self.is_argon2() {
+            return same_hash(&digest, &self.stored);
+        }
+        let cached = self.verified.lock().map(|v| v.clone()).unwrap_or(None);
+        if cached.is_some_and(|c| same_hash(&c, &digest)) {
+            return true;
+        }
+        let (stored, token) = (self.stored.clone(), token.to_owned());
+        let ok = tokio::task::spawn_blocking(move || {
+            use argon2::password_hash::{PasswordHash, PasswordVerifier};
+            PasswordHash::new(&stored).is_ok_and(|h| {
+                argon2::Argon2::default()
+                    .verify_password(token.as_bytes(), &h)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            if let Ok(mut v) = self.verified.lock() {
+                *v = Some(digest);
+            }
+        }
+        ok
+    }
+}
+
 /// Compares without an early exit, so timing does not tell how much of a hash matched.
 pub fn same_hash(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -64,6 +129,24 @@ mod tests {
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[tokio::test]
+    async fn chosen_tokens_are_salted_argon2_and_verify() {
+        let a = hash_chosen_token("correct horse battery");
+        let b = hash_chosen_token("correct horse battery");
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "salted");
+        assert!(!a.contains("correct"));
+        let cred = AdminCredential::new(a);
+        assert!(!cred.verify("wrong").await);
+        assert!(cred.verify("correct horse battery").await);
+        assert!(cred.verify("correct horse battery").await, "from the cache");
+        assert!(!cred.verify("wrong").await);
+        let generated = generate_token(ADMIN_TOKEN_PREFIX);
+        let cred = AdminCredential::new(hash_token(&generated));
+        assert!(cred.verify(&generated).await);
+        assert!(!cred.verify("nba_other").await);
     }
 
     #[test]

@@ -55,10 +55,19 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// The admin token for the API. Without it, one is generated on first start, printed once,
-    /// and only its hash is kept.
+    /// The admin token for the API (16+ characters; stored as a salted argon2id hash). Without
+    /// it, one is generated on first start and written to `admin-token` in the data directory.
+    /// Prefer --admin-token-file or an env file: command lines are visible in `ps`.
     #[arg(long, env = "NB_MANAGEMENT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Read the admin token from this file (first line).
+    #[arg(
+        long,
+        env = "NB_MANAGEMENT_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
 
     /// A proxy counts as live (for CrowdSec support) if seen within this window.
     #[arg(long, env = "NB_MANAGEMENT_PROXY_LIVE_WINDOW", default_value = "60s", value_parser = duration)]
@@ -100,6 +109,14 @@ pub struct Args {
 }
 
 impl Args {
+    /// The admin token the operator chose, from the flag, the variable or the file.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (_, Some(path)) => crate::secrets::read_secret(path, "--admin-token-file").map(Some),
+            (token, None) => Ok(token.clone()),
+        }
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod cli;
 pub mod ingest;
 pub mod retention;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod validate;

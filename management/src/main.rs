@@ -10,6 +10,7 @@ use nb_management::store::{redact_url, Store};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    nb_management::secrets::private_files();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
@@ -39,24 +40,22 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let url = args.database_url();
-    if args.database_url.is_none() {
-        std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-            format!(
-                "cannot create the data directory {}: {e}",
-                args.data_dir.display()
-            )
-        })?;
-    }
+    nb_management::secrets::private_data_dir(&args.data_dir)?;
     let store = Store::open(&url).await.map_err(|e| e.to_string())?;
+    nb_management::secrets::private_database_files(&args.data_dir);
     tracing::info!(database = %redact_url(&url), schema = store.known_schema_version(), "database ready");
 
-    let (hash, generated) = settle_admin_token(&store, args.admin_token.as_deref())
+    let chosen = args.admin_token()?;
+    let (hash, generated) = settle_admin_token(&store, chosen.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     if let Some(token) = generated {
-        // Shown once, on the terminal only: never through the log.
+        // Never through the log or the terminal's scrollback: a private file.
+        let path = nb_management::secrets::write_admin_token(&args.data_dir, &token)?;
         eprintln!(
-            "\n  nb-management admin token (shown once, only its hash is stored):\n\n    {token}\n"
+            "\n  nb-management generated an admin token and wrote it to {} (readable only by this user;\n  only its hash is stored). Read it with: cat {}\n",
+            path.display(),
+            path.display()
         );
     }
 

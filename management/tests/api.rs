@@ -53,7 +53,12 @@ const PROXY_ROUTES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
-    let s = server().await;
+    // Dozens of failures on purpose, from loopback: the failure limit is tested on its own.
+    let settings = Settings {
+        auth_exempt_loopback: true,
+        ..Settings::default()
+    };
+    let s = server_with(sqlite().await, settings).await;
     let (proxy_id, proxy_token) = s.create_proxy("edge-1").await;
     for &(m, path) in ADMIN_ROUTES.iter().chain(PROXY_ROUTES) {
         let m: Method = m.parse().unwrap();
@@ -752,7 +757,22 @@ async fn the_dashboard_is_served_beside_the_api() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
     let html = res.text().await.unwrap();
+    assert!(
+        !html.contains("<script>"),
+        "no inline script for the policy to forbid"
+    );
     // scripts/test.sh builds the dashboard before nb-management, which embeds it.
     if let Some(asset) = html
         .split("src=\"/")
@@ -776,6 +796,11 @@ async fn the_dashboard_is_served_beside_the_api() {
     // Unknown API paths stay JSON errors; they never fall through to the UI.
     let res = s.admin(Method::GET, "/api/v1/nope").send().await.unwrap();
     assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.headers()["x-content-type-options"],
+        "nosniff",
+        "API answers too"
+    );
     assert!(body(res).await["error"].is_string());
 }
 
@@ -912,4 +937,47 @@ async fn hostile_event_batches_are_bounded() {
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_per_source() {
+    let s = server().await;
+    let (_, proxy_token) = s.create_proxy("edge").await;
+    // A burst of wrong tokens, as a guesser sends them.
+    let mut statuses = Vec::new();
+    for i in 0..200 {
+        let (token, path) = if i % 2 == 0 {
+            ("nba_guess", "/api/v1/services")
+        } else {
+            ("nbp_guess", nb_api::paths::REPORT)
+        };
+        let m = if i % 2 == 0 { Method::GET } else { Method::PUT };
+        let res = s.with_token(token, m, path).send().await.unwrap();
+        if res.status() == 429 {
+            assert_eq!(res.headers()["retry-after"], "1");
+        }
+        statuses.push(res.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused + limited, 200, "{statuses:?}");
+    assert!(
+        (10..=30).contains(&refused),
+        "about 10 a second get an answer: {refused}"
+    );
+    // The limit is per second: the right token works again right after.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let res = s
+        .admin(Method::GET, "/api/v1/services")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = s
+        .with_token(&proxy_token, Method::PUT, nb_api::paths::REPORT)
+        .json(&nb_api::ProxyReport::default())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
 }

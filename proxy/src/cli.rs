@@ -23,17 +23,17 @@ pub struct Args {
 
     /// Managed mode: management's base URL (e.g. http://management:8090). Services come from
     /// its stream and access-log entries go to it; the last services are kept on disk.
-    #[arg(
-        long,
-        env = "NB_PROXY_MANAGEMENT_URL",
-        conflicts_with = "config",
-        requires = "token"
-    )]
+    #[arg(long, env = "NB_PROXY_MANAGEMENT_URL", conflicts_with = "config")]
     pub management_url: Option<String>,
 
     /// This proxy's token, created in management (POST /api/v1/proxies or the dashboard).
+    /// Prefer --token-file or an env file: command lines are visible in `ps`.
     #[arg(long, env = "NB_PROXY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// Read this proxy's token from a file (first line).
+    #[arg(long, env = "NB_PROXY_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
 
     /// Managed mode: where the last services received are kept, so that a restart while
     /// management is down still serves them.
@@ -150,9 +150,18 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_CROWDSEC_API_URL")]
     pub crowdsec_api_url: Option<String>,
 
-    /// Bouncer key from `cscli bouncers add`.
+    /// Bouncer key from `cscli bouncers add` (one per proxy: proxies sharing a key miss each
+    /// other's decisions). Prefer --crowdsec-api-key-file or an env file.
     #[arg(long, env = "NB_PROXY_CROWDSEC_API_KEY", hide_env_values = true)]
     pub crowdsec_api_key: Option<String>,
+
+    /// Read the bouncer key from a file (first line).
+    #[arg(
+        long,
+        env = "NB_PROXY_CROWDSEC_API_KEY_FILE",
+        conflicts_with = "crowdsec_api_key"
+    )]
+    pub crowdsec_api_key_file: Option<PathBuf>,
 
     /// How often to pull decision changes.
     #[arg(long, env = "NB_PROXY_CROWDSEC_UPDATE_INTERVAL", default_value = "10s", value_parser = duration)]
@@ -225,9 +234,62 @@ pub struct Args {
     pub log: String,
 }
 
+impl Args {
+    /// The management token, from the flag, the variable or the file.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        secret(&self.token, &self.token_file, "--token-file")
+    }
+
+    /// The bouncer key, from the flag, the variable or the file.
+    pub fn crowdsec_api_key(&self) -> Result<Option<String>, String> {
+        secret(
+            &self.crowdsec_api_key,
+            &self.crowdsec_api_key_file,
+            "--crowdsec-api-key-file",
+        )
+    }
+}
+
+/// A secret given directly, or the first line of a file.
+fn secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<String>, String> {
+    let Some(path) = file else {
+        return Ok(value.clone());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.is_empty() {
+        return Err(format!("{flag} {}: the file is empty", path.display()));
+    }
+    Ok(Some(secret))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "nbp_from_file\n").unwrap();
+        let a = Args::try_parse_from([
+            "nb-proxy",
+            "--management-url",
+            "http://m",
+            "--token-file",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(a.token().unwrap().as_deref(), Some("nbp_from_file"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(a.token().unwrap_err().contains("empty"));
+        assert!(Args::try_parse_from(["nb-proxy", "--token", "a", "--token-file", "b"]).is_err());
+    }
 
     #[test]
     fn flags_parse_with_defaults() {

@@ -304,12 +304,14 @@ fn management_client(args: &Args) -> Result<Option<ManagementClient>, String> {
             "--management-url {url} must be http:// or https://"
         ));
     }
-    let token = args
-        .token
+    let token = args.token()?;
+    let token = token
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or("--management-url needs --token (a proxy token created in management)")?;
+        .ok_or(
+            "--management-url needs --token or --token-file (a proxy token created in management)",
+        )?;
     ManagementClient::new(url, token, std::time::Duration::from_secs(10)).map(Some)
 }
 
@@ -319,13 +321,14 @@ fn lapi_config(args: &Args) -> Result<Option<LapiConfig>, String> {
         .as_deref()
         .filter(|u| !u.trim().is_empty())
     else {
-        if args.crowdsec_api_key.is_some() {
+        if args.crowdsec_api_key.is_some() || args.crowdsec_api_key_file.is_some() {
             tracing::warn!(
                 "--crowdsec-api-key is set without --crowdsec-api-url: CrowdSec stays off"
             );
         }
         return Ok(None);
     };
+    let api_key = args.crowdsec_api_key()?;
     let url: reqwest::Url = url
         .trim()
         .parse()
@@ -335,11 +338,11 @@ fn lapi_config(args: &Args) -> Result<Option<LapiConfig>, String> {
             "--crowdsec-api-url {url} must be http:// or https://"
         ));
     }
-    if args.crowdsec_api_key.is_none() && args.crowdsec_client_cert.is_none() {
+    if api_key.is_none() && args.crowdsec_client_cert.is_none() {
         return Err("--crowdsec-api-url needs --crowdsec-api-key (from `cscli bouncers add`) or a client certificate".into());
     }
     let mut cfg = LapiConfig::new(url);
-    cfg.api_key = args.crowdsec_api_key.clone().map(ApiKey::new);
+    cfg.api_key = api_key.map(ApiKey::new);
     cfg.ca_cert = args.crowdsec_ca_cert.clone();
     cfg.client_cert = args.crowdsec_client_cert.clone();
     cfg.client_key = args.crowdsec_client_key.clone();

@@ -19,6 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+pub use auth::AuthFailures;
 pub use error::{ApiError, ErrorBody};
 pub use events::{filter_of, EventList, EventQuery, EventView};
 pub use openapi::ApiDoc;
@@ -31,7 +32,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub admin_token_hash: Arc<str>,
+    pub admin: Arc<crate::auth::AdminCredential>,
+    pub auth_failures: Arc<auth::AuthFailures>,
     pub changes: Changes,
     pub settings: Arc<Settings>,
     /// Turns true when the process shuts down: proxy streams end so that it can exit.
@@ -50,6 +52,10 @@ pub struct Settings {
     pub stream_check_interval: Duration,
     /// Events older than this are refused at ingestion (retention would remove them at once).
     pub events_max_age: Option<Duration>,
+    /// Failed authentications one address may have per second before it gets 429; 0 = none.
+    pub auth_failures_per_second: u32,
+    /// Loopback clients are never limited (tests that make many failures on purpose).
+    pub auth_exempt_loopback: bool,
 }
 
 impl Default for Settings {
@@ -58,6 +64,8 @@ impl Default for Settings {
             live_window: Duration::from_secs(60),
             stream_check_interval: Duration::from_secs(10),
             events_max_age: None,
+            auth_failures_per_second: 10,
+            auth_exempt_loopback: false,
         }
     }
 }
@@ -98,5 +106,31 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
         )
         .fallback(dashboard::serve)
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// On every response, API and dashboard alike: no script or style but the dashboard's own
+/// files, no framing, no content sniffing, no referrer leaking tokens in URLs.
+async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{self, HeaderValue};
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
 }

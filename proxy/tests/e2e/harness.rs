@@ -52,6 +52,8 @@ pub struct ProxyBuilder {
     /// Managed mode: (management URL, token, services cache file).
     managed: Option<(String, String, PathBuf)>,
     http_port: Option<u16>,
+    /// Managed mode: pass the token as `--token-file` instead.
+    token_file: Option<PathBuf>,
     /// setrlimit(resource, soft = hard = value) in the child before it runs.
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
 }
@@ -81,7 +83,14 @@ impl ProxyBuilder {
             managed: None,
             http_port: None,
             rlimits: Vec::new(),
+            token_file: None,
         }
+    }
+
+    /// Managed mode: the proxy reads its token from this file.
+    pub fn token_file(mut self, path: &std::path::Path) -> Self {
+        self.token_file = Some(path.to_owned());
+        self
     }
 
     /// Runs the proxy under a resource limit (`libc::RLIMIT_*`), soft and hard.
@@ -135,8 +144,12 @@ impl ProxyBuilder {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nb-proxy"));
         match &self.managed {
             Some((url, token, cache)) => {
-                cmd.args(["--management-url", url, "--token", token])
-                    .arg("--management-cache")
+                cmd.args(["--management-url", url]);
+                match &self.token_file {
+                    Some(file) => cmd.arg("--token-file").arg(file),
+                    None => cmd.args(["--token", token]),
+                };
+                cmd.arg("--management-cache")
                     .arg(cache)
                     .args(["--management-report-interval", "500ms"]);
             }

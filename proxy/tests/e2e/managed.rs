@@ -325,6 +325,10 @@ async fn sigterm_ships_the_last_entries_and_management_exits_with_a_proxy_connec
         .await;
     wait_status(&proxy, "127.0.0.1", 200).await;
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache), 0o600, "the services cache is private");
+    assert_eq!(mode(&proxy.access_log), 0o600, "the access log is private");
     // The proxy's last entries reach management although it exits right after recording them.
     assert_eq!(status_of(&proxy, "127.0.0.77", "web.test").await, 200);
     proxy.signal(libc::SIGTERM);
@@ -373,13 +377,29 @@ async fn proxies_sharing_a_bouncer_key_are_flagged() {
         let token = created["token"].as_str().unwrap().to_owned();
         let state = tempfile::tempdir().unwrap();
         let cache = state.path().join("services.json");
-        let proxy = ProxyBuilder::managed(&management.url(""), &token, &cache)
-            .arg("--crowdsec-api-url")
-            .arg(lapi.url())
-            .arg("--crowdsec-api-key")
-            .arg(key)
-            .start()
-            .await;
+        // edge-b takes its secrets from files, as recommended (nothing in `ps`).
+        let proxy = if name == "edge-b" {
+            let key_file = state.path().join("bouncer-key");
+            let token_file = state.path().join("token");
+            std::fs::write(&key_file, format!("{key}\n")).unwrap();
+            std::fs::write(&token_file, format!("{token}\n")).unwrap();
+            ProxyBuilder::managed(&management.url(""), "", &cache)
+                .token_file(&token_file)
+                .arg("--crowdsec-api-url")
+                .arg(lapi.url())
+                .arg("--crowdsec-api-key-file")
+                .arg(key_file.display().to_string())
+                .start()
+                .await
+        } else {
+            ProxyBuilder::managed(&management.url(""), &token, &cache)
+                .arg("--crowdsec-api-url")
+                .arg(lapi.url())
+                .arg("--crowdsec-api-key")
+                .arg(key)
+                .start()
+                .await
+        };
         proxies.push((proxy, state));
     }
     let mut seen = Value::Null;
@@ -418,4 +438,106 @@ async fn proxies_sharing_a_bouncer_key_are_flagged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("still flagged after edge-b left");
+}
+
+#[tokio::test]
+async fn failed_authentication_is_logged_with_its_source_at_a_bounded_rate() {
+    let management = Management::start_new().await;
+    let http = reqwest::Client::new();
+    let mut limited = 0;
+    for _ in 0..300 {
+        let res = http
+            .get(management.url("/api/v1/services"))
+            .bearer_auth("nba_guessing")
+            .send()
+            .await
+            .unwrap();
+        limited += usize::from(res.status() == 429);
+    }
+    assert!(limited > 200, "{limited}");
+    let log = management.log();
+    let lines = log.matches("authentication failed from 127.0.0.1").count();
+    assert!((1..=2).contains(&lines), "{lines} lines:\n{log}");
+    assert!(log.contains("GET /api/v1/services"), "{log}");
+    assert!(!log.contains("nba_guessing"), "tokens never reach the log");
+}
+
+#[tokio::test]
+async fn a_generated_admin_token_goes_to_a_private_file_never_to_the_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(management_binary());
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NB_MANAGEMENT_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.spawn().unwrap()
+    };
+    let mut child = run(&[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let token_file = data.join("admin-token");
+    for _ in 0..400 {
+        if token_file.exists()
+            && reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("nba_"), "{token}");
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(
+        !stderr.contains(&token),
+        "the token is not printed:\n{stderr}"
+    );
+    assert!(stderr.contains("admin-token"), "{stderr}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("management.db")), 0o600);
+    let api = AdminApi::new(base.clone(), token.clone());
+    assert_eq!(api.call("GET", "/api/v1/services", None).await.0, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // An operator-chosen token from a file: stored salted, never as plain SHA-256.
+    let chosen = dir.path().join("chosen");
+    std::fs::write(&chosen, "an-operator-chosen-token-123\n").unwrap();
+    let mut child = run(&["--admin-token-file", chosen.to_str().unwrap()]);
+    let api = AdminApi::new(base.clone(), "an-operator-chosen-token-123".into());
+    let mut status = 0;
+    for _ in 0..400 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+            if r.status() == 200 {
+                status = api.call("GET", "/api/v1/services", None).await.0;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The settings row, in the database or still in its write-ahead log.
+    let mut db = std::fs::read(data.join("management.db")).unwrap();
+    db.extend(std::fs::read(data.join("management.db-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&db);
+    assert!(text.contains("$argon2id$"), "stored as argon2id");
+    assert!(!text.contains("an-operator-chosen-token-123"));
 }
