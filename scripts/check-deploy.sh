@@ -20,6 +20,8 @@ fi
 for unit in deploy/systemd/*.service; do
   grep -q '^DynamicUser=yes' "$unit" || { echo "$unit: must not run as root (DynamicUser=yes)"; exit 1; }
 done
+grep -q '^TimeoutStopSec=45s$' deploy/systemd/nb-proxy.service \
+  || { echo "nb-proxy.service: TimeoutStopSec must cover the drain (--shutdown-timeout + 5 s)"; exit 1; }
 grep -q '^AmbientCapabilities=CAP_NET_BIND_SERVICE$' deploy/systemd/nb-proxy.service \
   || { echo "nb-proxy.service: only CAP_NET_BIND_SERVICE is granted"; exit 1; }
 
@@ -45,6 +47,11 @@ for name, svc in s.items():
         src = v.split(":")[0]
         need(src.startswith(("/", ".")) or src in declared, f"{name}: volume {src} is declared")
 need({"crowdsec-db", "management-data"} <= declared, "volumes for both databases")
+def seconds(v):
+    m = re.fullmatch(r"(\d+)s", str(v or ""))
+    return int(m.group(1)) if m else 0
+need(seconds(s["proxy"].get("stop_grace_period")) >= 35,
+     "the proxy's stop_grace_period covers --shutdown-timeout (30 s) and the last shipping (5 s)")
 for name in ("management", "proxy"):
     b = s[name]["build"]
     need(b["dockerfile"] == "deploy/Dockerfile", f"{name} builds from deploy/Dockerfile")

@@ -589,6 +589,31 @@ again() {
   fi
 }
 
+# How to add a proxy by hand: its own token and, with CrowdSec, its own bouncer key (two
+# proxies sharing a key miss each other's decisions: the LAPI hands each change to whichever
+# polls first). Secrets go to private files, not to command lines.
+second_proxy() {
+  local cscli=$1 port listen
+  port=${HTTP_LISTEN##*:}
+  listen="127.0.0.1:$((port + 2))"
+  cat <<EOF
+
+Add a second proxy (each proxy has its own token$([ "$CROWDSEC" = n ] || echo " and its own bouncer key: proxies that
+share one miss each other's decisions")):
+  + (umask 077; curl -s -H 'Authorization: Bearer $(admin_token)' -d '{"name":"edge-2"}' $MANAGEMENT_URL/api/v1/proxies | jq -r .token >$DIR/edge-2.token)
+EOF
+  if [ "$CROWDSEC" = y ]; then
+    cat <<EOF
+  + (umask 077; $cscli bouncers add nb-proxy-edge-2 -o raw >$DIR/edge-2.key)
+  + $BIN_DIR/nb-proxy --management-url $MANAGEMENT_URL --token-file $DIR/edge-2.token --management-cache $DIR/edge-2-services.json --http-listen $listen --access-log $LOGS/edge-2-access.log --crowdsec-api-url $LAPI_URL --crowdsec-api-key-file $DIR/edge-2.key
+EOF
+  else
+    cat <<EOF
+  + $BIN_DIR/nb-proxy --management-url $MANAGEMENT_URL --token-file $DIR/edge-2.token --management-cache $DIR/edge-2-services.json --http-listen $listen --access-log $LOGS/edge-2-access.log
+EOF
+  fi
+}
+
 summary() {
   local cscli=cscli lapi_note
   [ -z "$SUDO" ] || cscli="sudo cscli"
@@ -612,6 +637,7 @@ nb-proxy quickstart is running.
   Logs:         $LOGS/
   Status, stop: $(again status) | $(again stop)
 EOF
+  second_proxy "$cscli"
   [ "$CROWDSEC" = y ] || return 0
   local where="on this machine"
   [ "$EXTERNAL_LAPI" = n ] || where="on the LAPI's host"

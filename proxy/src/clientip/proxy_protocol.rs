@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -38,8 +37,8 @@ pub struct ProxyHeader {
 
 /// Reads a PROXY header if the connection starts with one. A connection that starts with
 /// anything else is left as it is (`source: None`, every byte read returned in `rest`).
-pub async fn read_header(
-    stream: &mut TcpStream,
+pub async fn read_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> Result<ProxyHeader, ProxyHeaderError> {
     let mut buf = BytesMut::with_capacity(256);

@@ -224,6 +224,15 @@ fn recipe(out: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `+ ` command lines of the printed second-proxy recipe, in order.
+fn second_proxy_recipe(out: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Add a second proxy"))
+        .filter_map(|l| l.trim_start().strip_prefix("+ "))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn shell(command: &str) -> String {
     let out = Command::new("bash")
         .args(["-c", command])
@@ -337,6 +346,64 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
         status_out.contains("bouncer synced, decisions: 1"),
         "{status_out}"
     );
+
+    // The second-proxy recipe, executed as printed (on a free port): its own token and its
+    // own bouncer key, both in private files; management sees two live proxies, no shared key.
+    let second = second_proxy_recipe(&out);
+    assert_eq!(second.len(), 3, "{second:?}");
+    shell(&second[0]);
+    shell(&second[1]);
+    assert_eq!(qs.mode("edge-2.token"), 0o600);
+    assert_eq!(qs.mode("edge-2.key"), 0o600);
+    let edge2_key = std::fs::read_to_string(qs.path("edge-2.key")).unwrap();
+    assert_ne!(edge2_key.trim(), key, "a key of its own");
+    let listen = second[2]
+        .split("--http-listen ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut edge2 = Command::new("bash")
+        .args([
+            "-c",
+            &format!("exec {}", second[2].replace(&listen, &free.to_string())),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(qs.path("logs/edge-2.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut proxies = None;
+    for _ in 0..120 {
+        let (_, v) = qs.call("GET", "/api/v1/proxies", None).await;
+        let list = v.as_array().cloned().unwrap_or_default();
+        if list.len() == 2
+            && list.iter().all(|p| {
+                p["live"] == true
+                    && p["supports_crowdsec"] == true
+                    && p["crowdsec_key_shared_with"] == serde_json::json!([])
+            })
+        {
+            proxies = Some(list);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let proxies = proxies.unwrap_or_else(|| {
+        let log = std::fs::read_to_string(qs.path("logs/edge-2.log")).unwrap_or_default();
+        panic!("no two live proxies with their own keys; edge-2 said:\n{log}")
+    });
+    assert!(proxies.iter().any(|p| p["name"] == "edge-2"), "{proxies:?}");
+    let _ = edge2.kill();
+    let _ = edge2.wait();
+    let cscli = second[1]
+        .strip_prefix("(umask 077; ")
+        .and_then(|r| r.split(" bouncers add").next())
+        .unwrap();
+    shell(&format!("{cscli} bouncers delete nb-proxy-edge-2"));
 
     // stop leaves no process behind: neither those it recorded nor anything else it started.
     let pids = qs.pid_files();
