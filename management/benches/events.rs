@@ -3,7 +3,11 @@
 //! `NB_BENCH_EVENTS` changes the number of events (default 1,000,000); `NB_BENCH_DROP_INDEX`
 //! drops one index first, to measure its cost.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::percentile;
 
 use nb_management::api::{filter_of, EventQuery};
 use nb_management::ingest::parse_batch;
@@ -37,12 +41,6 @@ fn line(i: u64) -> String {
         (r >> 8) % 250,
         r % 20,
     )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
 }
 
 #[tokio::main]

@@ -2,7 +2,11 @@
 //! the latency must not grow with the total. Prints figures; run with
 //! `cargo bench -p nb-management --bench services`.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::percentile;
 
 use nb_api::{Protocol, RestrictionsSpec, ServiceSpec};
 use nb_management::api::Settings;
@@ -33,12 +37,6 @@ fn spec(i: usize) -> ServiceSpec {
             ..RestrictionsSpec::default()
         },
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
 }
 
 #[tokio::main]

@@ -981,3 +981,44 @@ async fn failed_authentications_are_limited_per_source() {
         .unwrap();
     assert_eq!(res.status(), 204);
 }
+
+#[tokio::test]
+async fn proxy_reports_are_bounded() {
+    let s = server().await;
+    let (id, token) = s.create_proxy("edge").await;
+    let report = |r: nb_api::ProxyReport| {
+        s.with_token(&token, Method::PUT, nb_api::paths::REPORT)
+            .json(&r)
+            .send()
+    };
+    let res = report(nb_api::ProxyReport {
+        version: "0.1.0".into(),
+        config_error: Some("e".repeat(10_000)),
+        bouncer: Some(nb_api::BouncerReport {
+            last_error: Some("x".repeat(5_000)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 422);
+    let v = body(res).await;
+    assert_eq!(problem_fields(&v), ["config_error", "bouncer.last_error"]);
+    // Nothing of it was stored.
+    let p = body(
+        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(p["config_error"].is_null(), "{p}");
+    let res = report(nb_api::ProxyReport {
+        version: "0.1.0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+}

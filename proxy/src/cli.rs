@@ -304,6 +304,10 @@ mod tests {
         assert_eq!(a.http_listen.to_string(), "0.0.0.0:8080");
         assert_eq!(a.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
         assert_eq!(a.idle_timeout, Duration::from_secs(60));
+        // A missed delta is repaired within the hour (it was 4 h).
+        assert_eq!(a.crowdsec_resync_interval, Duration::from_secs(3600));
+        assert_eq!(a.crowdsec_sync_timeout, Duration::from_secs(120));
+        assert_eq!(a.max_connections_per_ip, 1024);
         assert!(!a.proxy_protocol);
         assert!(Args::try_parse_from(["nb-proxy", "--idle-timeout", "soon"]).is_err());
     }

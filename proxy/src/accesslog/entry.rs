@@ -36,24 +36,9 @@ impl AccessLogEntry {
     /// A new HTTP request's entry, allowed until decided otherwise.
     pub fn http<B>(ts: SystemTime, source_ip: IpAddr, req: &http::Request<B>) -> Self {
         Self {
-            ts,
-            service_id: "".into(),
-            protocol: Protocol::Http,
-            source_ip,
-            host: None,
             method: Some(req.method().as_str().to_owned()),
             path: Some(req.uri().path().to_owned()),
-            status: None,
-            duration: Duration::ZERO,
-            bytes_in: 0,
-            bytes_out: 0,
-            outcome: Outcome {
-                verdict: Verdict::Allow,
-                crowdsec: None,
-            },
-            upstream_error: None,
-            client_error: None,
-            aborted: None,
+            ..Self::connection(ts, Protocol::Http, "".into(), source_ip)
         }
     }
 

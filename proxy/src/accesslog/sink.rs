@@ -190,33 +190,18 @@ impl AccessLog {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     use super::*;
     use crate::config::Protocol;
-    use crate::restrict::{Outcome, Verdict};
 
     fn entry() -> AccessLogEntry {
-        AccessLogEntry {
-            ts: SystemTime::now(),
-            service_id: "s".into(),
-            protocol: Protocol::Tcp,
-            source_ip: "192.0.2.1".parse().unwrap(),
-            host: None,
-            method: None,
-            path: None,
-            status: None,
-            duration: Duration::ZERO,
-            bytes_in: 0,
-            bytes_out: 0,
-            outcome: Outcome {
-                verdict: Verdict::Allow,
-                crowdsec: None,
-            },
-            upstream_error: None,
-            client_error: None,
-            aborted: None,
-        }
+        AccessLogEntry::connection(
+            SystemTime::now(),
+            Protocol::Tcp,
+            "s".into(),
+            "192.0.2.1".parse().unwrap(),
+        )
     }
 
     #[test]
