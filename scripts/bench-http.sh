@@ -7,6 +7,7 @@
 # shared machine single runs vary by ±20%.
 #
 #   scripts/bench-http.sh            # DURATION=5s ROUNDS=5 CONNECTIONS=50 by default
+#   NB_BENCH_PROXY=/path/to/nb-proxy scripts/bench-http.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -23,9 +24,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-echo "== building nb-proxy (release)"
-cargo build --release -q -p nb-proxy
-NBPROXY=target/release/nb-proxy
+# NB_BENCH_PROXY=PATH measures another nb-proxy binary (e.g. an older build) instead.
+NBPROXY=${NB_BENCH_PROXY:-target/release/nb-proxy}
+if [ -z "${NB_BENCH_PROXY:-}" ]; then
+  echo "== building nb-proxy (release)"
+  cargo build --release -q -p nb-proxy
+fi
 
 work=$(mktemp -d)
 pids=()

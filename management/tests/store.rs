@@ -488,13 +488,23 @@ async fn admin_token_is_generated_once_or_set_by_the_operator() {
         let (again, shown) = settle_admin_token(&store, None).await.unwrap();
         assert_eq!((again.as_str(), shown), (hash.as_str(), None), "{}", b.name);
 
+        // An operator-chosen token may be weak: stored salted and slow (argon2id), never as a
+        // plain SHA-256 that a dictionary would crack.
         let (set, _) = settle_admin_token(&store, Some("operator-chosen-token-123"))
             .await
             .unwrap();
-        assert_eq!(
+        assert!(set.starts_with("$argon2id$"), "{set}");
+        assert_ne!(
             set,
             nb_management::auth::hash_token("operator-chosen-token-123")
         );
+        assert_eq!(
+            store.setting("admin_token_hash").await.unwrap(),
+            Some(set.clone())
+        );
+        let cred = nb_management::auth::AdminCredential::new(set);
+        assert!(cred.verify("operator-chosen-token-123").await);
+        assert!(!cred.verify("operator-chosen-token-124").await);
         assert!(settle_admin_token(&store, Some("short")).await.is_err());
     }
 }

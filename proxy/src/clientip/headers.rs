@@ -7,21 +7,28 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ClientAddr;
 
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Headers that claim who the client is or how it connected. All are removed from every
-/// request; the `x-forwarded-*` ones and `x-real-ip` are then set by the proxy.
-pub const IDENTITY_HEADERS: [&str; 12] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "forwarded",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "fastly-client-ip",
-    "x-original-forwarded-for",
+/// request; the `x-forwarded-*` ones and `x-real-ip` are then set by the proxy. (Parsed once:
+/// removing by `&str` would parse each name on every request.)
+pub const IDENTITY_HEADERS: [HeaderName; 12] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+    X_REAL_IP,
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-original-forwarded-for"),
 ];
 
 /// What the proxy knows of the request's way in.
@@ -30,8 +37,8 @@ pub struct ForwardedContext<'a> {
     /// The authority the request was routed by (also its `Host` upstream).
     pub host: &'a HeaderValue,
     pub tls: bool,
-    /// The port of the listener the request came in on.
-    pub port: u16,
+    /// The port of the listener the request came in on, as a header value.
+    pub port: &'a HeaderValue,
 }
 
 impl ClientAddr {
@@ -44,29 +51,30 @@ impl ClientAddr {
         let kept_port = self.kept(headers, "x-forwarded-port").filter(|v| {
             !v.is_empty() && v.len() <= 5 && v.as_bytes().iter().all(u8::is_ascii_digit)
         });
-        for name in IDENTITY_HEADERS {
-            headers.remove(name);
+        // One pass over the few names a request has; most carry none of these.
+        if headers.keys().any(|k| IDENTITY_HEADERS.contains(k)) {
+            for name in &IDENTITY_HEADERS {
+                headers.remove(name);
+            }
         }
+        let client = addr_value(self.client);
         let xff = match &self.chain {
-            Some(chain) => format!("{chain}, {}", self.peer),
-            None => self.peer.to_string(),
+            Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", self.peer)).ok(),
+            None if self.peer == self.client => Some(client.clone()),
+            None => Some(addr_value(self.peer)),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR, v);
         }
-        headers.insert(
-            HeaderName::from_static("x-real-ip"),
-            addr_value(self.client),
-        );
+        headers.insert(X_REAL_IP, client);
         let proto = kept_proto
             .unwrap_or_else(|| HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
-        let port = kept_port.unwrap_or_else(|| HeaderValue::from(ctx.port));
-        headers.insert(HeaderName::from_static("x-forwarded-port"), port);
+        headers.insert(X_FORWARDED_PROTO, proto);
         headers.insert(
-            HeaderName::from_static("x-forwarded-host"),
-            ctx.host.clone(),
+            X_FORWARDED_PORT,
+            kept_port.unwrap_or_else(|| ctx.port.clone()),
         );
+        headers.insert(X_FORWARDED_HOST, ctx.host.clone());
     }
 
     /// A single value of `name`, from a trusted peer only.
@@ -108,12 +116,13 @@ mod tests {
         }
         let client = policy().request_client(peer.parse().unwrap(), &h);
         let host = HeaderValue::from_static("web.test");
+        let port = HeaderValue::from_static("8080");
         client.set_forwarded_headers(
             &mut h,
             ForwardedContext {
                 host: &host,
                 tls: false,
-                port: 8080,
+                port: &port,
             },
         );
         h

@@ -45,10 +45,11 @@ pub fn request_authority(
         (Some(target), None) => Ok(Some(header_value(target.as_str())?)),
         (None, Some("")) => Ok(None),
         (None, Some(host)) => {
-            if split(host, default_port).is_none() {
+            if !well_formed(host) {
                 return Err(ClientError::InvalidHost);
             }
-            Ok(Some(header_value(host)?))
+            // The header as it came: no copy on the common path.
+            Ok(headers.get(HOST).cloned())
         }
         // HTTP/1.1 requires Host; HTTP/1.0 may go without and reaches no service.
         (None, None) if version >= Version::HTTP_11 => Err(ClientError::MissingHost),
@@ -58,6 +59,30 @@ pub fn request_authority(
 
 fn header_value(s: &str) -> Result<HeaderValue, ClientError> {
     HeaderValue::from_str(s).map_err(|_| ClientError::InvalidHost)
+}
+
+/// `host[:port]` or `[v6][:port]`, with nothing else in it (checked without copying).
+fn well_formed(authority: &str) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => match after {
+                "" => (v6, None),
+                p => match p.strip_prefix(':') {
+                    Some(p) => (v6, Some(p)),
+                    None => return false,
+                },
+            },
+            None => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => return false,
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    !host.is_empty()
+        && !host.contains(['@', '/', ' ', '[', ']'])
+        && port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Host (lower case, without a trailing dot) and port, the default one filled in.

@@ -46,7 +46,7 @@ pub struct ConnHandler {
     conn_client: IpAddr,
     tls: bool,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
-    local_port: u16,
+    local_port: HeaderValue,
     traffic: Arc<Traffic>,
     /// The connection's slot, shared with tunnels it upgrades into.
     permit: Arc<Permit>,
@@ -75,7 +75,7 @@ impl ConnHandler {
             state,
             conn_client: conn.client,
             tls: conn.tls,
-            local_port: conn.local_port,
+            local_port: HeaderValue::from(conn.local_port),
             traffic,
             permit,
             idle_upstream: Mutex::new(None),
@@ -247,14 +247,16 @@ impl ConnHandler {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, v);
         }
-        // Exactly the authority that was routed and checked.
-        parts.headers.insert(header::HOST, authority.clone());
+        // Exactly the authority that was routed and checked (usually the Host as it came).
+        if parts.headers.get(header::HOST) != Some(authority) {
+            parts.headers.insert(header::HOST, authority.clone());
+        }
         client.set_forwarded_headers(
             &mut parts.headers,
             ForwardedContext {
                 host: authority,
                 tls: self.tls,
-                port: self.local_port,
+                port: &self.local_port,
             },
         );
         parts.uri = parts
