@@ -98,6 +98,16 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_CHANGE_POLL_INTERVAL", default_value = "1s", value_parser = duration)]
     pub change_poll_interval: Duration,
 
+    /// Failed authentications one source address may make per second; more get 429 for the
+    /// rest of the second (`0`: no limit). Behind a reverse proxy every request has its address:
+    /// raise this, or keep it and accept that a guesser slows everyone down for a second.
+    #[arg(
+        long,
+        env = "NB_MANAGEMENT_AUTH_FAILURES_PER_SECOND",
+        default_value_t = 10
+    )]
+    pub auth_failures_per_second: u32,
+
     /// On SIGTERM: proxy streams are closed at once; requests in flight get this long to finish.
     /// A second SIGTERM (or Ctrl-C) exits at once.
     #[arg(long, env = "NB_MANAGEMENT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]

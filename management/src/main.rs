@@ -68,6 +68,7 @@ async fn run(args: Args) -> Result<(), String> {
     let settings = Settings {
         live_window: args.proxy_live_window,
         events_max_age: retention.max_age,
+        auth_failures_per_second: args.auth_failures_per_second,
         ..Settings::default()
     };
     let running = start(
