@@ -38,11 +38,15 @@ async fn sigterm_lets_in_flight_requests_finish_and_logs_them() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     proxy.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        connect_from("127.0.10.20", addr).await.is_err(),
-        "no new connections once draining"
-    );
+    let mut closed = false;
+    for _ in 0..100 {
+        if connect_from("127.0.10.20", addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "no new connections once draining");
     assert_eq!(echo(&mut tcp, b"during").await.unwrap(), b"during");
     drop(tcp);
     for r in requests {
