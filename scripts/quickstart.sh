@@ -316,7 +316,7 @@ node_is_recent() { node -e 'const [a,b]=process.versions.node.split(".").map(Num
 dashboard_is_built() {
   local d=$ROOT/dashboard
   [ -f "$d/dist/index.html" ] &&
-    [ -z "$(find "$d/src" "$d/index.html" "$d/package.json" "$d/package-lock.json" -newer "$d/dist/index.html" 2>/dev/null | head -n 1)" ]
+    [ -z "$(find "$d/src" "$d/index.html" "$d/openapi.json" "$d/package.json" "$d/package-lock.json" -newer "$d/dist/index.html" 2>/dev/null | head -n 1)" ]
 }
 
 find_binaries() {

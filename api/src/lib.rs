@@ -1,9 +1,18 @@
-//! Wire types shared by `nb-proxy` and `nb-management`: the service description and the messages
-//! a managed proxy exchanges with management. Plain data only; validation lives in `nb-proxy`.
+//! The contract between `nb-proxy` and `nb-management`: the service description and its
+//! validation, verdicts, country codes, the access-log line, and the messages a managed proxy
+//! exchanges with management (and the server-sent events that carry them). No I/O.
 
+mod country;
 pub mod events;
 mod proxy;
 mod spec;
+pub mod sse;
+pub mod validate;
+mod verdict;
 
+pub use country::CountryCode;
+pub use events::{AccessLogLine, Metadata, Timestamp};
 pub use proxy::{paths, BouncerReport, ProxyReport, ServicesUpdate};
 pub use spec::{CrowdSecMode, Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
+pub use sse::{SseEvent, SseParser};
+pub use verdict::Verdict;

@@ -1,90 +1,23 @@
 /** Typed client for nb-management's API. The admin token lives in sessionStorage. */
 
-export type Mode = "off" | "enforce" | "observe";
-export type Protocol = "http" | "tcp";
+import type { components } from "./generated/api";
+import { verdictValues } from "./generated/api";
 
-export interface Restrictions {
-  cidr_allow: string[];
-  cidr_deny: string[];
-  country_allow: string[];
-  country_deny: string[];
-  crowdsec_mode: Mode;
-}
-
-export interface Service {
-  id: string;
-  name: string;
-  protocol: Protocol;
-  hosts: string[];
-  listen: string | null;
-  upstream: string;
-  restrictions: Restrictions;
-  rule_count: number;
-  created_at: string;
-  updated_at: string;
-}
-
-export type ServiceBody = Omit<Service, "rule_count" | "created_at" | "updated_at">;
-
-export interface Bouncer {
-  running: boolean;
-  synced: boolean;
-  stale: boolean;
-  decisions: number;
-  last_sync?: string;
-  last_error?: string;
-}
-
-export interface Proxy {
-  id: string;
-  name: string;
-  created_at: string;
-  last_seen: string | null;
-  live: boolean;
-  version: string | null;
-  supports_crowdsec: boolean;
-  bouncer: Bouncer | null;
-  config_revision: number | null;
-  config_error: string | null;
-  events_dropped: number;
-  events_rejected: number;
-  crowdsec_key_shared_with: string[];
-}
-
-export interface CrowdSecSupport {
-  supported: boolean;
-  reason?: string;
-  live_proxies: number;
-  live_proxies_with_crowdsec: number;
-}
-
-export interface AccessEvent {
-  id: number;
-  ts: string;
-  proxy_id: string;
-  service_id: string;
-  protocol: Protocol;
-  source_ip: string;
-  host?: string;
-  method?: string;
-  path?: string;
-  status?: number;
-  duration_ms: number;
-  bytes_in: number;
-  bytes_out: number;
-  deny_reason: string;
-  metadata: Record<string, string>;
-}
-
-export interface EventPage {
-  events: AccessEvent[];
-  next_cursor: string | null;
-}
-
-export interface Problem {
-  field: string;
-  message: string;
-}
+// Every type below comes from nb-management's OpenAPI document (dashboard/openapi.json,
+// generated into src/generated/api.ts at build time): nothing is restated by hand.
+type Schemas = components["schemas"];
+export type Mode = Schemas["CrowdSecMode"];
+export type Protocol = Schemas["Protocol"];
+export type Verdict = Schemas["Verdict"];
+export type Restrictions = Schemas["RestrictionsSpec"];
+export type Service = Schemas["ServiceView"];
+export type ServiceBody = Schemas["ServiceBody"];
+export type Bouncer = Schemas["BouncerReport"];
+export type Proxy = Schemas["ProxyView"];
+export type CrowdSecSupport = Schemas["CrowdSecSupport"];
+export type AccessEvent = Schemas["EventView"];
+export type EventPage = Schemas["EventList"];
+export type Problem = Schemas["FieldProblem"];
 
 export class ApiError extends Error {
   constructor(
@@ -135,13 +68,5 @@ export const api = {
   events: (query: URLSearchParams) => call<EventPage>("GET", `/api/v1/events?${query}`),
 };
 
-/** Deny reasons as the proxies write them. */
-export const VERDICTS = [
-  "ip_restricted",
-  "country_restricted",
-  "geo_unavailable",
-  "crowdsec_ban",
-  "crowdsec_captcha",
-  "crowdsec_throttle",
-  "crowdsec_unavailable",
-] as const;
+/** Deny reasons as the proxies write them: every verdict but `allow`. */
+export const VERDICTS: readonly Verdict[] = verdictValues.filter((v) => v !== "allow");

@@ -70,7 +70,7 @@ export async function renderEvents(page: HTMLElement): Promise<() => void> {
       const rows = page.events.flatMap(row);
       if (append) body.append(...rows);
       else if (!body.querySelector('tr[aria-expanded="true"]')) clear(body, rows);
-      cursor = page.next_cursor;
+      cursor = page.next_cursor ?? null;
       more.hidden = cursor === null;
       const shown = body.querySelectorAll("tr.event").length;
       status.textContent =

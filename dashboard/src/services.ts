@@ -19,7 +19,7 @@ export async function renderServices(page: HTMLElement): Promise<void> {
           {},
           h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "hint" }, s.id)),
           h("td", {}, s.protocol.toUpperCase()),
-          h("td", {}, s.protocol === "http" ? s.hosts.join(", ") : (s.listen ?? "")),
+          h("td", {}, s.protocol === "http" ? (s.hosts ?? []).join(", ") : (s.listen ?? "")),
           h("td", {}, h("code", {}, s.upstream)),
           h(
             "td",
@@ -128,11 +128,11 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     h("option", { value: "tcp" }, "TCP (own listener)"),
   );
   protocol.value = service?.protocol ?? "http";
-  const hosts = h("input", { id: "svc-hosts", value: service?.hosts.join(", ") ?? "", placeholder: "app.example.com, *.apps.example.com" });
+  const hosts = h("input", { id: "svc-hosts", value: (service?.hosts ?? []).join(", "), placeholder: "app.example.com, *.apps.example.com" });
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
   const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
-  const cidrAllow = h("textarea", { id: "cidr-allow", rows: 3 }, r?.cidr_allow.join("\n") ?? "");
-  const cidrDeny = h("textarea", { id: "cidr-deny", rows: 3 }, r?.cidr_deny.join("\n") ?? "");
+  const cidrAllow = h("textarea", { id: "cidr-allow", rows: 3 }, (r?.cidr_allow ?? []).join("\n"));
+  const cidrDeny = h("textarea", { id: "cidr-deny", rows: 3 }, (r?.cidr_deny ?? []).join("\n"));
   const countryAllow = countryPicker("country-allow", "Country allow list", r?.country_allow ?? [], countries);
   const countryDeny = countryPicker("country-deny", "Country deny list", r?.country_deny ?? [], countries);
   const currentMode: Mode = r?.crowdsec_mode ?? "off";

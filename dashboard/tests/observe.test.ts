@@ -9,7 +9,7 @@ const base: AccessEvent = {
 
 describe("observe badge", () => {
   test("names the decision type an observe entry would have been denied for", () => {
-    for (const t of ["ban", "captcha", "throttle", "unavailable"]) {
+    for (const t of ["ban", "captcha", "throttle", "unavailable"] as const) {
       expect(observeBadge({ ...base, metadata: { crowdsec_mode: "observe", crowdsec_verdict: `crowdsec_${t}` } })).toBe(t);
     }
   });

@@ -113,6 +113,11 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
+    /// Print the API's OpenAPI document (JSON) and exit. `dashboard/openapi.json` is this
+    /// output; the dashboard's TypeScript types are generated from it.
+    #[arg(long)]
+    pub openapi: bool,
+
     /// Log filter (tracing syntax), e.g. `info` or `nb_management=debug`.
     #[arg(long, env = "NB_MANAGEMENT_LOG", default_value = "info")]
     pub log: String,

@@ -4,45 +4,16 @@
 //! of the batch is stored. Entries dated in the future are stored at now plus the allowed skew.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use nb_api::events;
-use nb_proxy::restrict::Verdict;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use nb_api::events::{self, AccessLogLine};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::store::NewEvent;
 
 /// Most entries a single batch may hold.
 pub const MAX_BATCH_ENTRIES: usize = 50_000;
-
-#[derive(Deserialize)]
-struct Line {
-    ts: String,
-    service_id: String,
-    protocol: String,
-    source_ip: IpAddr,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    status: Option<u16>,
-    duration_ms: f64,
-    bytes_in: u64,
-    bytes_out: u64,
-    #[serde(default)]
-    deny_reason: String,
-    #[serde(default)]
-    metadata: Map<String, Value>,
-}
-
-fn verdict_known(s: &str) -> bool {
-    Verdict::parse(s).is_some()
-}
 
 /// Why a readable line was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
@@ -108,7 +79,15 @@ pub fn parse_batch(proxy_id: &str, body: &[u8], window: Window) -> Result<Parsed
             continue;
         }
         let n = i + 1;
-        let line: Line = serde_json::from_str(raw).map_err(|e| format!("line {n}: {e}"))?;
+        let de = &mut serde_json::Deserializer::from_str(raw);
+        let line: AccessLogLine = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let e = e.into_inner();
+            match path.as_str() {
+                "." => format!("line {n}: {e}"),
+                _ => format!("line {n}: {path}: {e}"),
+            }
+        })?;
         match to_event(proxy_id, line, window).map_err(|e| format!("line {n}: {e}"))? {
             Ok(event) => out.events.push(event),
             Err(why) => *out.rejected.entry(why).or_default() += 1,
@@ -117,15 +96,20 @@ pub fn parse_batch(proxy_id: &str, body: &[u8], window: Window) -> Result<Parsed
     Ok(out)
 }
 
-fn field_too_long(l: &Line) -> bool {
+fn field_too_long(l: &AccessLogLine) -> bool {
     use events::*;
-    let over = |v: &Option<String>, max: usize| v.as_ref().is_some_and(|s| s.len() > max);
+    let over =
+        |v: &Option<std::borrow::Cow<str>>, max: usize| v.as_ref().is_some_and(|s| s.len() > max);
+    let m = &l.metadata;
     l.service_id.len() > MAX_SERVICE_ID_BYTES
         || over(&l.host, MAX_HOST_BYTES)
         || over(&l.path, MAX_PATH_BYTES)
         || over(&l.method, MAX_METHOD_BYTES)
-        || l.metadata.len() > MAX_METADATA_KEYS
-        || l.metadata.iter().any(|(k, v)| {
+        || m.len() > MAX_METADATA_KEYS
+        || [&m.upstream_error, &m.client_error, &m.aborted]
+            .iter()
+            .any(|v| over(v, MAX_METADATA_VALUE_BYTES))
+        || m.other.iter().any(|(k, v)| {
             k.len() > MAX_METADATA_KEY_BYTES
                 || match v {
                     Value::String(s) => s.len() > MAX_METADATA_VALUE_BYTES,
@@ -140,14 +124,14 @@ fn field_too_long(l: &Line) -> bool {
 /// `Err` refuses the batch; `Ok(Err)` refuses only this entry.
 fn to_event(
     proxy_id: &str,
-    l: Line,
+    l: AccessLogLine,
     window: Window,
 ) -> Result<Result<NewEvent, Rejection>, String> {
-    let ts = humantime::parse_rfc3339_weak(&l.ts)
-        .map_err(|_| format!("ts \"{}\" is not an RFC 3339 time", l.ts))?
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| format!("ts \"{}\" is before 1970", l.ts))?
-        .as_millis() as i64;
+    let ts =
+        l.ts.0
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| "ts is before 1970".to_owned())?
+            .as_millis() as i64;
     if field_too_long(&l) {
         return Ok(Err(Rejection::FieldTooLong));
     }
@@ -158,43 +142,16 @@ fn to_event(
         return Ok(Err(Rejection::Expired));
     }
     let ts = ts.min(window.now_ms + events::MAX_CLOCK_SKEW.as_millis() as i64);
-    if !matches!(l.protocol.as_str(), "http" | "tcp") {
-        return Err(format!("protocol \"{}\" is not http or tcp", l.protocol));
-    }
-    if !l.deny_reason.is_empty() && (l.deny_reason == "allow" || !verdict_known(&l.deny_reason)) {
-        return Err(format!(
-            "deny_reason \"{}\" is not a deny verdict",
-            l.deny_reason
-        ));
-    }
-    let text = |key: &str| {
-        l.metadata
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let crowdsec_verdict = text("crowdsec_verdict");
-    let crowdsec_mode = text("crowdsec_mode");
-    if !crowdsec_verdict.is_empty() && !verdict_known(&crowdsec_verdict) {
-        return Err(format!(
-            "metadata.crowdsec_verdict \"{crowdsec_verdict}\" is not a verdict"
-        ));
-    }
-    if !matches!(crowdsec_mode.as_str(), "" | "enforce" | "observe") {
-        return Err(format!(
-            "metadata.crowdsec_mode \"{crowdsec_mode}\" is not enforce or observe"
-        ));
-    }
+    let metadata = serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into());
     Ok(Ok(NewEvent {
         ts,
         proxy_id: proxy_id.to_owned(),
-        service_id: l.service_id,
-        protocol: l.protocol,
+        service_id: l.service_id.into_owned(),
+        protocol: l.protocol.as_str().to_owned(),
         source_ip: l.source_ip.to_canonical().to_string(),
-        host: l.host,
-        method: l.method,
-        path: l.path,
+        host: l.host.map(|h| h.into_owned()),
+        method: l.method.map(|m| m.into_owned()),
+        path: l.path.map(|p| p.into_owned()),
         status: l.status.map(i64::from),
         duration_ms: if l.duration_ms.is_finite() {
             l.duration_ms.max(0.0)
@@ -203,10 +160,18 @@ fn to_event(
         },
         bytes_in: l.bytes_in.min(i64::MAX as u64) as i64,
         bytes_out: l.bytes_out.min(i64::MAX as u64) as i64,
-        deny_reason: l.deny_reason,
-        crowdsec_verdict,
-        crowdsec_mode,
-        metadata: Value::Object(l.metadata).to_string(),
+        deny_reason: l.deny_reason.map_or("", |v| v.as_str()).to_owned(),
+        crowdsec_verdict: l
+            .metadata
+            .crowdsec_verdict
+            .map_or("", |v| v.as_str())
+            .to_owned(),
+        crowdsec_mode: l
+            .metadata
+            .crowdsec_mode
+            .map_or("", |m| m.as_str())
+            .to_owned(),
+        metadata,
     }))
 }
 

@@ -10,6 +10,10 @@ use nb_management::store::{redact_url, Store};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.openapi {
+        println!("{}", nb_management::api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     nb_management::secrets::private_files();
     tracing_subscriber::fmt()
         .with_env_filter(

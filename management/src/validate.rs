@@ -1,12 +1,12 @@
-//! Service validation, shared with the proxy: the candidate is compiled by `nb-proxy`'s own
-//! compiler, and what it claims (hosts, listen addresses) is checked against the routes other
-//! services hold, so management accepts exactly what a proxy will run without reading every
-//! service. Plus the CrowdSec capability rule for the cluster.
+//! Service validation: the candidate passes `nb_api`'s checks, the ones a proxy's compiler runs,
+//! and what it claims (hosts, listen addresses) is checked against the routes other services
+//! hold, so management accepts exactly what a proxy will run without reading every service.
+//! Plus management's own limits and the CrowdSec capability rule for the cluster.
 
 use std::time::Duration;
 
-use nb_api::{Protocol, ServiceSpec};
-use nb_proxy::config::{compile, CompileOptions};
+use nb_api::validate::check_service;
+use nb_api::ServiceSpec;
 use serde::Serialize;
 
 use crate::store::Proxy;
@@ -102,38 +102,15 @@ pub fn validate_service(candidate: &ServiceSpec) -> Vec<FieldProblem> {
     }
     let mut probe = candidate.clone();
     probe.tls = None;
-    if let Err(e) = compile("service", vec![probe], &CompileOptions::default()) {
-        for p in e.problems {
+    if let Err(found) = check_service(probe) {
+        for p in found {
             problems.push(FieldProblem::new(p.field.unwrap_or("service"), p.message));
         }
     }
     problems
 }
 
-/// What a service claims for itself alone: `("host", name)` for each HTTP host (lower case,
-/// without a trailing dot, as the proxy routes it), `("listen", ip:port)` for a TCP service.
-pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
-    let mut routes: Vec<(&'static str, String)> = match spec.protocol {
-        Protocol::Http => spec
-            .hosts
-            .iter()
-            .map(|h| {
-                let h = h.trim().to_ascii_lowercase();
-                ("host", h.strip_suffix('.').map(str::to_owned).unwrap_or(h))
-            })
-            .collect(),
-        Protocol::Tcp => spec
-            .listen
-            .as_deref()
-            .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
-            .map(|a| ("listen", a.to_string()))
-            .into_iter()
-            .collect(),
-    };
-    routes.sort();
-    routes.dedup();
-    routes
-}
+pub use nb_api::validate::routes_of;
 
 /// The problems of `spec` claiming routes other services hold (`owners`: route and holder).
 pub fn conflict_problems(

@@ -486,7 +486,7 @@ async fn capabilities_when(s: &Server, ready: impl Fn(&Value) -> bool) -> Value 
 /// Reads server-sent events until `n` `services` events arrived.
 async fn services_events(res: reqwest::Response, n: usize) -> Vec<Value> {
     let mut stream = res.bytes_stream();
-    let mut parser = nb_proxy::managed::SseParser::new(1 << 20);
+    let mut parser = nb_api::SseParser::new(1 << 20);
     let mut out = Vec::new();
     while out.len() < n {
         let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
@@ -1045,4 +1045,30 @@ async fn proxy_reports_are_bounded() {
     .await
     .unwrap();
     assert_eq!(res.status(), 204);
+}
+
+#[test]
+fn the_dashboards_types_come_from_the_current_openapi_document() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboard/openapi.json");
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed.trim_end() == nb_management::api::openapi_json(),
+        "dashboard/openapi.json is not the API's document any more: regenerate it with \
+         `cargo run -p nb-management -- --openapi > dashboard/openapi.json` (the dashboard's \
+         TypeScript types are generated from it)"
+    );
+    // One operation id per route: the TypeScript operations are named by them.
+    let doc: Value = serde_json::from_str(&committed).unwrap();
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate operation ids: {ids:?}");
+    assert_eq!(n, 15);
 }

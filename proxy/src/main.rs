@@ -90,14 +90,6 @@ async fn run(args: Args) -> Result<(), String> {
             Routes::default()
         }
     };
-    if geo.is_none()
-        && routes.services.iter().any(|s| {
-            let r = &s.spec.restrictions;
-            !r.country_allow.is_empty() || !r.country_deny.is_empty()
-        })
-    {
-        tracing::warn!("services use country lists but no --geo-db is loaded: they deny everything (geo_unavailable)");
-    }
     let mut access_log = AccessLog::open(Destination::parse(&args.access_log))
         .map_err(|e| format!("cannot open access log {}: {e}", args.access_log))?;
     let mut shipping = None;

@@ -9,9 +9,8 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::ServiceSlots;
-use crate::config::{ConfigError, Problem, Routes, Service};
+use crate::config::{ConfigError, Problem, Routes};
 use crate::crowdsec::BouncerRef;
-use crate::restrict::CrowdSecMode;
 use crate::state::ProxyState;
 use crate::workers::Workers;
 
@@ -48,8 +47,8 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     tcp: Mutex<HashMap<SocketAddr, TcpListenerTasks>>,
     shared_listeners: Vec<AbortHandle>,
-    /// One bouncer reference per service of the running configuration with CrowdSec on.
-    crowdsec_refs: Mutex<Vec<BouncerRef>>,
+    /// Held while some service of the running configuration uses CrowdSec.
+    bouncer: Mutex<Option<BouncerRef>>,
 }
 
 impl Server {
@@ -92,7 +91,7 @@ impl Server {
             https_addr,
             tcp: Mutex::new(HashMap::new()),
             shared_listeners: tasks,
-            crowdsec_refs: Mutex::new(Vec::new()),
+            bouncer: Mutex::new(None),
         };
         let routes = server.state.routes.load_full();
         server
@@ -154,12 +153,20 @@ impl Server {
                 problems,
             });
         }
-        // New references before the old ones go: an edit never restarts the bouncer.
-        let refs = self.crowdsec_references(routes);
+        // The new reference before the old one goes: an edit never restarts the bouncer.
+        let users = routes
+            .services
+            .iter()
+            .map(|s| (&**s.id(), s.filter().crowdsec_mode()));
+        let bouncer = self.state.crowdsec.reference_for(users);
+        crate::restrict::warn_without_geo(
+            routes.services.iter().map(|s| (&**s.id(), s.filter())),
+            self.state.geo.load().is_some(),
+        );
         self.state.routes.store(routes.clone());
         drop(std::mem::replace(
-            &mut *self.crowdsec_refs.lock().expect("refs"),
-            refs,
+            &mut *self.bouncer.lock().expect("bouncer reference"),
+            bouncer,
         ));
         let mut table = self.tcp.lock().expect("listener table");
         for (addr, listener) in fresh {
@@ -190,35 +197,6 @@ impl Server {
             keep
         });
         Ok(())
-    }
-}
-
-impl Server {
-    fn crowdsec_references(&self, routes: &Routes) -> Vec<BouncerRef> {
-        let crowdsec = &self.state.crowdsec;
-        let users: Vec<&Service> = routes
-            .services
-            .iter()
-            .map(|s| &**s)
-            .filter(|s| s.filter.crowdsec_mode().is_on())
-            .collect();
-        if !users.is_empty() && !crowdsec.is_configured() {
-            for s in &users {
-                tracing::warn!(
-                    service = %s.id,
-                    mode = %s.filter.crowdsec_mode(),
-                    "service \"{}\" uses crowdsec_mode {} but no --crowdsec-api-url is configured: {}",
-                    s.id,
-                    s.filter.crowdsec_mode(),
-                    if s.filter.crowdsec_mode() == CrowdSecMode::Enforce {
-                        "it denies every request (crowdsec_unavailable)"
-                    } else {
-                        "every entry records crowdsec_unavailable"
-                    }
-                );
-            }
-        }
-        users.iter().map(|_| crowdsec.acquire()).collect()
     }
 }
 

@@ -1,14 +1,15 @@
 //! The event log: filtered, newest first, with a cursor for the next page.
 
 use std::net::IpAddr;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::Json;
-use nb_proxy::restrict::Verdict;
+use nb_api::{AccessLogLine, Protocol, Timestamp, Verdict};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::time::{parse_rfc3339, rfc3339};
+use super::time::parse_rfc3339;
 use super::{ApiError, AppState, ErrorBody};
 use crate::store::{Event, EventCursor, EventFilter, EventPage};
 
@@ -36,50 +37,45 @@ pub struct EventQuery {
     pub limit: Option<u32>,
 }
 
+/// A stored event: the access-log line as the proxy wrote it, with its id and the proxy.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     pub id: i64,
-    pub ts: String,
     pub proxy_id: String,
-    pub service_id: String,
-    pub protocol: String,
-    pub source_ip: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<i64>,
-    pub duration_ms: f64,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    /// Empty when allowed.
-    pub deny_reason: String,
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
+    #[serde(flatten)]
+    pub line: AccessLogLine<'static>,
 }
 
 impl From<Event> for EventView {
     fn from(e: Event) -> Self {
         let ev = e.event;
+        let line = AccessLogLine {
+            ts: Timestamp(UNIX_EPOCH + Duration::from_millis(ev.ts.max(0) as u64)),
+            service_id: ev.service_id.into(),
+            // Only what ingestion accepted is stored.
+            protocol: if ev.protocol == "tcp" {
+                Protocol::Tcp
+            } else {
+                Protocol::Http
+            },
+            source_ip: ev
+                .source_ip
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            host: ev.host.map(Into::into),
+            method: ev.method.map(Into::into),
+            path: ev.path.map(Into::into),
+            status: ev.status.and_then(|s| u16::try_from(s).ok()),
+            duration_ms: ev.duration_ms,
+            bytes_in: ev.bytes_in.max(0) as u64,
+            bytes_out: ev.bytes_out.max(0) as u64,
+            deny_reason: Verdict::parse(&ev.deny_reason),
+            metadata: serde_json::from_str(&ev.metadata).unwrap_or_default(),
+        };
         Self {
             id: e.id,
-            ts: rfc3339(ev.ts),
             proxy_id: ev.proxy_id,
-            service_id: ev.service_id,
-            protocol: ev.protocol,
-            source_ip: ev.source_ip,
-            host: ev.host,
-            method: ev.method,
-            path: ev.path,
-            status: ev.status,
-            duration_ms: ev.duration_ms,
-            bytes_in: ev.bytes_in,
-            bytes_out: ev.bytes_out,
-            deny_reason: ev.deny_reason,
-            metadata: serde_json::from_str(&ev.metadata).unwrap_or_default(),
+            line,
         }
     }
 }
@@ -157,7 +153,7 @@ pub fn filter_of(q: EventQuery) -> Result<EventFilter, ApiError> {
     Ok(f)
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "query_events", tag = "events",
     security(("admin" = [])),
     params(EventQuery),
     responses((status = 200, body = EventList), (status = 400, body = ErrorBody)))]

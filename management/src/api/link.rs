@@ -42,7 +42,7 @@ struct StreamState {
     sent: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/proxy/stream", tag = "proxy link",
+#[utoipa::path(get, path = "/api/v1/proxy/stream", operation_id = "proxy_stream", tag = "proxy link",
     security(("proxy" = [])),
     responses((status = 200, content_type = "text/event-stream",
         description = "server-sent events: `services` with a ServicesUpdate, at once and after every change",
@@ -123,7 +123,7 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
     }
 }
 
-#[utoipa::path(put, path = "/api/v1/proxy/report", tag = "proxy link",
+#[utoipa::path(put, path = "/api/v1/proxy/report", operation_id = "proxy_report", tag = "proxy link",
     security(("proxy" = [])),
     request_body = ProxyReport,
     responses((status = 204), (status = 401, body = ErrorBody)))]
@@ -197,10 +197,11 @@ pub struct Accepted {
     pub rejected: BTreeMap<Rejection, u64>,
 }
 
-static REJECTED_LOG: nb_proxy::ratelimit::LogEvery =
-    nb_proxy::ratelimit::LogEvery::new(Duration::from_secs(10));
+/// When refused lines were last logged (milliseconds since the Unix epoch): at most once per
+/// 10 s, whatever the number of proxies sending them.
+static REJECTED_LOGGED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-#[utoipa::path(post, path = "/api/v1/proxy/events", tag = "proxy link",
+#[utoipa::path(post, path = "/api/v1/proxy/events", operation_id = "proxy_events", tag = "proxy link",
     security(("proxy" = [])),
     request_body(content = String, content_type = "application/x-ndjson",
         description = "access-log entries, one JSON object per line, as nb-proxy writes them"),
@@ -222,11 +223,22 @@ pub async fn events(
     let refused: u64 = rejected.values().sum();
     if refused > 0 {
         st.store.add_rejected_events(&proxy.id, refused).await?;
-        if let Some(n) = REJECTED_LOG.hit() {
+        let now = now_ms();
+        let last = REJECTED_LOGGED.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 10_000
+            && REJECTED_LOGGED
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             tracing::warn!(
                 proxy = %proxy.name,
                 reasons = ?rejected,
-                "refused {refused} access-log lines from proxy {} ({n} batches with refusals in the last 10s)",
+                "refused {refused} access-log lines from proxy {} (counted as its events_rejected; logged at most every 10s)",
                 proxy.name
             );
         }

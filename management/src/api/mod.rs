@@ -16,8 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use auth::AuthFailures;
 pub use error::{ApiError, ErrorBody};
@@ -73,41 +76,54 @@ impl Default for Settings {
 /// Largest event batch a proxy may send in one request.
 pub const MAX_EVENT_BATCH_BYTES: usize = nb_api::events::MAX_BATCH_BYTES;
 
+/// The API, each route registered once: the axum router and the OpenAPI document's paths come
+/// from the same list (`utoipa-axum`).
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(services::list, services::create))
+        .routes(routes!(
+            services::get_one,
+            services::update,
+            services::delete
+        ))
+        .routes(routes!(proxies::list, proxies::create))
+        .routes(routes!(proxies::get_one, proxies::revoke))
+        .routes(routes!(proxies::capabilities))
+        .routes(routes!(proxies::countries))
+        .routes(routes!(events::query))
+        .routes(routes!(link::stream))
+        .routes(routes!(link::report))
+        .routes(routes!(link::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)))
+}
+
+/// The OpenAPI document, as `/api/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// The document as `dashboard/openapi.json` holds it (pretty, with a final newline).
+pub fn openapi_json() -> String {
+    serde_json::to_string_pretty(&openapi_document()).expect("the document serialises")
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/services",
-            get(services::list).post(services::create),
-        )
-        .route(
-            "/api/v1/services/{id}",
-            get(services::get_one)
-                .put(services::update)
-                .delete(services::delete),
-        )
-        .route("/api/v1/proxies", get(proxies::list).post(proxies::create))
-        .route(
-            "/api/v1/proxies/{id}",
-            get(proxies::get_one).delete(proxies::revoke),
-        )
-        .route("/api/v1/capabilities", get(proxies::capabilities))
-        .route("/api/v1/countries", get(proxies::countries))
-        .route("/api/v1/events", get(events::query))
-        .route(nb_api::paths::STREAM, get(link::stream))
-        .route(nb_api::paths::REPORT, put(link::report))
-        .route(
-            nb_api::paths::EVENTS,
-            post(link::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)),
-        )
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/api/{*rest}",
-            axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
-        )
-        .fallback(dashboard::serve)
-        .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(|| async { "ok" }))
+    .route(
+        "/api/{*rest}",
+        axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
+    )
+    .fallback(dashboard::serve)
+    .layer(axum::middleware::map_response(security_headers))
+    .with_state(state)
 }
 
 /// On every response, API and dashboard alike: no script or style but the dashboard's own

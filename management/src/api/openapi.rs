@@ -1,10 +1,8 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document's frame: title, description and security schemes. Its paths come from
+//! the router (see `api_routes`), so each route is declared once.
 
-use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-
-use super::{events, link, proxies, services};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,12 +10,6 @@ use super::{events, link, proxies, services};
         title = "nb-management API",
         description = "Services and their access control, proxies, and the reverse-proxy event log. \
             Admin routes take the admin token, proxy routes a proxy token, both as `Authorization: Bearer`."
-    ),
-    paths(
-        services::list, services::get_one, services::create, services::update, services::delete,
-        proxies::list, proxies::get_one, proxies::create, proxies::revoke, proxies::capabilities, proxies::countries,
-        events::query,
-        link::stream, link::report, link::events,
     ),
     modifiers(&Security)
 )]
@@ -35,8 +27,4 @@ impl Modify for Security {
             );
         }
     }
-}
-
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }

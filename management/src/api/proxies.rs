@@ -79,7 +79,7 @@ pub struct Capabilities {
     pub crowdsec: CrowdSecSupport,
 }
 
-#[utoipa::path(get, path = "/api/v1/proxies", tag = "proxies",
+#[utoipa::path(get, path = "/api/v1/proxies", operation_id = "list_proxies", tag = "proxies",
     security(("admin" = [])),
     responses((status = 200, body = [ProxyView]), (status = 401, body = ErrorBody)))]
 pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<ProxyView>>, ApiError> {
@@ -92,7 +92,7 @@ pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<Proxy
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/proxies/{id}", tag = "proxies",
+#[utoipa::path(get, path = "/api/v1/proxies/{id}", operation_id = "get_proxy", tag = "proxies",
     security(("admin" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ProxyView), (status = 404, body = ErrorBody)))]
@@ -109,7 +109,7 @@ pub async fn get_one(
     Ok(Json(ProxyView::new(p, &st, &proxies)))
 }
 
-#[utoipa::path(post, path = "/api/v1/proxies", tag = "proxies",
+#[utoipa::path(post, path = "/api/v1/proxies", operation_id = "create_proxy", tag = "proxies",
     security(("admin" = [])),
     request_body = NewProxy,
     responses((status = 201, body = CreatedProxy), (status = 409, body = ErrorBody),
@@ -141,7 +141,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/proxies/{id}", tag = "proxies",
+#[utoipa::path(delete, path = "/api/v1/proxies/{id}", operation_id = "revoke_proxy", tag = "proxies",
     security(("admin" = [])),
     params(("id" = String, Path)),
     responses((status = 204, description = "token revoked; an open stream closes within the check interval"),
@@ -158,7 +158,7 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/capabilities", tag = "proxies",
+#[utoipa::path(get, path = "/api/v1/capabilities", operation_id = "capabilities", tag = "proxies",
     security(("admin" = [])),
     responses((status = 200, body = Capabilities)))]
 pub async fn capabilities(
@@ -171,9 +171,9 @@ pub async fn capabilities(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/countries", tag = "proxies",
+#[utoipa::path(get, path = "/api/v1/countries", operation_id = "countries", tag = "proxies",
     security(("admin" = [])),
     responses((status = 200, description = "ISO 3166-1 alpha-2 codes the country lists accept", body = [String])))]
 pub async fn countries(_: Admin) -> Json<Vec<&'static str>> {
-    Json(nb_proxy::restrict::CountryCode::assigned().collect())
+    Json(nb_api::CountryCode::assigned().collect())
 }

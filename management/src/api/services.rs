@@ -140,7 +140,7 @@ fn trimmed(mut r: RestrictionsSpec) -> RestrictionsSpec {
     r
 }
 
-#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services", operation_id = "list_services", tag = "services",
     security(("admin" = [])),
     responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
 pub async fn list(
@@ -151,7 +151,7 @@ pub async fn list(
     Ok(Json(services.iter().map(ServiceView::from).collect()))
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{id}", tag = "services",
+#[utoipa::path(get, path = "/api/v1/services/{id}", operation_id = "get_service", tag = "services",
     security(("admin" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
@@ -164,7 +164,7 @@ pub async fn get_one(
     Ok(Json(ServiceView::from(&s)))
 }
 
-#[utoipa::path(post, path = "/api/v1/services", tag = "services",
+#[utoipa::path(post, path = "/api/v1/services", operation_id = "create_service", tag = "services",
     security(("admin" = [])),
     request_body = ServiceBody,
     responses((status = 201, body = ServiceView), (status = 409, body = ErrorBody),
@@ -195,7 +195,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ServiceView::from(&saved))))
 }
 
-#[utoipa::path(put, path = "/api/v1/services/{id}", tag = "services",
+#[utoipa::path(put, path = "/api/v1/services/{id}", operation_id = "update_service", tag = "services",
     security(("admin" = [])),
     params(("id" = String, Path)),
     request_body = ServiceBody,
@@ -228,7 +228,7 @@ pub async fn update(
     Ok(Json(ServiceView::from(&saved)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{id}", tag = "services",
+#[utoipa::path(delete, path = "/api/v1/services/{id}", operation_id = "delete_service", tag = "services",
     security(("admin" = [])),
     params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]

@@ -2,10 +2,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use std::borrow::Cow;
 
 use crate::config::Protocol;
-use crate::restrict::{CrowdSecFlag, Outcome, Verdict};
+use crate::restrict::{Outcome, Verdict};
 
 /// One HTTP request or one TCP connection.
 #[derive(Debug, Clone)]
@@ -95,99 +95,45 @@ impl AccessLogEntry {
                 s
             }
         }
-        let wire = Wire {
-            ts: humantime::format_rfc3339_millis(self.ts),
-            service_id: cap(&self.service_id, MAX_SERVICE_ID_BYTES, bounded),
-            protocol: self.protocol.as_str(),
+        let line = AccessLogLine {
+            ts: Timestamp(self.ts),
+            service_id: Cow::Borrowed(cap(&self.service_id, MAX_SERVICE_ID_BYTES, bounded)),
+            protocol: self.protocol,
             source_ip: self.source_ip,
             host: self
                 .host
                 .as_deref()
-                .map(|h| cap(h, MAX_HOST_BYTES, bounded)),
-            method: self
-                .method
-                .as_deref()
-                .map(|m| cap(m, MAX_METHOD_BYTES, bounded)),
+                .map(|h| Cow::Borrowed(cap(h, MAX_HOST_BYTES, bounded))),
+            method: (self.method.as_deref())
+                .map(|m| Cow::Borrowed(cap(m, MAX_METHOD_BYTES, bounded))),
             path: self
                 .path
                 .as_deref()
-                .map(|p| cap(p, MAX_PATH_BYTES, bounded)),
+                .map(|p| Cow::Borrowed(cap(p, MAX_PATH_BYTES, bounded))),
             status: self.status,
             duration_ms: (self.duration.as_micros() as f64) / 1000.0,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
-            deny_reason: self.deny_reason().map(Verdict::as_str).unwrap_or(""),
+            deny_reason: self.deny_reason(),
             metadata: Metadata {
-                crowdsec: self.outcome.crowdsec,
-                upstream_error: self.upstream_error,
-                client_error: self.client_error,
-                aborted: self.aborted,
+                crowdsec_verdict: self.outcome.crowdsec.map(|f| f.verdict),
+                crowdsec_mode: self.outcome.crowdsec.map(|f| f.mode),
+                upstream_error: self.upstream_error.map(Cow::Borrowed),
+                client_error: self.client_error.map(Cow::Borrowed),
+                aborted: self.aborted.map(Cow::Borrowed),
+                other: Default::default(),
             },
         };
         // Serialising plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &wire);
+        let _ = serde_json::to_writer(&mut *out, &line);
         out.push(b'\n');
     }
-}
-
-#[derive(Serialize)]
-struct Wire<'a> {
-    #[serde(serialize_with = "display")]
-    ts: humantime::Rfc3339Timestamp,
-    service_id: &'a str,
-    protocol: &'static str,
-    source_ip: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    duration_ms: f64,
-    bytes_in: u64,
-    bytes_out: u64,
-    deny_reason: &'static str,
-    metadata: Metadata,
-}
-
-struct Metadata {
-    crowdsec: Option<CrowdSecFlag>,
-    upstream_error: Option<&'static str>,
-    client_error: Option<&'static str>,
-    aborted: Option<&'static str>,
-}
-
-impl Serialize for Metadata {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(None)?;
-        if let Some(flag) = self.crowdsec {
-            m.serialize_entry("crowdsec_verdict", flag.verdict.as_str())?;
-            m.serialize_entry("crowdsec_mode", flag.mode.as_str())?;
-        }
-        if let Some(err) = self.upstream_error {
-            m.serialize_entry("upstream_error", err)?;
-        }
-        if let Some(err) = self.client_error {
-            m.serialize_entry("client_error", err)?;
-        }
-        if let Some(why) = self.aborted {
-            m.serialize_entry("aborted", why)?;
-        }
-        m.end()
-    }
-}
-
-fn display<S: serde::Serializer>(v: &humantime::Rfc3339Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restrict::CrowdSecMode;
+    use crate::restrict::{CrowdSecFlag, CrowdSecMode};
 
     #[test]
     fn json_shape_matches_the_design() {

@@ -59,7 +59,7 @@ impl ShipQueue {
 /// proxy refused before deciding (client errors) by status instead.
 #[derive(Default)]
 pub struct Counts {
-    by_verdict: [[AtomicU64; 8]; 2],
+    by_verdict: [[AtomicU64; crate::restrict::Verdict::ALL.len()]; 2],
     client_errors: [AtomicU64; CLIENT_ERROR_STATUSES.len()],
 }
 

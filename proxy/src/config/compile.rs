@@ -1,62 +1,91 @@
-//! Validates service descriptions as a whole and compiles them into the routing table the data
-//! plane reads. Either every service compiles or the whole set is rejected.
+//! Compiles service descriptions into the routing table the data plane reads: `nb_api` checks
+//! what they mean (the same checks management runs), then this builds the filters, the host
+//! map and the certificates. Either every service compiles or the whole set is rejected.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::uri::{Authority, Scheme, Uri};
-use ipnet::IpNet;
+use nb_api::validate::{check_services, Checked, Target};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::error::{ConfigError, Problem};
 use super::hostmap::HostMap;
-use super::spec::{Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
-use crate::restrict::{CountryCode, CountrySet, Filter, IpSet};
+use super::spec::ServiceSpec;
+use crate::restrict::{CountrySet, Filter, IpSet};
 
-/// Where an HTTP service's requests go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUpstream {
-    /// `host:port` to dial.
-    pub address: String,
-    pub authority: Authority,
-}
+pub use nb_api::validate::HttpUpstream;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Upstream {
-    Http(HttpUpstream),
-    /// `host:port` to dial.
-    Tcp(String),
-}
-
-/// A service ready for the data plane.
+/// An HTTP service, routed by host on the shared listeners.
 #[derive(Debug)]
-pub struct Service {
+pub struct HttpService {
     pub id: Arc<str>,
-    pub protocol: Protocol,
-    pub upstream: Upstream,
+    pub upstream: HttpUpstream,
     pub filter: Filter,
-    pub tls: Option<Arc<CertifiedKey>>,
     pub spec: ServiceSpec,
+}
+
+/// A TCP service on its own listener.
+#[derive(Debug)]
+pub struct TcpService {
+    pub id: Arc<str>,
+    pub listen: SocketAddr,
+    /// `host:port` to dial.
+    pub upstream: String,
+    pub filter: Filter,
+    /// Terminate TLS with this certificate; without it, bytes pass untouched.
+    pub tls: Option<Arc<CertifiedKey>>,
+    pub max_connections: Option<u32>,
+    pub spec: ServiceSpec,
+}
+
+/// A service ready for the data plane: one or the other, never both.
+#[derive(Debug, Clone)]
+pub enum Service {
+    Http(Arc<HttpService>),
+    Tcp(Arc<TcpService>),
+}
+
+impl Service {
+    pub fn id(&self) -> &Arc<str> {
+        match self {
+            Service::Http(s) => &s.id,
+            Service::Tcp(s) => &s.id,
+        }
+    }
+
+    pub fn filter(&self) -> &Filter {
+        match self {
+            Service::Http(s) => &s.filter,
+            Service::Tcp(s) => &s.filter,
+        }
+    }
+
+    pub fn spec(&self) -> &ServiceSpec {
+        match self {
+            Service::Http(s) => &s.spec,
+            Service::Tcp(s) => &s.spec,
+        }
+    }
 }
 
 /// Everything the listeners need to route a connection or request; swapped whole on change.
 #[derive(Debug, Default)]
 pub struct Routes {
-    pub services: Vec<Arc<Service>>,
+    pub services: Vec<Service>,
     /// Host name (or `*.suffix`) ⇒ HTTP service.
-    pub http: HostMap<Arc<Service>>,
-    pub tcp: HashMap<SocketAddr, Arc<Service>>,
+    pub http: HostMap<Arc<HttpService>>,
+    pub tcp: HashMap<SocketAddr, Arc<TcpService>>,
     /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
     pub certificates: HostMap<Arc<CertifiedKey>>,
 }
 
 impl Routes {
     /// `host` as sent by the client: any case, maybe with a port or a trailing dot.
-    pub fn http_service(&self, host: &str) -> Option<&Arc<Service>> {
+    pub fn http_service(&self, host: &str) -> Option<&Arc<HttpService>> {
         let host = strip_port(host);
         self.http.get(host.strip_suffix('.').unwrap_or(host))
     }
@@ -84,318 +113,95 @@ pub fn compile(
     specs: Vec<ServiceSpec>,
     opts: &CompileOptions,
 ) -> Result<Routes, ConfigError> {
+    let reject = |problems| ConfigError {
+        source_name: source_name.to_owned(),
+        problems,
+    };
+    let checked = check_services(specs).map_err(reject)?;
     let mut problems = Vec::new();
     let mut routes = Routes::default();
-    let mut ids: HashMap<String, ()> = HashMap::new();
-
-    for spec in specs {
-        let mut ctx = Ctx {
-            id: spec.id.clone(),
-            problems: &mut problems,
-        };
-        if spec.id.trim().is_empty() {
-            ctx.push(Some("id"), "must not be empty".into());
-        } else if ids.insert(spec.id.clone(), ()).is_some() {
-            ctx.push(Some("id"), "is used by more than one service".into());
-        }
-        let Some(service) = compile_one(&mut ctx, spec) else {
-            continue;
-        };
-        let service = Arc::new(service);
-        match service.protocol {
-            Protocol::Http => {
-                for host in &service.spec.hosts {
-                    let host = normalise_host(host);
-                    if let Err(other) = routes.http.insert(host.clone(), service.clone()) {
-                        let taken =
-                            format!("host {host} is already served by service \"{}\"", other.id);
-                        ctx.push(Some("hosts"), taken);
-                        continue;
-                    }
-                    let cert = match (&service.tls, &opts.tls_dir) {
+    for c in checked {
+        let tls = c.spec.tls.as_ref().and_then(|t| {
+            certified_key(Path::new(&t.cert_file), Path::new(&t.key_file))
+                .map_err(|e| problems.push(problem(&c.spec, "tls", e)))
+                .ok()
+        });
+        let filter = filter_of(&c);
+        let Checked { spec, target, .. } = c;
+        let id: Arc<str> = spec.id.as_str().into();
+        match target {
+            Target::Http { hosts, upstream } => {
+                let service = Arc::new(HttpService {
+                    id,
+                    upstream,
+                    filter,
+                    spec,
+                });
+                for host in hosts {
+                    let cert = match (&tls, &opts.tls_dir) {
                         (Some(cert), _) => Some(cert.clone()),
-                        (None, Some(dir)) => cert_from_dir(&mut ctx, dir, &host),
+                        (None, Some(dir)) => cert_from_dir(dir, &host)
+                            .map_err(|e| problems.push(problem(&service.spec, "hosts", e)))
+                            .ok()
+                            .flatten(),
                         (None, None) => None,
                     };
                     if let Some(cert) = cert {
-                        let _ = routes.certificates.insert(host, cert);
+                        let _ = routes.certificates.insert(host.clone(), cert);
                     }
+                    // Unique: the checks refused any host claimed twice.
+                    let _ = routes.http.insert(host, service.clone());
                 }
+                routes.services.push(Service::Http(service));
             }
-            Protocol::Tcp => {
-                if let Some(addr) = service.spec.listen.as_deref().and_then(|l| l.parse().ok()) {
-                    if let Some(other) = routes.tcp.get(&addr) {
-                        ctx.push(
-                            Some("listen"),
-                            format!("{addr} is already used by service \"{}\"", other.id),
-                        );
-                    } else {
-                        routes.tcp.insert(addr, service.clone());
-                    }
-                }
+            Target::Tcp { listen, upstream } => {
+                let service = Arc::new(TcpService {
+                    id,
+                    listen,
+                    upstream,
+                    filter,
+                    tls,
+                    max_connections: spec.max_connections,
+                    spec,
+                });
+                routes.tcp.insert(listen, service.clone());
+                routes.services.push(Service::Tcp(service));
             }
         }
-        routes.services.push(service);
     }
-
     if problems.is_empty() {
         Ok(routes)
     } else {
-        Err(ConfigError {
-            source_name: source_name.to_owned(),
-            problems,
-        })
+        Err(reject(problems))
     }
 }
 
-struct Ctx<'a> {
-    id: String,
-    problems: &'a mut Vec<Problem>,
-}
-
-impl Ctx<'_> {
-    fn push(&mut self, field: Option<&'static str>, message: String) {
-        self.problems.push(Problem {
-            service: Some(self.id.clone()).filter(|s| !s.is_empty()),
-            field,
-            message,
-        });
+fn problem(spec: &ServiceSpec, field: &'static str, message: String) -> Problem {
+    Problem {
+        service: Some(spec.id.clone()),
+        field: Some(field),
+        message,
     }
 }
 
-fn compile_one(ctx: &mut Ctx<'_>, spec: ServiceSpec) -> Option<Service> {
-    let before = ctx.problems.len();
-
-    let upstream = match spec.protocol {
-        Protocol::Http => {
-            if spec.hosts.is_empty() {
-                ctx.push(
-                    Some("hosts"),
-                    "an http service needs at least one host".into(),
-                );
-            }
-            for host in &spec.hosts {
-                if !valid_route_host(&normalise_host(host)) {
-                    ctx.push(
-                        Some("hosts"),
-                        format!("\"{host}\" is not a valid host name"),
-                    );
-                }
-            }
-            if spec.listen.is_some() {
-                ctx.push(
-                    Some("listen"),
-                    "http services are served on the shared HTTP listener; remove `listen`".into(),
-                );
-            }
-            parse_http_upstream(ctx, &spec.upstream).map(Upstream::Http)
-        }
-        Protocol::Tcp => {
-            if !spec.hosts.is_empty() {
-                ctx.push(
-                    Some("hosts"),
-                    "tcp services are not routed by host; remove `hosts`".into(),
-                );
-            }
-            match spec.listen.as_deref() {
-                None => ctx.push(
-                    Some("listen"),
-                    "a tcp service needs `listen: ip:port`".into(),
-                ),
-                Some(l) => {
-                    if l.parse::<SocketAddr>().is_err() {
-                        ctx.push(Some("listen"), format!("\"{l}\" is not an ip:port address"));
-                    }
-                }
-            }
-            parse_host_port(&spec.upstream)
-                .map(|_| Upstream::Tcp(spec.upstream.clone()))
-                .or_else(|| {
-                    ctx.push(
-                        Some("upstream"),
-                        format!("\"{}\" is not a host:port address", spec.upstream),
-                    );
-                    None
-                })
-        }
-    };
-
-    match (spec.protocol, spec.max_connections) {
-        (Protocol::Http, Some(_)) => ctx.push(
-            Some("max_connections"),
-            "applies to tcp services; HTTP connections are capped by --max-connections and \
-             --max-connections-per-ip"
-                .into(),
-        ),
-        (Protocol::Tcp, Some(0)) => ctx.push(Some("max_connections"), "must be at least 1".into()),
-        _ => {}
-    }
-    let filter = compile_filter(ctx, &spec.restrictions);
-    let tls = spec.tls.as_ref().and_then(|t| load_certified_key(ctx, t));
-
-    if ctx.problems.len() > before {
-        return None;
-    }
-    Some(Service {
-        id: spec.id.as_str().into(),
-        protocol: spec.protocol,
-        upstream: upstream?,
-        filter,
-        tls,
-        spec,
-    })
-}
-
-fn compile_filter(ctx: &mut Ctx<'_>, r: &RestrictionsSpec) -> Filter {
-    let cidr_allow = parse_cidrs(ctx, "restrictions.cidr_allow", &r.cidr_allow);
-    let cidr_deny = parse_cidrs(ctx, "restrictions.cidr_deny", &r.cidr_deny);
-    let country_allow = parse_countries(ctx, "restrictions.country_allow", &r.country_allow);
-    let country_deny = parse_countries(ctx, "restrictions.country_deny", &r.country_deny);
+fn filter_of(c: &Checked) -> Filter {
     Filter::new(
-        cidr_allow,
-        cidr_deny,
-        country_allow,
-        country_deny,
-        r.crowdsec_mode,
+        IpSet::new(&c.cidr_allow),
+        IpSet::new(&c.cidr_deny),
+        CountrySet::new(c.country_allow.iter().copied()),
+        CountrySet::new(c.country_deny.iter().copied()),
+        c.spec.restrictions.crowdsec_mode,
     )
 }
 
-/// Parses a CIDR or a bare address (a /32 or /128). Host bits must be clear, so that a typo
-/// such as `10.0.0.1/8` is caught rather than silently widened.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip.to_canonical()));
-    }
-    let net: IpNet = s.parse().map_err(|_| {
-        format!("\"{s}\" is not a valid CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)")
-    })?;
-    if net.trunc() != net {
-        return Err(format!(
-            "\"{s}\" has host bits set (did you mean {}?)",
-            net.trunc()
-        ));
-    }
-    Ok(net)
-}
-
-fn parse_cidrs(ctx: &mut Ctx<'_>, field: &'static str, list: &[String]) -> IpSet {
-    let mut nets = Vec::with_capacity(list.len());
-    for s in list {
-        match parse_cidr(s) {
-            Ok(n) => nets.push(n),
-            Err(e) => ctx.push(Some(field), e),
-        }
-    }
-    IpSet::new(&nets)
-}
-
-fn parse_countries(ctx: &mut Ctx<'_>, field: &'static str, list: &[String]) -> CountrySet {
-    let mut codes = Vec::with_capacity(list.len());
-    for s in list {
-        match CountryCode::parse(s.trim()) {
-            Some(c) => codes.push(c),
-            None => ctx.push(
-                Some(field),
-                format!("\"{s}\" is not an ISO 3166-1 alpha-2 country code"),
-            ),
-        }
-    }
-    CountrySet::new(codes)
-}
-
-fn parse_http_upstream(ctx: &mut Ctx<'_>, s: &str) -> Option<HttpUpstream> {
-    let bad = |ctx: &mut Ctx<'_>, why: &str| {
-        ctx.push(Some("upstream"), format!("\"{s}\" {why}"));
-        None
-    };
-    let Ok(uri) = s.parse::<Uri>() else {
-        return bad(ctx, "is not a URL (expected http://host:port)");
-    };
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return bad(
-            ctx,
-            "must be an http:// URL (https upstreams are not supported)",
-        );
-    }
-    let Some(authority) = uri.authority().cloned() else {
-        return bad(ctx, "has no host");
-    };
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return bad(ctx, "must not have a path or query");
-    }
-    if authority.as_str().contains('@') {
-        return bad(ctx, "must not carry credentials");
-    }
-    let port = authority.port_u16().unwrap_or(80);
-    let host = authority.host();
-    let address = format!("{host}:{port}");
-    Some(HttpUpstream { address, authority })
-}
-
-fn parse_host_port(s: &str) -> Option<(&str, u16)> {
-    if s.parse::<SocketAddr>().is_ok() {
-        let (h, p) = s.rsplit_once(':')?;
-        return Some((h, p.parse().ok()?));
-    }
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    (port != 0 && valid_host(host)).then_some((host, port))
-}
-
-fn normalise_host(h: &str) -> String {
-    let h = h.trim().to_ascii_lowercase();
-    h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
-}
-
-/// A service's host: a name, an address, or a wildcard `*.name` (one label).
-fn valid_route_host(h: &str) -> bool {
-    match h.strip_prefix("*.") {
-        Some(suffix) => suffix.parse::<IpAddr>().is_err() && valid_host(suffix),
-        None => valid_host(h),
-    }
-}
-
-fn valid_host(h: &str) -> bool {
-    if h.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-fn load_certified_key(ctx: &mut Ctx<'_>, tls: &TlsSpec) -> Option<Arc<CertifiedKey>> {
-    match certified_key(Path::new(&tls.cert_file), Path::new(&tls.key_file)) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            ctx.push(Some("tls"), e);
-            None
-        }
-    }
-}
-
-fn cert_from_dir(ctx: &mut Ctx<'_>, dir: &Path, host: &str) -> Option<Arc<CertifiedKey>> {
+/// `<host>.crt` and `<host>.key` from the certificate directory, if the certificate exists.
+fn cert_from_dir(dir: &Path, host: &str) -> Result<Option<Arc<CertifiedKey>>, String> {
     let cert = dir.join(format!("{host}.crt"));
     let key = dir.join(format!("{host}.key"));
     if !cert.exists() {
-        return None;
+        return Ok(None);
     }
-    match certified_key(&cert, &key) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            ctx.push(Some("hosts"), e);
-            None
-        }
-    }
+    certified_key(&cert, &key).map(Some)
 }
 
 /// Loads a PEM certificate chain and its private key.
@@ -426,51 +232,5 @@ mod tests {
         assert_eq!(strip_port("a.example"), "a.example");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("::1"), "::1");
-    }
-
-    #[test]
-    fn host_names() {
-        assert!(valid_route_host("*.example.com"));
-        assert!(valid_route_host("example.com"));
-        assert!(valid_route_host("127.0.0.1"));
-        assert!(!valid_route_host("*.127.0.0.1"));
-        assert!(!valid_route_host("a.*.example.com"));
-        assert!(!valid_route_host("*"));
-        assert!(
-            !valid_host("*.example.com"),
-            "upstreams are never wildcards"
-        );
-    }
-
-    #[test]
-    fn cidr_parsing_rejects_unmasked_and_accepts_bare_addresses() {
-        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_cidr("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
-        assert_eq!(
-            parse_cidr("::ffff:192.0.2.1").unwrap().to_string(),
-            "192.0.2.1/32"
-        );
-        assert!(parse_cidr("10.0.0.1/8")
-            .unwrap_err()
-            .contains("did you mean 10.0.0.0/8"));
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("banana").is_err());
-    }
-
-    #[test]
-    fn http_upstreams() {
-        let mut problems = Vec::new();
-        let mut ctx = Ctx {
-            id: "s".into(),
-            problems: &mut problems,
-        };
-        let u = parse_http_upstream(&mut ctx, "http://127.0.0.1:8080").unwrap();
-        assert_eq!(u.address, "127.0.0.1:8080");
-        let u = parse_http_upstream(&mut ctx, "http://backend").unwrap();
-        assert_eq!(u.address, "backend:80");
-        assert!(parse_http_upstream(&mut ctx, "https://backend").is_none());
-        assert!(parse_http_upstream(&mut ctx, "http://backend/x").is_none());
-        assert!(parse_http_upstream(&mut ctx, "backend:80").is_none());
-        assert_eq!(problems.len(), 3);
     }
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::bouncer;
 use super::client::{LapiClient, LapiConfig};
 use super::shared::{BouncerStatus, Shared};
-use crate::restrict::Reputation;
+use crate::restrict::{CrowdSecMode, Reputation};
 
 pub struct CrowdSec {
     config: Option<LapiConfig>,
@@ -85,6 +85,31 @@ impl CrowdSec {
     /// References currently held.
     pub fn references(&self) -> usize {
         self.inner.lock().map(|i| i.refs).unwrap_or(0)
+    }
+
+    /// One reference if any of `services` (id, mode) uses CrowdSec, else none. Warns about each
+    /// such service when no LAPI is configured: what it will do instead.
+    pub fn reference_for<'a>(
+        self: &Arc<Self>,
+        services: impl Iterator<Item = (&'a str, CrowdSecMode)>,
+    ) -> Option<BouncerRef> {
+        let mut used = false;
+        for (id, mode) in services.filter(|(_, m)| m.is_on()) {
+            used = true;
+            if !self.is_configured() {
+                tracing::warn!(
+                    service = %id,
+                    %mode,
+                    "service \"{id}\" uses crowdsec_mode {mode} but no --crowdsec-api-url is configured: {}",
+                    if mode == CrowdSecMode::Enforce {
+                        "it denies every request (crowdsec_unavailable)"
+                    } else {
+                        "every entry records crowdsec_unavailable"
+                    }
+                );
+            }
+        }
+        used.then(|| self.acquire())
     }
 
     pub fn acquire(self: &Arc<Self>) -> BouncerRef {

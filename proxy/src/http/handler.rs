@@ -17,8 +17,9 @@ use super::ClientError;
 use crate::accesslog::AccessLogEntry;
 use crate::admission::Permit;
 use crate::clientip::{ClientAddr, ForwardedContext};
-use crate::config::{Service, Upstream};
+use crate::config::HttpService;
 use crate::io::Traffic;
+use crate::restrict::{Outcome, Verdict};
 use crate::shutdown::Phase;
 use crate::state::ProxyState;
 use crate::upstream::{dial, UpstreamError};
@@ -111,6 +112,7 @@ impl ConnHandler {
         pending.entry().host = Some(host.to_owned());
         let service = self.state.routes.load().http_service(host).cloned();
         let (Some(service), Some(authority)) = (service, authority) else {
+            pending.entry().outcome = Outcome::plain(Verdict::NoService);
             return local_reply(
                 pending,
                 StatusCode::NOT_FOUND,
@@ -163,12 +165,10 @@ impl ConnHandler {
 
     async fn forward(
         &self,
-        service: &Service,
+        service: &HttpService,
         upstream_req: Request<CountedBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let Upstream::Http(upstream) = &service.upstream else {
-            return Err(UpstreamError::Failed);
-        };
+        let upstream = &service.upstream;
         let limits = &self.state.limits;
 
         let mut conn = self.take_idle(&upstream.address);

@@ -5,7 +5,6 @@
 mod cache;
 mod client;
 mod shipper;
-mod sse;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use nb_api::{BouncerReport, ProxyReport, ServicesUpdate};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use client::{ManagementClient, ManagementError};
-pub use sse::{SseEvent, SseParser};
+pub use nb_api::{SseEvent, SseParser};
 
 use crate::accesslog::AccessLogEntry;
 use crate::backoff::backoff;

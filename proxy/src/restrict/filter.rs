@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::country::{CountryCode, CountrySet};
 use super::ipset::IpSet;
-use super::verdict::{CrowdSecMode, Verdict};
+use super::{CrowdSecMode, Verdict};
 
 /// Where the country layer gets its answers (the GeoIP database in production).
 pub trait CountryLookup {
@@ -80,7 +80,8 @@ impl Filter {
         self.crowdsec
     }
 
-    fn has_country_layer(&self) -> bool {
+    /// The country layer is on: it needs a GeoIP database.
+    pub fn uses_countries(&self) -> bool {
         self.country_allow.is_some() || !self.country_deny.is_empty()
     }
 
@@ -103,7 +104,7 @@ impl Filter {
             return Outcome::plain(Verdict::IpRestricted);
         }
 
-        if self.has_country_layer() {
+        if self.uses_countries() {
             let Some(geo) = geo else {
                 return Outcome::plain(Verdict::GeoUnavailable);
             };

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
 use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
-use crate::config::{Protocol, Service, Upstream};
+use crate::config::{Protocol, TcpService};
 use crate::io::{ClientStream, Traffic};
 use crate::shutdown::Phase;
 use crate::state::ProxyState;
@@ -30,7 +30,7 @@ pub async fn run_listener(
         let Some(service) = st.routes.load().tcp.get(&local).cloned() else {
             return;
         };
-        let Some(service_permit) = slots.take(service.spec.max_connections) else {
+        let Some(service_permit) = slots.take(service.max_connections) else {
             st.admission.count_refusal(Refusal::Service);
             refused(&st, Refusal::Service, peer);
             return;
@@ -48,7 +48,7 @@ pub async fn run_listener(
 
 async fn serve(
     state: Arc<ProxyState>,
-    service: Arc<Service>,
+    service: Arc<TcpService>,
     mut stream: TcpStream,
     peer: SocketAddr,
     (mut permit, _service_permit): (Permit, ServicePermit),
@@ -92,13 +92,11 @@ enum Ended {
 
 async fn forward(
     state: &ProxyState,
-    service: &Service,
+    service: &TcpService,
     downstream: ClientStream<TcpStream>,
     traffic: &Traffic,
 ) -> Result<Ended, UpstreamError> {
-    let Upstream::Tcp(address) = &service.upstream else {
-        return Err(UpstreamError::Failed);
-    };
+    let address = &service.upstream;
     let limits = &state.limits;
     let mut shutdown = state.shutdown.watch();
     let mut upstream = tokio::select! {

@@ -86,7 +86,10 @@ async fn routes_by_host_and_denies_by_cidr_for_both_families() {
 #[tokio::test]
 async fn unknown_host_gets_404_never_another_service() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let proxy = ProxyBuilder::new(&two_services(&a, &b)).start().await;
+    let proxy = ProxyBuilder::new(&two_services(&a, &b))
+        .metrics()
+        .start()
+        .await;
     for host in ["gamma.test", "alpha.test.evil", "", "127.0.0.1"] {
         let r = get_from(&proxy, "127.0.0.1", host, "/").await;
         assert_eq!(r.status, 404, "host {host:?}");
@@ -99,7 +102,14 @@ async fn unknown_host_gets_404_never_another_service() {
     let entries = proxy.wait_entries(4).await;
     assert!(entries
         .iter()
-        .all(|e| e["status"] == 404 && e["service_id"] == ""));
+        .all(|e| e["status"] == 404 && e["service_id"] == "" && e["deny_reason"] == "no_service"));
+    // Counted as what they are, not as allowed.
+    let series = "nb_proxy_requests_total{protocol=\"http\",verdict=";
+    assert_eq!(
+        proxy.metric(&format!("{series}\"no_service\"}}")).await,
+        4.0
+    );
+    assert_eq!(proxy.metric(&format!("{series}\"allow\"}}")).await, 0.0);
 }
 
 #[tokio::test]

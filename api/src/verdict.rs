@@ -1,10 +1,14 @@
+//! Verdicts: what the proxy decided for a request or connection.
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The outcome of one layer or of the whole filter. The strings are a stable contract: they
-/// appear in the access log, metrics, the management API and the dashboard.
+/// The outcome of one layer or of the whole filter, or `no_service` when no service serves the
+/// requested host. The strings are a stable contract: they appear in the access log, metrics,
+/// the management API and the dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Allow,
@@ -15,10 +19,12 @@ pub enum Verdict {
     CrowdsecCaptcha,
     CrowdsecThrottle,
     CrowdsecUnavailable,
+    /// No service is configured for the requested host (404).
+    NoService,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Allow,
         Verdict::IpRestricted,
         Verdict::CountryRestricted,
@@ -27,6 +33,7 @@ impl Verdict {
         Verdict::CrowdsecCaptcha,
         Verdict::CrowdsecThrottle,
         Verdict::CrowdsecUnavailable,
+        Verdict::NoService,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -39,6 +46,7 @@ impl Verdict {
             Verdict::CrowdsecCaptcha => "crowdsec_captcha",
             Verdict::CrowdsecThrottle => "crowdsec_throttle",
             Verdict::CrowdsecUnavailable => "crowdsec_unavailable",
+            Verdict::NoService => "no_service",
         }
     }
 
@@ -58,4 +66,16 @@ impl fmt::Display for Verdict {
     }
 }
 
-pub use nb_api::CrowdSecMode;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_round_trip_and_match_serde() {
+        for v in Verdict::ALL {
+            assert_eq!(Verdict::parse(v.as_str()), Some(v));
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        assert_eq!(Verdict::parse("nope"), None);
+    }
+}

@@ -1,0 +1,544 @@
+//! What a service description means, checked: CIDRs, country codes, hosts, upstreams and listen
+//! addresses parsed, and, for a whole set, no id, host or listen address used twice. The proxy
+//! compiles what passes; management accepts exactly what a proxy would run.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use http::uri::{Scheme, Uri};
+use ipnet::IpNet;
+
+use crate::{CountryCode, Protocol, ServiceSpec};
+
+/// One thing wrong with a service description, in the operator's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The service id, when the problem belongs to one service.
+    pub service: Option<String>,
+    /// The field concerned (`restrictions.cidr_allow`, `upstream`, …), if any.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = &self.service {
+            write!(f, "service \"{id}\": ")?;
+        }
+        if let Some(field) = self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Where an HTTP service's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUpstream {
+    /// `host:port` to dial.
+    pub address: String,
+}
+
+/// A service's own routing, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Http {
+        /// Normalised: lower case, no trailing dot; `*.suffix` for wildcards.
+        hosts: Vec<String>,
+        upstream: HttpUpstream,
+    },
+    Tcp {
+        listen: SocketAddr,
+        /// `host:port` to dial.
+        upstream: String,
+    },
+}
+
+/// A service description that passed every check, with what it means parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub spec: ServiceSpec,
+    pub target: Target,
+    pub cidr_allow: Vec<IpNet>,
+    pub cidr_deny: Vec<IpNet>,
+    pub country_allow: Vec<CountryCode>,
+    pub country_deny: Vec<CountryCode>,
+}
+
+/// Checks one service on its own.
+pub fn check_service(spec: ServiceSpec) -> Result<Checked, Vec<Problem>> {
+    let mut ctx = Ctx {
+        id: spec.id.clone(),
+        problems: Vec::new(),
+    };
+    let checked = check_one(&mut ctx, spec);
+    match checked {
+        Some(c) if ctx.problems.is_empty() => Ok(c),
+        _ => Err(ctx.problems),
+    }
+}
+
+/// Checks a whole set: every service on its own, then that no id, host or listen address is
+/// used twice (the later service is blamed). Every problem is reported.
+pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut checked = Vec::with_capacity(specs.len());
+    let mut ids: HashMap<String, ()> = HashMap::new();
+    let mut hosts: HashMap<String, String> = HashMap::new();
+    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    for spec in specs {
+        let mut ctx = Ctx {
+            id: spec.id.clone(),
+            problems: Vec::new(),
+        };
+        if !spec.id.trim().is_empty() && ids.insert(spec.id.clone(), ()).is_some() {
+            ctx.push(Some("id"), "is used by more than one service".into());
+        }
+        if let Some(c) = check_one(&mut ctx, spec) {
+            match &c.target {
+                Target::Http { hosts: own, .. } => {
+                    for host in own {
+                        match hosts.get(host) {
+                            Some(other) => ctx.push(
+                                Some("hosts"),
+                                format!("host {host} is already served by service \"{other}\""),
+                            ),
+                            None => {
+                                hosts.insert(host.clone(), c.spec.id.clone());
+                            }
+                        }
+                    }
+                }
+                Target::Tcp { listen, .. } => match listens.get(listen) {
+                    Some(other) => ctx.push(
+                        Some("listen"),
+                        format!("{listen} is already used by service \"{other}\""),
+                    ),
+                    None => {
+                        listens.insert(*listen, c.spec.id.clone());
+                    }
+                },
+            }
+            checked.push(c);
+        }
+        problems.append(&mut ctx.problems);
+    }
+    if problems.is_empty() {
+        Ok(checked)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What a service claims for itself alone: `("host", name)` for each HTTP host (normalised as
+/// the proxy routes it), `("listen", ip:port)` for a TCP service. Two services may not claim
+/// the same route.
+pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
+    let mut routes: Vec<(&'static str, String)> = match spec.protocol {
+        Protocol::Http => spec
+            .hosts
+            .iter()
+            .map(|h| ("host", normalise_host(h)))
+            .collect(),
+        Protocol::Tcp => spec
+            .listen
+            .as_deref()
+            .and_then(|l| l.trim().parse::<SocketAddr>().ok())
+            .map(|a| ("listen", a.to_string()))
+            .into_iter()
+            .collect(),
+    };
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+struct Ctx {
+    id: String,
+    problems: Vec<Problem>,
+}
+
+impl Ctx {
+    fn push(&mut self, field: Option<&'static str>, message: String) {
+        self.problems.push(Problem {
+            service: Some(self.id.clone()).filter(|s| !s.is_empty()),
+            field,
+            message,
+        });
+    }
+}
+
+fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
+    let before = ctx.problems.len();
+    if spec.id.trim().is_empty() {
+        ctx.push(Some("id"), "must not be empty".into());
+    }
+    let target = match spec.protocol {
+        Protocol::Http => {
+            if spec.hosts.is_empty() {
+                ctx.push(
+                    Some("hosts"),
+                    "an http service needs at least one host".into(),
+                );
+            }
+            let mut hosts: Vec<String> = Vec::with_capacity(spec.hosts.len());
+            for host in &spec.hosts {
+                let h = normalise_host(host);
+                if !valid_route_host(&h) {
+                    ctx.push(
+                        Some("hosts"),
+                        format!("\"{host}\" is not a valid host name"),
+                    );
+                } else if hosts.contains(&h) {
+                    ctx.push(Some("hosts"), format!("host {h} is listed twice"));
+                } else {
+                    hosts.push(h);
+                }
+            }
+            if spec.listen.is_some() {
+                ctx.push(
+                    Some("listen"),
+                    "http services are served on the shared HTTP listener; remove `listen`".into(),
+                );
+            }
+            if spec.max_connections.is_some() {
+                ctx.push(
+                    Some("max_connections"),
+                    "applies to tcp services; HTTP connections are capped by --max-connections \
+                     and --max-connections-per-ip"
+                        .into(),
+                );
+            }
+            parse_http_upstream(ctx, &spec.upstream)
+                .map(|upstream| Target::Http { hosts, upstream })
+        }
+        Protocol::Tcp => {
+            if !spec.hosts.is_empty() {
+                ctx.push(
+                    Some("hosts"),
+                    "tcp services are not routed by host; remove `hosts`".into(),
+                );
+            }
+            if spec.max_connections == Some(0) {
+                ctx.push(Some("max_connections"), "must be at least 1".into());
+            }
+            let listen = match spec.listen.as_deref() {
+                None => {
+                    ctx.push(
+                        Some("listen"),
+                        "a tcp service needs `listen: ip:port`".into(),
+                    );
+                    None
+                }
+                Some(l) => match l.trim().parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        ctx.push(Some("listen"), format!("\"{l}\" is not an ip:port address"));
+                        None
+                    }
+                },
+            };
+            let upstream = parse_host_port(&spec.upstream).map(|_| spec.upstream.clone());
+            if upstream.is_none() {
+                ctx.push(
+                    Some("upstream"),
+                    format!("\"{}\" is not a host:port address", spec.upstream),
+                );
+            }
+            match (listen, upstream) {
+                (Some(listen), Some(upstream)) => Some(Target::Tcp { listen, upstream }),
+                _ => None,
+            }
+        }
+    };
+    let r = &spec.restrictions;
+    let cidr_allow = parse_cidrs(ctx, "restrictions.cidr_allow", &r.cidr_allow);
+    let cidr_deny = parse_cidrs(ctx, "restrictions.cidr_deny", &r.cidr_deny);
+    let country_allow = parse_countries(ctx, "restrictions.country_allow", &r.country_allow);
+    let country_deny = parse_countries(ctx, "restrictions.country_deny", &r.country_deny);
+    if ctx.problems.len() > before {
+        return None;
+    }
+    Some(Checked {
+        spec,
+        target: target?,
+        cidr_allow,
+        cidr_deny,
+        country_allow,
+        country_deny,
+    })
+}
+
+/// Parses a CIDR or a bare address (a /32 or /128). Host bits must be clear, so that a typo
+/// such as `10.0.0.1/8` is caught rather than silently widened.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip.to_canonical()));
+    }
+    let net: IpNet = s.parse().map_err(|_| {
+        format!("\"{s}\" is not a valid CIDR (expected e.g. 10.0.0.0/8 or 2001:db8::/32)")
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "\"{s}\" has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_cidrs(ctx: &mut Ctx, field: &'static str, list: &[String]) -> Vec<IpNet> {
+    let mut nets = Vec::with_capacity(list.len());
+    for s in list {
+        match parse_cidr(s) {
+            Ok(n) => nets.push(n),
+            Err(e) => ctx.push(Some(field), e),
+        }
+    }
+    nets
+}
+
+fn parse_countries(ctx: &mut Ctx, field: &'static str, list: &[String]) -> Vec<CountryCode> {
+    let mut codes = Vec::with_capacity(list.len());
+    for s in list {
+        match CountryCode::parse(s.trim()) {
+            Some(c) => codes.push(c),
+            None => ctx.push(
+                Some(field),
+                format!("\"{s}\" is not an ISO 3166-1 alpha-2 country code"),
+            ),
+        }
+    }
+    codes
+}
+
+fn parse_http_upstream(ctx: &mut Ctx, s: &str) -> Option<HttpUpstream> {
+    let bad = |ctx: &mut Ctx, why: &str| {
+        ctx.push(Some("upstream"), format!("\"{s}\" {why}"));
+        None
+    };
+    let Ok(uri) = s.parse::<Uri>() else {
+        return bad(ctx, "is not a URL (expected http://host:port)");
+    };
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return bad(
+            ctx,
+            "must be an http:// URL (https upstreams are not supported)",
+        );
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        return bad(ctx, "has no host");
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return bad(ctx, "must not have a path or query");
+    }
+    if authority.as_str().contains('@') {
+        return bad(ctx, "must not carry credentials");
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host();
+    Some(HttpUpstream {
+        address: format!("{host}:{port}"),
+    })
+}
+
+fn parse_host_port(s: &str) -> Option<(&str, u16)> {
+    if s.parse::<SocketAddr>().is_ok() {
+        let (h, p) = s.rsplit_once(':')?;
+        return Some((h, p.parse().ok()?));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (port != 0 && valid_host(host)).then_some((host, port))
+}
+
+/// A host as routes hold it: trimmed, lower case, without a trailing dot.
+pub fn normalise_host(h: &str) -> String {
+    let h = h.trim().to_ascii_lowercase();
+    h.strip_suffix('.').map(str::to_owned).unwrap_or(h)
+}
+
+/// A service's host: a name, an address, or a wildcard `*.name` (one label).
+fn valid_route_host(h: &str) -> bool {
+    match h.strip_prefix("*.") {
+        Some(suffix) => suffix.parse::<IpAddr>().is_err() && valid_host(suffix),
+        None => valid_host(h),
+    }
+}
+
+fn valid_host(h: &str) -> bool {
+    if h.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RestrictionsSpec;
+
+    fn http(id: &str, hosts: &[&str], upstream: &str) -> ServiceSpec {
+        ServiceSpec {
+            id: id.into(),
+            protocol: Protocol::Http,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            listen: None,
+            upstream: upstream.into(),
+            tls: None,
+            max_connections: None,
+            restrictions: RestrictionsSpec::default(),
+        }
+    }
+
+    fn tcp(id: &str, listen: &str) -> ServiceSpec {
+        ServiceSpec {
+            protocol: Protocol::Tcp,
+            hosts: vec![],
+            listen: Some(listen.into()),
+            upstream: "127.0.0.1:5432".into(),
+            ..http(id, &[], "")
+        }
+    }
+
+    fn fields(p: &[Problem]) -> Vec<&str> {
+        p.iter().map(|p| p.field.unwrap_or("")).collect()
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(valid_route_host("*.example.com"));
+        assert!(valid_route_host("example.com"));
+        assert!(valid_route_host("127.0.0.1"));
+        assert!(!valid_route_host("*.127.0.0.1"));
+        assert!(!valid_route_host("a.*.example.com"));
+        assert!(!valid_route_host("*"));
+        assert!(
+            !valid_host("*.example.com"),
+            "upstreams are never wildcards"
+        );
+        assert_eq!(normalise_host(" WWW.Example.COM. "), "www.example.com");
+    }
+
+    #[test]
+    fn cidr_parsing_rejects_unmasked_and_accepts_bare_addresses() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
+        assert_eq!(
+            parse_cidr("::ffff:192.0.2.1").unwrap().to_string(),
+            "192.0.2.1/32"
+        );
+        assert!(parse_cidr("10.0.0.1/8")
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/8"));
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("banana").is_err());
+    }
+
+    #[test]
+    fn http_upstreams() {
+        let ok = |u: &str| match check_service(http("s", &["a.test"], u)).unwrap().target {
+            Target::Http { upstream, .. } => upstream.address,
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(ok("http://127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("http://backend"), "backend:80");
+        for bad in [
+            "https://backend",
+            "http://backend/x",
+            "backend:80",
+            "http://u@b:1",
+        ] {
+            let p = check_service(http("s", &["a.test"], bad)).unwrap_err();
+            assert_eq!(fields(&p), ["upstream"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_problem_of_a_service_is_named() {
+        let mut s = http("", &["bad host", "A.test", "a.test."], "ftp://x");
+        s.restrictions.cidr_allow = vec!["10.0.0.1/8".into()];
+        s.restrictions.country_deny = vec!["ZZ".into()];
+        s.max_connections = Some(3);
+        let p = check_service(s).unwrap_err();
+        assert_eq!(
+            fields(&p),
+            [
+                "id",
+                "hosts",
+                "hosts",
+                "max_connections",
+                "upstream",
+                "restrictions.cidr_allow",
+                "restrictions.country_deny"
+            ],
+            "{p:?}"
+        );
+        let p = check_service(ServiceSpec {
+            max_connections: Some(0),
+            ..tcp("db", "nope")
+        })
+        .unwrap_err();
+        assert_eq!(fields(&p), ["max_connections", "listen"]);
+    }
+
+    #[test]
+    fn a_set_blames_the_later_of_two_claims() {
+        let p = check_services(vec![
+            http("a", &["web.test", "*.apps.test"], "http://x:1"),
+            http("b", &["WEB.test."], "http://x:1"),
+            http("a", &["other.test"], "http://x:1"),
+            http("c", &["*.apps.test", "one.apps.test"], "http://x:1"),
+            tcp("db1", "127.0.0.1:5433"),
+            tcp("db2", "127.0.0.1:5433"),
+        ])
+        .unwrap_err();
+        let said: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "service \"b\": hosts: host web.test is already served by service \"a\"",
+                "service \"a\": id: is used by more than one service",
+                "service \"c\": hosts: host *.apps.test is already served by service \"a\"",
+                "service \"db2\": listen: 127.0.0.1:5433 is already used by service \"db1\"",
+            ]
+        );
+        let ok = check_services(vec![
+            http("w", &["*.apps.test"], "http://x:1"),
+            http("e", &["one.apps.test"], "http://x:1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.len(),
+            2,
+            "a wildcard and a name under it are different routes"
+        );
+    }
+
+    #[test]
+    fn routes_are_what_the_proxy_routes_by() {
+        assert_eq!(
+            routes_of(&http("a", &["B.test.", "b.test", "*.x.test"], "")),
+            [
+                ("host", "*.x.test".to_owned()),
+                ("host", "b.test".to_owned())
+            ]
+        );
+        assert_eq!(
+            routes_of(&tcp("v6", "[0:0::1]:5432")),
+            [("listen", "[::1]:5432".to_owned())]
+        );
+    }
+}
