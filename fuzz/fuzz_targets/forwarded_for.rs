@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use nb_proxy::clientip::walk_forwarded_for;
-use nb_proxy::restrict::IpSet;
+use nb_proxy::internals::walk_forwarded_for;
+use nb_proxy::internals::IpSet;
 
 /// The addresses an entry may name, read independently of the walker: `a`, `[a]:p`, `a:p`.
 fn named(item: &str) -> Option<IpAddr> {

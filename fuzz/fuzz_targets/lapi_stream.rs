@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use nb_proxy::crowdsec::{parse_stream, DecisionFilter};
+use nb_proxy::internals::{parse_stream, DecisionFilter};
 
 /// Hands out the body in chunks whose sizes come from the input's first bytes.
 struct Chunked<'a> {

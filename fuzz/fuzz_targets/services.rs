@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nb_proxy::config::{compile, parse_services, CompileOptions, ServiceSpec};
+use nb_proxy::internals::{compile, parse_services, CompileOptions, ServiceSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nb_proxy::managed::SseParser;
+use nb_api::sse::SseParser;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, body)) = data.split_first() else {

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ipnet::IpNet;
-use nb_proxy::crowdsec::store::{Snapshot, Store};
-use nb_proxy::crowdsec::{parse_stream, Batch, Change, DecisionFilter, Target};
+use nb_proxy::internals::{parse_stream, Batch, Change, DecisionFilter, Target};
+use nb_proxy::internals::{Snapshot, Store};
 
 /// Counts live heap bytes, to measure the cache's footprint.
 struct Counting;

@@ -197,36 +197,42 @@ pub struct LapiClient {
     cfg: LapiConfig,
 }
 
-impl LapiClient {
-    pub fn new(cfg: LapiConfig) -> Result<Self, LapiError> {
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &cfg.api_key {
-            let mut v = HeaderValue::from_str(&key.0).map_err(|_| {
-                LapiError::Config("the API key has characters a header cannot carry".into())
-            })?;
-            v.set_sensitive(true);
-            headers.insert("x-api-key", v);
-        }
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(cfg.timeout)
-            .read_timeout(cfg.timeout)
-            .pool_max_idle_per_host(1);
-        if let Some(ca) = &cfg.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| {
-                LapiError::Config(format!(
-                    "cannot read --crowdsec-ca-cert {}: {e}",
-                    ca.display()
-                ))
-            })?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                LapiError::Config(format!("{} is not a PEM certificate: {e}", ca.display()))
-            })?;
-            b = b.add_root_certificate(cert);
-        }
-        match (&cfg.client_cert, &cfg.client_key) {
+impl LapiConfig {
+    /// Checks what can be checked before the bouncer runs: the key can travel in a header, and
+    /// the CA and client certificate files exist and parse. Nothing is connected.
+    pub fn validate(&self) -> Result<(), LapiError> {
+        self.key_header()?;
+        self.tls_material().map(|_| ())
+    }
+
+    fn key_header(&self) -> Result<Option<HeaderValue>, LapiError> {
+        let Some(key) = &self.api_key else {
+            return Ok(None);
+        };
+        let mut v = HeaderValue::from_str(&key.0).map_err(|_| {
+            LapiError::Config("the API key has characters a header cannot carry".into())
+        })?;
+        v.set_sensitive(true);
+        Ok(Some(v))
+    }
+
+    /// The private CA and the client identity, read and parsed.
+    fn tls_material(&self) -> Result<(Option<Certificate>, Option<Identity>), LapiError> {
+        let ca = match &self.ca_cert {
+            None => None,
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    LapiError::Config(format!(
+                        "cannot read --crowdsec-ca-cert {}: {e}",
+                        ca.display()
+                    ))
+                })?;
+                Some(Certificate::from_pem(&pem).map_err(|e| {
+                    LapiError::Config(format!("{} is not a PEM certificate: {e}", ca.display()))
+                })?)
+            }
+        };
+        let identity = match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
                 let mut pem = std::fs::read(cert).map_err(|e| {
                     LapiError::Config(format!(
@@ -241,17 +247,40 @@ impl LapiClient {
                         key.display()
                     ))
                 })?);
-                let id = Identity::from_pem(&pem).map_err(|e| {
+                Some(Identity::from_pem(&pem).map_err(|e| {
                     LapiError::Config(format!("client certificate or key unusable: {e}"))
-                })?;
-                b = b.identity(id);
+                })?)
             }
-            (None, None) => {}
+            (None, None) => None,
             _ => {
                 return Err(LapiError::Config(
                     "--crowdsec-client-cert and --crowdsec-client-key go together".into(),
                 ))
             }
+        };
+        Ok((ca, identity))
+    }
+}
+
+impl LapiClient {
+    pub fn new(cfg: LapiConfig) -> Result<Self, LapiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = cfg.key_header()? {
+            headers.insert("x-api-key", v);
+        }
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(cfg.timeout)
+            .read_timeout(cfg.timeout)
+            .pool_max_idle_per_host(1);
+        let (ca, identity) = cfg.tls_material()?;
+        if let Some(ca) = ca {
+            b = b.add_root_certificate(ca);
+        }
+        if let Some(id) = identity {
+            b = b.identity(id);
         }
         if cfg.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);

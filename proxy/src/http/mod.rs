@@ -4,6 +4,10 @@ mod authority;
 mod body;
 mod client_error;
 mod handler;
+mod local;
+mod rewrite;
+mod tunnel;
+mod upstream_pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,99 @@
+//! The request as the upstream receives it: hop-by-hop headers removed (an upgrade kept), the
+//! routed authority as `Host`, the identity headers from what the proxy decided, origin-form,
+//! HTTP/1.1, and a body that must keep its pace.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{BodyPace, BodyStats, CountedBody};
+use crate::clientip::{ClientAddr, ForwardedContext};
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// What a request going upstream is rewritten with.
+pub struct Rewrite<'a> {
+    pub client: &'a ClientAddr,
+    /// The authority the request was routed and checked by.
+    pub authority: &'a HeaderValue,
+    pub tls: bool,
+    pub local_port: &'a HeaderValue,
+    pub pace: BodyPace,
+}
+
+pub fn to_upstream(
+    req: Request<Incoming>,
+    rw: Rewrite<'_>,
+    stats: Arc<BodyStats>,
+) -> Request<CountedBody> {
+    let (mut parts, body) = req.into_parts();
+    let upgrade = is_upgrade(&parts.headers);
+    let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(v)) = (upgrade, upgrade_value) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, v);
+    }
+    // Exactly the authority that was routed and checked (usually the Host as it came).
+    if parts.headers.get(header::HOST) != Some(rw.authority) {
+        parts.headers.insert(header::HOST, rw.authority.clone());
+    }
+    rw.client.set_forwarded_headers(
+        &mut parts.headers,
+        ForwardedContext {
+            host: rw.authority,
+            tls: rw.tls,
+            port: rw.local_port,
+        },
+    );
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, CountedBody::new(body, stats, rw.pace))
+}
+
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none of these (and without
+    // Connection, no header is named by it).
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
