@@ -123,26 +123,6 @@ pub struct Args {
     pub log: String,
 }
 
-impl Args {
-    /// The admin token the operator chose, from the flag, the variable or the file.
-    pub fn admin_token(&self) -> Result<Option<String>, String> {
-        match (&self.admin_token, &self.admin_token_file) {
-            (_, Some(path)) => crate::secrets::read_secret(path, "--admin-token-file").map(Some),
-            (token, None) => Ok(token.clone()),
-        }
-    }
-
-    pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("management.db").display()
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::size;

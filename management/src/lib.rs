@@ -2,9 +2,11 @@
 //! the dashboard use.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod changes;
 pub mod cli;
+pub mod config;
 pub mod ingest;
 pub mod retention;
 pub mod secrets;

@@ -158,8 +158,9 @@ impl Admission {
         }
     }
 
-    /// Addresses currently holding per-address slots (for tests and metrics).
-    pub fn tracked_addresses(&self) -> usize {
+    /// Addresses currently holding per-address slots.
+    #[cfg(test)]
+    fn tracked_addresses(&self) -> usize {
         self.by_ip
             .iter()
             .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
@@ -204,7 +205,8 @@ impl Drop for Permit {
 pub struct ServiceSlots(AtomicUsize);
 
 impl ServiceSlots {
-    pub fn active(&self) -> usize {
+    #[cfg(test)]
+    fn active(&self) -> usize {
         self.0.load(Ordering::Acquire)
     }
 

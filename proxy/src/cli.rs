@@ -234,62 +234,9 @@ pub struct Args {
     pub log: String,
 }
 
-impl Args {
-    /// The management token, from the flag, the variable or the file.
-    pub fn token(&self) -> Result<Option<String>, String> {
-        secret(&self.token, &self.token_file, "--token-file")
-    }
-
-    /// The bouncer key, from the flag, the variable or the file.
-    pub fn crowdsec_api_key(&self) -> Result<Option<String>, String> {
-        secret(
-            &self.crowdsec_api_key,
-            &self.crowdsec_api_key_file,
-            "--crowdsec-api-key-file",
-        )
-    }
-}
-
-/// A secret given directly, or the first line of a file.
-fn secret(
-    value: &Option<String>,
-    file: &Option<PathBuf>,
-    flag: &str,
-) -> Result<Option<String>, String> {
-    let Some(path) = file else {
-        return Ok(value.clone());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))?;
-    let secret = text.lines().next().unwrap_or("").trim().to_owned();
-    if secret.is_empty() {
-        return Err(format!("{flag} {}: the file is empty", path.display()));
-    }
-    Ok(Some(secret))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_come_from_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "nbp_from_file\n").unwrap();
-        let a = Args::try_parse_from([
-            "nb-proxy",
-            "--management-url",
-            "http://m",
-            "--token-file",
-            path.to_str().unwrap(),
-        ])
-        .unwrap();
-        assert_eq!(a.token().unwrap().as_deref(), Some("nbp_from_file"));
-        std::fs::write(&path, "\n").unwrap();
-        assert!(a.token().unwrap_err().contains("empty"));
-        assert!(Args::try_parse_from(["nb-proxy", "--token", "a", "--token-file", "b"]).is_err());
-    }
 
     #[test]
     fn flags_parse_with_defaults() {
@@ -310,5 +257,6 @@ mod tests {
         assert_eq!(a.max_connections_per_ip, 1024);
         assert!(!a.proxy_protocol);
         assert!(Args::try_parse_from(["nb-proxy", "--idle-timeout", "soon"]).is_err());
+        assert!(Args::try_parse_from(["nb-proxy", "--token", "a", "--token-file", "b"]).is_err());
     }
 }

@@ -3,30 +3,33 @@
 //! Data flows one way: config ⇒ compiled per-service [`restrict::Filter`] ⇒ client address
 //! ([`clientip`]) ⇒ `Filter::check` ⇒ [`http`] or [`tcp`] forwards or denies ⇒ [`accesslog`].
 
-pub mod accept;
-pub mod accesslog;
-pub mod admission;
-pub mod backoff;
+pub(crate) mod accept;
+pub(crate) mod accesslog;
+pub(crate) mod admission;
+pub mod app;
+pub(crate) mod backoff;
 pub mod cli;
-pub mod clientip;
-pub mod config;
-pub mod crowdsec;
-pub mod geo;
-pub mod http;
-pub mod io;
-pub mod managed;
-pub mod metrics;
+pub(crate) mod clientip;
+pub(crate) mod config;
+pub(crate) mod crowdsec;
+pub(crate) mod geo;
+pub(crate) mod http;
+pub(crate) mod io;
+pub(crate) mod managed;
+pub(crate) mod metrics;
 pub mod process;
-pub mod ratelimit;
-pub mod reload;
-pub mod restrict;
-pub mod server;
-pub mod shutdown;
-pub mod state;
-pub mod tcp;
-pub mod tls;
-pub mod upstream;
-pub mod workers;
+pub(crate) mod ratelimit;
+pub(crate) mod reconfigure;
+pub(crate) mod reload;
+pub(crate) mod restrict;
+pub(crate) mod server;
+pub mod settings;
+pub(crate) mod shutdown;
+pub(crate) mod state;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+pub(crate) mod upstream;
+pub(crate) mod workers;
 
 /// What the benches and fuzz targets reach into. Not an API: it changes with the code.
 #[doc(hidden)]

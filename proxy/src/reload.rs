@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{load_file, CompileOptions};
-use crate::geo::GeoDb;
+use crate::reconfigure::Change;
 use crate::server::Server;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +27,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// Runs forever: polls the files' modification times and listens for SIGHUP.
 pub async fn watch(
     server: &Server,
-    config: Option<(PathBuf, CompileOptions)>,
+    services_file: Option<PathBuf>,
     geo_db: Option<PathBuf>,
     poll: Duration,
 ) {
-    let mut config_stamp = config.as_ref().and_then(|(p, _)| stamp(p));
+    let mut config_stamp = services_file.as_deref().and_then(stamp);
     let mut geo_stamp = geo_db.as_deref().and_then(stamp);
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut usr1 = signal(SignalKind::user_defined1()).ok();
@@ -49,18 +48,19 @@ pub async fn watch(
             // logrotate's postrotate may send either signal.
             server.state().access_log.reopen();
         }
-        if let Some((path, opts)) = &config {
+        // Rejections are reported by `reconfigure`, and what runs stays.
+        if let Some(path) = &services_file {
             let now = stamp(path);
             if by_signal || now != config_stamp {
                 config_stamp = now;
-                reload_once(server, path, opts).await;
+                let _ = server.reconfigure(Change::ServicesFile(path.clone())).await;
             }
         }
         if let Some(path) = &geo_db {
             let now = stamp(path);
             if by_signal || now != geo_stamp {
                 geo_stamp = now;
-                reload_geo(server, path);
+                let _ = server.reconfigure(Change::GeoDb(path.clone())).await;
             }
         }
     }
@@ -70,41 +70,5 @@ async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match sig.as_mut() {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Loads the GeoIP database again; a file that does not load leaves the current one in place.
-pub fn reload_geo(server: &Server, path: &Path) -> bool {
-    match GeoDb::open(path) {
-        Ok(db) => {
-            tracing::info!(path = %path.display(), kind = db.database_type(), "GeoIP database reloaded");
-            server.state().geo.store(Some(std::sync::Arc::new(db)));
-            true
-        }
-        Err(e) => {
-            tracing::error!("GeoIP database rejected, keeping the loaded one: {e}");
-            false
-        }
-    }
-}
-
-pub async fn reload_once(server: &Server, path: &Path, opts: &CompileOptions) -> bool {
-    let name = path.display().to_string();
-    let result = match load_file(path, opts) {
-        Ok(routes) => {
-            let services = routes.services.len();
-            server.apply(routes, &name).await.map(|_| services)
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(services) => {
-            tracing::info!(file = %name, services, "configuration reloaded");
-            true
-        }
-        Err(e) => {
-            tracing::error!("configuration rejected, keeping the running one: {e}");
-            false
-        }
     }
 }

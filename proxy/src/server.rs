@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::ServiceSlots;
-use crate::config::{ConfigError, Problem, Routes};
+use crate::config::{CompileOptions, ConfigError, Problem, Routes};
 use crate::crowdsec::BouncerRef;
 use crate::state::ProxyState;
 use crate::workers::Workers;
@@ -29,8 +30,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Config(#[from] ConfigError),
 }
 
 /// A TCP service's accept loops (one per worker) and its connection count, which outlives
@@ -49,15 +48,19 @@ pub struct Server {
     shared_listeners: Vec<AbortHandle>,
     /// Held while some service of the running configuration uses CrowdSec.
     bouncer: Mutex<Option<BouncerRef>>,
+    compile: CompileOptions,
+    /// Some services were applied: later ones are reloads.
+    pub(crate) services_loaded: AtomicBool,
 }
 
 impl Server {
-    /// Binds the shared listeners and the initial services' TCP listeners, then serves them on
-    /// `workers`. Called from within the control runtime.
-    pub async fn start(
+    /// Binds the shared listeners and serves them on `workers`; services come with
+    /// [`Server::reconfigure`]. Called from within the control runtime.
+    pub fn start(
         state: Arc<ProxyState>,
         listeners: Listeners,
         workers: Workers,
+        compile: CompileOptions,
     ) -> Result<Self, StartError> {
         let mut tasks = Vec::new();
         let mut http_addr = None;
@@ -84,7 +87,7 @@ impl Server {
             });
             tasks.extend(serving.map_err(bind_err(addr, "HTTPS listener"))?);
         }
-        let server = Self {
+        Ok(Self {
             state,
             workers,
             http_addr,
@@ -92,12 +95,13 @@ impl Server {
             tcp: Mutex::new(HashMap::new()),
             shared_listeners: tasks,
             bouncer: Mutex::new(None),
-        };
-        let routes = server.state.routes.load_full();
-        server
-            .sync_tcp_listeners(&routes, "initial configuration")
-            .await?;
-        Ok(server)
+            compile,
+            services_loaded: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn compile_options(&self) -> &CompileOptions {
+        &self.compile
     }
 
     pub fn state(&self) -> &Arc<ProxyState> {
@@ -113,9 +117,10 @@ impl Server {
     }
 
     /// Makes `routes` the running configuration, or leaves everything as it was.
-    pub async fn apply(&self, routes: Routes, source_name: &str) -> Result<(), ConfigError> {
+    pub(crate) async fn apply(&self, routes: Routes, source_name: &str) -> Result<(), ConfigError> {
         let routes = Arc::new(routes);
         self.sync_tcp_listeners(&routes, source_name).await?;
+        self.state.policy.changed();
         Ok(())
     }
 

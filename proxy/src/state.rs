@@ -7,6 +7,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
 
 use crate::accesslog::AccessLog;
 use crate::admission::Admission;
@@ -63,9 +64,60 @@ pub struct ProxyState {
     /// Connection slots: global and per client.
     pub admission: Arc<Admission>,
     pub shutdown: Shutdown,
+    /// Told whenever the routes or the GeoIP database change, so open connections re-check.
+    pub policy: PolicyChanges,
+}
+
+/// A signal that the policy changed; long-lived connections wait on it to be checked again.
+pub struct PolicyChanges(watch::Sender<()>);
+
+impl Default for PolicyChanges {
+    fn default() -> Self {
+        Self(watch::Sender::new(()))
+    }
+}
+
+impl PolicyChanges {
+    pub fn changed(&self) {
+        self.0.send_replace(());
+    }
+
+    /// A receiver that sees the changes after this call.
+    fn subscribe(&self) -> watch::Receiver<()> {
+        self.0.subscribe()
+    }
+}
+
+/// What can change a connected client's verdict: the configuration (routes, GeoIP database)
+/// and the bouncer's decisions.
+pub struct PolicyWatch {
+    config: watch::Receiver<()>,
+    decisions: watch::Receiver<()>,
+}
+
+impl PolicyWatch {
+    /// Resolves at the next change; never, once both sources are gone.
+    pub async fn changed(&mut self) {
+        let ended = tokio::select! {
+            r = self.config.changed() => r.is_err(),
+            r = self.decisions.changed() => r.is_err(),
+        };
+        if ended {
+            // A source went away (only at exit): nothing changes any more.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl ProxyState {
+    /// Sees the policy changes after this call.
+    pub fn policy_watch(&self) -> PolicyWatch {
+        PolicyWatch {
+            config: self.policy.subscribe(),
+            decisions: self.crowdsec.decision_changes(),
+        }
+    }
+
     /// Asks `restrict` about one client, with this process's sources.
     pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
         let geo = self.geo.load();

@@ -31,14 +31,6 @@ impl UpstreamError {
         }
     }
 
-    /// 504 when the upstream was too slow, 502 otherwise.
-    pub const fn http_status(self) -> u16 {
-        match self {
-            UpstreamError::Timeout => 504,
-            _ => 502,
-        }
-    }
-
     fn from_io(e: &io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::ConnectionRefused => UpstreamError::Refused,

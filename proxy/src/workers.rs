@@ -56,10 +56,6 @@ impl Workers {
         self.handles.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Binds one listening socket per worker on `addr` with SO_REUSEPORT, so the kernel spreads
     /// new connections evenly across workers. Port 0 picks one port for all of them.
     pub fn bind(&self, addr: SocketAddr) -> std::io::Result<Vec<std::net::TcpListener>> {

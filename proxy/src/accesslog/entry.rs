@@ -133,7 +133,8 @@ impl AccessLogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restrict::{CrowdSecFlag, CrowdSecMode};
+    use crate::restrict::filter::CrowdSecFlag;
+    use crate::restrict::CrowdSecMode;
 
     #[test]
     fn json_shape_matches_the_design() {

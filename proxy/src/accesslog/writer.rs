@@ -30,6 +30,15 @@ pub enum Destination {
     File(PathBuf),
 }
 
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("-"),
+            Destination::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 impl Destination {
     pub fn parse(s: &str) -> Self {
         if s == "-" {

@@ -15,20 +15,12 @@ pub struct Walked {
     pub chain: Option<String>,
 }
 
-/// The client address for a request that arrived from `peer`.
+/// The client address for a request that arrived from `peer`, and the list of readable
+/// values it walked (when `peer` is trusted).
 ///
 /// Only when `peer` is trusted are `X-Forwarded-For` values considered. They are walked from
 /// right to left (the nearest hop first); the first address that is not itself a trusted proxy
 /// is the client. An unparseable entry stops the walk at the last address known to be real.
-pub fn client_address<'a>(
-    peer: IpAddr,
-    xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
-    trusted: &IpSet,
-) -> IpAddr {
-    walk(peer, xff, trusted).0
-}
-
-/// The walk, and the list of readable values it walked (when `peer` is trusted).
 pub fn walk_forwarded_for(peer: IpAddr, xff: &GetAll<'_, HeaderValue>, trusted: &IpSet) -> Walked {
     let (client, peer_trusted) = walk(peer, xff.iter(), trusted);
     let chain = peer_trusted
@@ -112,7 +104,9 @@ mod tests {
             .iter()
             .map(|h| HeaderValue::from_str(h).unwrap())
             .collect();
-        client_address(peer.parse().unwrap(), values.iter(), &trusted()).to_string()
+        walk(peer.parse().unwrap(), values.iter(), &trusted())
+            .0
+            .to_string()
     }
 
     #[test]

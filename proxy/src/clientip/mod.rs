@@ -13,9 +13,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use tokio::net::TcpStream;
 
-pub use forwarded::{client_address, walk_forwarded_for, Walked};
-pub use headers::{ForwardedContext, IDENTITY_HEADERS};
-pub use proxy_protocol::{read_header, ProxyHeader, ProxyHeaderError};
+pub use forwarded::walk_forwarded_for;
+pub use headers::ForwardedContext;
+pub use proxy_protocol::{read_header, ProxyHeaderError};
 
 /// A request's client as decided: the connection's client (`peer`: the socket peer or what its
 /// PROXY header said) and, from a trusted peer, what `X-Forwarded-For` says behind it.

@@ -14,8 +14,8 @@ use rustls::sign::CertifiedKey;
 
 use super::error::{ConfigError, Problem};
 use super::hostmap::HostMap;
-use super::spec::ServiceSpec;
 use crate::restrict::{CountrySet, Filter, IpSet};
+use nb_api::ServiceSpec;
 
 pub use nb_api::validate::HttpUpstream;
 

@@ -6,7 +6,7 @@ use serde_yaml_ng::Value;
 
 use super::compile::{compile, CompileOptions, Routes};
 use super::error::{ConfigError, Problem};
-use super::spec::ServiceSpec;
+use nb_api::ServiceSpec;
 
 /// Reads, validates and compiles a services file. Any problem rejects the whole file.
 pub fn load_file(path: &Path, opts: &CompileOptions) -> Result<Routes, ConfigError> {

@@ -10,12 +10,11 @@ mod shared;
 pub mod store;
 mod wire;
 
-pub use client::{ApiKey, LapiClient, LapiConfig, LapiError, USER_AGENT};
+pub use client::{ApiKey, LapiConfig, LapiError};
 pub use duration::parse_go_duration;
 pub use filter::DecisionFilter;
 pub use registry::{BouncerRef, CrowdSec};
-pub use shared::BouncerStatus;
-pub use wire::{parse_stream, parse_target, Batch, Change, ParseError, Target};
+pub use wire::{parse_stream, Batch, Change, Target};
 
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,11 @@ impl CrowdSec {
         self.shared.reputation(addr)
     }
 
+    /// Sees each new set of decisions after this call.
+    pub fn decision_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.shared.snapshots()
+    }
+
     pub fn status(&self) -> BouncerStatus {
         let mut s = self.shared.status();
         s.running = self
@@ -80,11 +85,6 @@ impl CrowdSec {
     pub fn key_fingerprint(&self, salt: &str) -> Option<String> {
         let key = self.config.as_ref()?.api_key.as_ref()?;
         Some(key.fingerprint(salt))
-    }
-
-    /// References currently held.
-    pub fn references(&self) -> usize {
-        self.inner.lock().map(|i| i.refs).unwrap_or(0)
     }
 
     /// One reference if any of `services` (id, mode) uses CrowdSec, else none. Warns about each

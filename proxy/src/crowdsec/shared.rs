@@ -34,6 +34,8 @@ pub struct Shared {
     /// Milliseconds since `epoch` of the last successful poll, +1 (0 = none yet).
     last_ok_ms: AtomicU64,
     pub(super) status: Mutex<BouncerStatus>,
+    /// Told at each new snapshot, so that open connections re-check their clients.
+    published: tokio::sync::watch::Sender<()>,
 }
 
 impl Shared {
@@ -45,6 +47,7 @@ impl Shared {
             now: AtomicU32::new(0),
             last_ok_ms: AtomicU64::new(0),
             status: Mutex::new(BouncerStatus::default()),
+            published: tokio::sync::watch::Sender::new(()),
         })
     }
 
@@ -70,6 +73,12 @@ impl Shared {
 
     pub(super) fn publish(&self, snapshot: Arc<Snapshot>) {
         self.snapshot.store(snapshot);
+        self.published.send_replace(());
+    }
+
+    /// Sees each snapshot published after this call.
+    pub fn snapshots(&self) -> tokio::sync::watch::Receiver<()> {
+        self.published.subscribe()
     }
 
     pub(super) fn set_synced(&self, synced: bool) {

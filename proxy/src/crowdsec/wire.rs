@@ -396,16 +396,6 @@ fn range(net: IpNet) -> Option<Target> {
     })
 }
 
-/// Parses one `scope` + `value` pair as the LAPI sends it: `Ip` values are bare addresses,
-/// `Range` values CIDRs, scope case-insensitive. Other scopes (country, AS, …) give `None`.
-pub fn parse_target(scope: &str, value: &str) -> Option<Target> {
-    match (scope_of(scope), value_of(value)) {
-        (Scope::Ip, Value::Addr(a)) | (Scope::Range, Value::Addr(a)) => Some(single(a)),
-        (Scope::Range, Value::Net(n)) => range(n),
-        _ => None,
-    }
-}
-
 fn scope_of(s: &str) -> Scope {
     if s.eq_ignore_ascii_case("ip") {
         Scope::Ip

@@ -27,7 +27,6 @@ use crate::shutdown::Phase;
 use crate::state::ProxyState;
 use handler::{ConnHandler, ConnInfo};
 
-pub use body::ProxyBody;
 pub use client_error::ClientError;
 
 /// Accepts connections until the task is dropped. With `tls`, certificates follow SNI.

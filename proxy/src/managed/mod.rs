@@ -2,7 +2,7 @@
 //! and access-log entries are shipped in batches. When management is unreachable the proxy keeps
 //! serving what it has, also across its own restart (the list is cached on disk).
 
-mod cache;
+pub(crate) mod cache;
 mod client;
 mod shipper;
 
@@ -16,11 +16,11 @@ use nb_api::{BouncerReport, ProxyReport, ServicesUpdate};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use client::{ManagementClient, ManagementError};
-pub use nb_api::{SseEvent, SseParser};
+pub use nb_api::SseParser;
 
 use crate::accesslog::AccessLogEntry;
 use crate::backoff::backoff;
-use crate::config::{compile, CompileOptions, ConfigError, Routes};
+use crate::reconfigure::Change;
 use crate::server::Server;
 
 /// Management sends a keep-alive every 15 s; silence for this long means the stream is dead.
@@ -32,7 +32,6 @@ pub struct Managed {
     pub client: ManagementClient,
     pub cache: PathBuf,
     pub report_interval: Duration,
-    pub compile: CompileOptions,
     pub events: mpsc::Receiver<Arc<AccessLogEntry>>,
     pub events_dropped: Arc<AtomicU64>,
 }
@@ -46,46 +45,11 @@ struct Applied {
     key_salt: Option<String>,
 }
 
-fn source_name(revision: i64) -> String {
-    format!("services from management (revision {revision})")
-}
-
-/// The cached services, compiled; `None` if there is no usable cache.
-pub fn cached_routes(path: &std::path::Path, opts: &CompileOptions) -> Option<(i64, Routes)> {
-    let update = match cache::load(path) {
-        Ok(Some(u)) => u,
-        Ok(None) => {
-            tracing::info!(cache = %path.display(), "no cached services yet: serving none until management answers");
-            return None;
-        }
-        Err(e) => {
-            tracing::error!("ignoring the services cache: {e}");
-            return None;
-        }
-    };
-    match compile(&source_name(update.revision), update.services, opts) {
-        Ok(routes) => {
-            tracing::info!(
-                cache = %path.display(),
-                revision = update.revision,
-                services = routes.services.len(),
-                "serving the cached services until management answers"
-            );
-            Some((update.revision, routes))
-        }
-        Err(e) => {
-            tracing::error!("ignoring the services cache: {e}");
-            None
-        }
-    }
-}
-
 /// What the stream, the reports and the shipper share while the proxy is managed.
 struct Link<'a> {
     server: &'a Server,
     client: ManagementClient,
     cache: PathBuf,
-    compile: CompileOptions,
     applied: Mutex<Applied>,
     report_now: Notify,
     events_dropped: Arc<AtomicU64>,
@@ -103,7 +67,6 @@ pub async fn run(
         server,
         client: m.client,
         cache: m.cache,
-        compile: m.compile,
         applied: Mutex::new(Applied {
             revision: cached_revision,
             ..Applied::default()
@@ -195,33 +158,18 @@ impl Link<'_> {
         if unchanged {
             return;
         }
-        let name = source_name(update.revision);
-        let result: Result<usize, ConfigError> =
-            match compile(&name, update.services.clone(), &self.compile) {
-                Ok(routes) => {
-                    let n = routes.services.len();
-                    self.server.apply(routes, &name).await.map(|_| n)
-                }
-                Err(e) => Err(e),
-            };
+        let change = Change::Management {
+            update,
+            cache: self.cache.clone(),
+        };
+        let result = self.server.reconfigure(change).await;
         let mut a = self.applied();
         match result {
-            Ok(services) => {
-                tracing::info!(
-                    revision = update.revision,
-                    services,
-                    "services from management applied"
-                );
-                if let Err(e) = cache::save(&self.cache, &update) {
-                    tracing::warn!("cannot keep the services for a restart: {e}");
-                }
-                a.revision = Some(update.revision);
+            Ok(applied) => {
+                a.revision = applied.revision;
                 a.error = None;
             }
-            Err(e) => {
-                tracing::error!("services from management rejected, keeping the running ones: {e}");
-                a.error = Some(e.to_string());
-            }
+            Err(e) => a.error = Some(e.to_string()),
         }
     }
 

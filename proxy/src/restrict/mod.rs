@@ -1,11 +1,11 @@
 //! The only place that decides whether a client may reach a service.
 
 mod country;
-mod filter;
+pub(crate) mod filter;
 mod ipset;
 
 pub use country::{CountryCode, CountrySet};
-pub use filter::{CountryLookup, CrowdSecFlag, Filter, Outcome, Reputation};
+pub use filter::{CountryLookup, Filter, Outcome, Reputation};
 pub use ipset::IpSet;
 pub use nb_api::{CrowdSecMode, Verdict};
 

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::filter::CrowdSecFlag;
 use super::*;
 
 /// A table-driven stand-in for the GeoIP database that counts how often it is asked.

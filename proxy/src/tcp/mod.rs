@@ -1,6 +1,8 @@
 //! TCP services: one listener each; denied connections are closed before the upstream is dialled.
+//! An open connection is checked again whenever the policy changes (the service's restrictions,
+//! the GeoIP database, the bouncer's decisions) and cut if its client is now denied.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,8 +15,9 @@ use crate::accesslog::AccessLogEntry;
 use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
 use crate::config::{Protocol, TcpService};
 use crate::io::{ClientStream, Traffic};
+use crate::restrict::{Outcome, Verdict};
 use crate::shutdown::Phase;
-use crate::state::ProxyState;
+use crate::state::{PolicyWatch, ProxyState};
 use crate::upstream::{dial, UpstreamError};
 
 /// Accepts connections for the TCP service currently configured on `local`. `slots` counts the
@@ -68,12 +71,23 @@ async fn serve(
         return;
     }
     let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, service.id.clone(), client);
+    // Watching from before the check: no change between the check and the copy is missed.
+    let policy = state.policy_watch();
     entry.outcome = state.check(&service.filter, client);
     if entry.outcome.is_allowed() {
         let traffic = Traffic::new();
         let downstream = ClientStream::new(stream, rest, traffic.clone());
-        match forward(&state, &service, downstream, &traffic).await {
+        let connection = Connection {
+            service: &service,
+            client,
+            policy,
+        };
+        match forward(&state, connection, downstream, &traffic).await {
             Ok(Ended::Cut) => entry.aborted = Some("cut at shutdown"),
+            Ok(Ended::Denied(outcome)) => {
+                entry.outcome = outcome;
+                entry.aborted = Some("denied by a policy change");
+            }
             Ok(Ended::Closed) => {}
             Err(e) => entry.upstream_error = Some(e.as_str()),
         }
@@ -88,14 +102,43 @@ async fn serve(
 enum Ended {
     Closed,
     Cut,
+    /// A policy change denied the client: the new outcome.
+    Denied(Outcome),
+}
+
+/// An admitted connection, as the re-check sees it.
+struct Connection<'a> {
+    service: &'a TcpService,
+    client: IpAddr,
+    policy: PolicyWatch,
+}
+
+impl Connection<'_> {
+    /// Resolves when a policy change denies the client. A service that is gone keeps its
+    /// connections (as a closed listener does), and a bouncer that has not synced yet
+    /// (`crowdsec_unavailable`) only stops new connections: it does not cut admitted ones.
+    async fn denied(&mut self, state: &ProxyState) -> Outcome {
+        loop {
+            self.policy.changed().await;
+            let routes = state.routes.load();
+            let Some(now) = routes.tcp.values().find(|s| s.id == self.service.id) else {
+                continue;
+            };
+            let outcome = state.check(&now.filter, self.client);
+            if !outcome.is_allowed() && outcome.verdict != Verdict::CrowdsecUnavailable {
+                return outcome;
+            }
+        }
+    }
 }
 
 async fn forward(
     state: &ProxyState,
-    service: &TcpService,
+    mut connection: Connection<'_>,
     downstream: ClientStream<TcpStream>,
     traffic: &Traffic,
 ) -> Result<Ended, UpstreamError> {
+    let (service, client) = (connection.service, connection.client);
     let address = &service.upstream;
     let limits = &state.limits;
     let mut shutdown = state.shutdown.watch();
@@ -131,6 +174,10 @@ async fn forward(
             tracing::debug!(service = %service.id, "tcp connection idle: closed");
         }
         _ = shutdown.reached(Phase::Cut) => return Ok(Ended::Cut),
+        outcome = connection.denied(state) => {
+            tracing::info!(service = %service.id, %client, verdict = outcome.verdict.as_str(), "tcp connection cut: a policy change denies its client");
+            return Ok(Ended::Denied(outcome));
+        }
     }
     Ok(Ended::Closed)
 }

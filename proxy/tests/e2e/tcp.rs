@@ -88,3 +88,67 @@ async fn upstream_down_is_logged_for_tcp() {
     );
     assert_eq!(entries[0]["deny_reason"], "");
 }
+
+#[tokio::test]
+async fn a_policy_change_cuts_open_connections_it_now_denies() {
+    let echo_up = EchoUpstream::start().await;
+    let proxy = ProxyBuilder::new(&tcp_service(&echo_up, "      cidr_deny: [127.0.0.5/32]"))
+        .port("echo")
+        .start()
+        .await;
+    let mut stays = connect_from("127.0.0.60", proxy.port("echo"))
+        .await
+        .unwrap();
+    let mut goes = connect_from("127.0.0.61", proxy.port("echo"))
+        .await
+        .unwrap();
+    assert_eq!(echo(&mut stays, b"one").await.unwrap(), b"one");
+    assert_eq!(echo(&mut goes, b"four").await.unwrap(), b"four");
+
+    let deny_61 = tcp_service(&echo_up, "      cidr_deny: [127.0.0.61/32]");
+    proxy
+        .rewrite_config(&deny_61, "configuration reloaded")
+        .await;
+    assert!(
+        closed_by_peer(&mut goes).await,
+        "the newly denied client is cut"
+    );
+    assert_eq!(
+        echo(&mut stays, b"two").await.unwrap(),
+        b"two",
+        "the other one flows on"
+    );
+    let entries = proxy.wait_entries(1).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let cut = &entries[0];
+    assert_eq!(cut["source_ip"], "127.0.0.61");
+    assert_eq!(
+        cut["deny_reason"], "ip_restricted",
+        "logged with the new verdict"
+    );
+    assert_eq!(cut["metadata"]["aborted"], "denied by a policy change");
+    assert_eq!(
+        cut["bytes_in"], 4,
+        "what it sent before the change is counted"
+    );
+    assert_eq!(cut["bytes_out"], 4);
+
+    // A service that goes away keeps its open connections, as a closed listener does.
+    let other = EchoUpstream::start().await;
+    let moved = format!(
+        "services:\n  - id: elsewhere\n    protocol: tcp\n    listen: 127.0.0.1:{}\n    upstream: {}\n",
+        free_port(),
+        other.addr
+    );
+    proxy.rewrite_config(&moved, "configuration reloaded").await;
+    assert_eq!(echo(&mut stays, b"three").await.unwrap(), b"three");
+    drop(stays);
+    let entries = proxy.wait_entries(2).await;
+    assert_eq!(entries[1]["source_ip"], "127.0.0.60");
+    assert_eq!(entries[1]["deny_reason"], "");
+    assert!(
+        entries[1]["metadata"].get("aborted").is_none(),
+        "{}",
+        entries[1]
+    );
+}

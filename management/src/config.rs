@@ -1,0 +1,194 @@
+//! nb-management's runtime configuration: the flags, checked and typed once. `main` turns
+//! [`Args`] into [`Config`]; nothing after that reads a flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::Settings;
+use crate::auth::MIN_ADMIN_TOKEN_LEN;
+use crate::cli::Args;
+use crate::retention::Retention;
+
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// May hold a password: print it with `store::redact_url`.
+    pub database_url: String,
+    /// The admin token the operator chose; without it one is generated on first start.
+    pub admin_token: Option<String>,
+    pub retention: Retention,
+    pub api: Settings,
+    pub change_poll_interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// The tracing filter.
+    pub log: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("retention", &self.retention)
+            .field("change_poll_interval", &self.change_poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    AdminTokenFile(String),
+    #[error("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters")]
+    WeakAdminToken,
+    #[error("--database-url must start with sqlite:// or postgres:// (got {0})")]
+    DatabaseScheme(String),
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, ConfigError> {
+        let admin_token = match (&args.admin_token, &args.admin_token_file) {
+            (_, Some(path)) => Some(
+                crate::secrets::read_secret(path, "--admin-token-file")
+                    .map_err(ConfigError::AdminTokenFile)?,
+            ),
+            (token, None) => token.clone(),
+        };
+        let admin_token = admin_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_LEN)
+        {
+            return Err(ConfigError::WeakAdminToken);
+        }
+        let database_url = match &args.database_url {
+            Some(url) => url.trim().to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                args.data_dir.join("management.db").display()
+            ),
+        };
+        if crate::store::Backend::of_url(&database_url).is_none() {
+            let scheme = database_url.split(':').next().unwrap_or("").to_owned();
+            return Err(ConfigError::DatabaseScheme(format!("{scheme}:")));
+        }
+        let retention = Retention {
+            max_age: Some(args.events_max_age).filter(|d| !d.is_zero()),
+            max_rows: Some(args.events_max_rows).filter(|n| *n > 0),
+            max_bytes: Some(args.events_max_bytes).filter(|n| *n > 0),
+            interval: args.retention_interval,
+        };
+        let api = Settings {
+            live_window: args.proxy_live_window,
+            events_max_age: retention.max_age,
+            auth_failures_per_second: args.auth_failures_per_second,
+            ..Settings::default()
+        };
+        Ok(Config {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            database_url,
+            admin_token,
+            retention,
+            api,
+            change_poll_interval: args.change_poll_interval,
+            shutdown_timeout: args.shutdown_timeout,
+            log: args.log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("nb-management").chain(flags.iter().copied());
+        Config::try_from(Args::try_parse_from(argv).expect("flags parse"))
+    }
+
+    #[test]
+    fn defaults_keep_everything_in_the_data_dir() {
+        let c = config(&["--data-dir", "/var/lib/nb"]).unwrap();
+        assert_eq!(
+            c.database_url,
+            "sqlite:///var/lib/nb/management.db?mode=rwc"
+        );
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8090");
+        assert!(c.admin_token.is_none());
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.api.events_max_age, c.retention.max_age);
+        assert_eq!(c.retention.max_bytes, Some(2 << 30));
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let c = config(&[
+            "--events-max-age",
+            "0s",
+            "--events-max-rows",
+            "0",
+            "--events-max-bytes",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.retention.max_age, None);
+        assert_eq!(c.retention.max_rows, None);
+        assert_eq!(c.retention.max_bytes, None);
+        assert_eq!(
+            c.api.events_max_age, None,
+            "ingestion refuses nothing for age"
+        );
+    }
+
+    #[test]
+    fn admin_tokens_are_checked_and_never_print() {
+        let e = config(&["--admin-token", "short"]).unwrap_err().to_string();
+        assert!(e.contains("at least 16 characters"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "a-long-enough-admin-token\n").unwrap();
+        let c = config(&["--admin-token-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("a-long-enough-admin-token"));
+        assert!(
+            !format!("{c:?}").contains("a-long-enough"),
+            "the token printed"
+        );
+        std::fs::write(&path, "").unwrap();
+        let e = config(&["--admin-token-file", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("the file is empty"), "{e}");
+        assert!(config(&["--admin-token", "  "])
+            .unwrap()
+            .admin_token
+            .is_none());
+    }
+
+    #[test]
+    fn database_urls_name_their_kind_and_passwords_never_print() {
+        let e = config(&["--database-url", "mysql://u:p@h/db"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sqlite:// or postgres://") && e.contains("mysql:"),
+            "{e}"
+        );
+        assert!(!e.contains("u:p"), "{e}");
+        let c = config(&["--database-url", "postgres://nb:s3cret@db/nb"]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
