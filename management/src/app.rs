@@ -25,6 +25,20 @@ pub enum RunError {
     Signals(std::io::Error),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot write --ready-file {}: {source}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The ready file, replaced whole (written beside it, then renamed).
+fn announce_ready(path: &std::path::Path, listen: std::net::SocketAddr) -> std::io::Result<()> {
+    let ready = serde_json::json!({ "pid": std::process::id(), "listen": listen.to_string() });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, ready.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Runs nb-management until SIGTERM or Ctrl-C.
@@ -48,7 +62,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             addr: config.listen,
             source,
         })?;
-    tracing::info!(listen = %config.listen, "nb-management ready");
+    let bound = listener.local_addr().map_err(RunError::Serve)?;
+    tracing::info!(listen = %bound, "nb-management ready");
+    if let Some(path) = &config.ready_file {
+        announce_ready(path, bound).map_err(|source| RunError::ReadyFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let mut signalled = on_signals()?;
     let mut stop = signalled.clone();
     let server = serve(listener, running, async move {

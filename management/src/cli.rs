@@ -113,6 +113,11 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
+    /// Once serving, write the address actually bound to this file as JSON, atomically: for
+    /// supervisors and tests that listen on port 0.
+    #[arg(long, env = "NB_MANAGEMENT_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
     /// Print the API's OpenAPI document (JSON) and exit. `dashboard/openapi.json` is this
     /// output; the dashboard's TypeScript types are generated from it.
     #[arg(long)]

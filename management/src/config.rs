@@ -21,6 +21,8 @@ pub struct Config {
     pub api: Settings,
     pub change_poll_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Where to say, once serving, which address was bound.
+    pub ready_file: Option<PathBuf>,
     /// The tracing filter.
     pub log: String,
 }
@@ -106,6 +108,7 @@ impl TryFrom<Args> for Config {
             api,
             change_poll_interval: args.change_poll_interval,
             shutdown_timeout: args.shutdown_timeout,
+            ready_file: args.ready_file,
             log: args.log,
         })
     }

@@ -70,12 +70,11 @@ async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
             .unwrap()
             .contains("missing credentials"));
 
-        let res = s
-            .with_token("nba_wrong", m.clone(), path)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 401, "{m} {path} with a wrong token");
+        assert_eq!(
+            s.api.call_as("nba_wrong", m.as_str(), path, None).await.0,
+            401,
+            "{m} {path} with a wrong token"
+        );
         let res = s
             .http
             .request(m.clone(), s.url(path))
@@ -86,35 +85,29 @@ async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
         assert_eq!(res.status(), 401, "{m} {path} with basic auth");
     }
     for &(m, path) in ADMIN_ROUTES {
-        let res = s
-            .with_token(&proxy_token, m.parse().unwrap(), path)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 403, "{m} {path} with a proxy token");
-        assert!(body(res).await["error"]
-            .as_str()
-            .unwrap()
-            .contains("proxy token"));
+        let (status, v) = s.api.call_as(&proxy_token, m, path, None).await;
+        assert_eq!(status, 403, "{m} {path} with a proxy token");
+        assert!(v["error"].as_str().unwrap().contains("proxy token"));
     }
     for &(m, path) in PROXY_ROUTES {
-        let res = s.admin(m.parse().unwrap(), path).send().await.unwrap();
-        assert_eq!(res.status(), 403, "{m} {path} with the admin token");
+        assert_eq!(
+            s.api.call(m, path, None).await.0,
+            403,
+            "{m} {path} with the admin token"
+        );
     }
 
     // A revoked token is refused like a wrong one.
-    let res = s
-        .admin(Method::DELETE, &format!("/api/v1/proxies/{proxy_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    let res = s
-        .with_token(&proxy_token, Method::PUT, "/api/v1/proxy/report")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    let (status, _) = s
+        .api
+        .call("DELETE", &format!("/api/v1/proxies/{proxy_id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = s
+        .api
+        .call_as(&proxy_token, "PUT", "/api/v1/proxy/report", None)
+        .await;
+    assert_eq!(status, 401);
 
     // Public: health and the API description only.
     assert_eq!(
@@ -135,18 +128,19 @@ async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
 #[tokio::test]
 async fn services_crud() {
     let s = server().await;
-    let res = s
-        .admin(Method::POST, "/api/v1/services")
-        .json(&json!({
-            "id": "web", "name": "Web site", "protocol": "http", "hosts": ["web.example.com"],
-            "upstream": "http://127.0.0.1:8080",
-            "restrictions": {"cidr_allow": ["10.0.0.0/8", " 192.0.2.7 "], "country_deny": ["ru"]}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let created = body(res).await;
+    let (status, created) = s
+        .api
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(&json!({
+                "id": "web", "name": "Web site", "protocol": "http", "hosts": ["web.example.com"],
+                "upstream": "http://127.0.0.1:8080",
+                "restrictions": {"cidr_allow": ["10.0.0.0/8", " 192.0.2.7 "], "country_deny": ["ru"]}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
     assert_eq!(created["name"], "Web site");
     assert_eq!(
         created["restrictions"]["cidr_allow"],
@@ -156,31 +150,29 @@ async fn services_crud() {
     assert_eq!(created["restrictions"]["crowdsec_mode"], "off");
     assert_eq!(created["rule_count"], 3);
 
-    let res = s
-        .admin(Method::POST, "/api/v1/services")
-        .json(&web("web", "other.example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 409);
+    let (status, v) = s
+        .api
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(&web("web", "other.example.com")),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
 
-    let res = s
-        .admin(Method::POST, "/api/v1/services")
-        .json(&json!({
-            "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    let (status, v) = s
+        .api
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(&json!({
+                "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
 
-    let list = body(
-        s.admin(Method::GET, "/api/v1/services")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, list) = s.api.call("GET", "/api/v1/services", None).await;
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -189,18 +181,12 @@ async fn services_crud() {
         .collect();
     assert_eq!(ids, ["db", "web"]);
 
-    let res = s.admin(Method::PUT, "/api/v1/services/web").json(&json!({
+    let (status, v) = s.api.call("PUT", "/api/v1/services/web", Some(&json!({
         "protocol": "http", "hosts": ["web.example.com", "www.example.com"], "upstream": "http://127.0.0.1:8081",
         "restrictions": {"cidr_deny": ["203.0.113.0/24"]}
-    })).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    let got = body(
-        s.admin(Method::GET, "/api/v1/services/web")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    }))).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, got) = s.api.call("GET", "/api/v1/services/web", None).await;
     assert_eq!(got["hosts"], json!(["web.example.com", "www.example.com"]));
     assert_eq!(got["upstream"], "http://127.0.0.1:8081");
     assert_eq!(got["restrictions"]["cidr_allow"], json!([]));
@@ -210,79 +196,69 @@ async fn services_crud() {
     let mut edited = got.clone();
     edited["upstream"] = json!("http://127.0.0.1:8082");
     edited["rule_count"] = json!(99);
-    let res = s
-        .admin(Method::PUT, "/api/v1/services/web")
-        .json(&edited)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let round_trip = body(res).await;
+    let (status, round_trip) = s
+        .api
+        .call("PUT", "/api/v1/services/web", Some(&edited))
+        .await;
+    assert_eq!(status, 200, "{round_trip}");
     assert_eq!(round_trip["upstream"], "http://127.0.0.1:8082");
     assert_eq!(round_trip["rule_count"], 1);
     assert_eq!(round_trip["created_at"], created["created_at"]);
 
-    let res = s
-        .admin(Method::PUT, "/api/v1/services/web")
-        .json(&web("renamed", "web.example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    assert_eq!(problem_fields(&body(res).await), ["id"]);
-    let res = s
-        .admin(Method::PUT, "/api/v1/services/ghost")
-        .json(&web("ghost", "ghost.example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
+    let (status, v) = s
+        .api
+        .call(
+            "PUT",
+            "/api/v1/services/web",
+            Some(&web("renamed", "web.example.com")),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(problem_fields(&v), ["id"]);
+    let (status, v) = s
+        .api
+        .call(
+            "PUT",
+            "/api/v1/services/ghost",
+            Some(&web("ghost", "ghost.example.com")),
+        )
+        .await;
+    assert_eq!(status, 404, "{v}");
 
     assert_eq!(
-        s.admin(Method::DELETE, "/api/v1/services/web")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.api.call("DELETE", "/api/v1/services/web", None).await.0,
         204
     );
     assert_eq!(
-        s.admin(Method::DELETE, "/api/v1/services/web")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.api.call("DELETE", "/api/v1/services/web", None).await.0,
         404
     );
-    assert_eq!(
-        s.admin(Method::GET, "/api/v1/services/web")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(s.api.call("GET", "/api/v1/services/web", None).await.0, 404);
 }
 
 #[tokio::test]
 async fn validation_names_fields_and_changes_nothing() {
     let s = server().await;
-    let ok = s
-        .admin(Method::POST, "/api/v1/services")
-        .json(&web("web", "web.example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 201);
-    let ok = s
-        .admin(Method::POST, "/api/v1/services")
-        .json(&json!({
-            "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 201);
+    let (status, v) = s
+        .api
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(&web("web", "web.example.com")),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = s
+        .api
+        .call(
+            "POST",
+            "/api/v1/services",
+            Some(&json!({
+                "id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
     let before = s.store.revision().await.unwrap();
 
     let cases: Vec<(Value, Vec<&str>, &str)> = vec![
@@ -340,14 +316,8 @@ async fn validation_names_fields_and_changes_nothing() {
         ),
     ];
     for (i, (req, fields, needle)) in cases.into_iter().enumerate() {
-        let res = s
-            .admin(Method::POST, "/api/v1/services")
-            .json(&req)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 422, "case {i}");
-        let v = body(res).await;
+        let (status, v) = s.api.call("POST", "/api/v1/services", Some(&req)).await;
+        assert_eq!(status, 422, "case {i}");
         assert_eq!(problem_fields(&v), fields, "case {i}: {v}");
         assert!(v.to_string().contains(needle), "case {i}: {v}");
     }
@@ -360,42 +330,30 @@ async fn validation_names_fields_and_changes_nothing() {
         .unwrap();
     assert_eq!(res.status(), 400);
     // The same checks apply to updates.
-    let res = s.admin(Method::PUT, "/api/v1/services/db").json(&json!({
+    let (status, v) = s.api.call("PUT", "/api/v1/services/db", Some(&json!({
         "protocol": "tcp", "listen": "127.0.0.1:15432", "upstream": "127.0.0.1:5432", "restrictions": {"cidr_deny": ["::1/64"]}
-    })).send().await.unwrap();
-    assert_eq!(res.status(), 422);
+    }))).await;
+    assert_eq!(status, 422, "{v}");
 
     assert_eq!(
         s.store.revision().await.unwrap(),
         before,
         "refused changes leave no trace"
     );
-    let list = body(
-        s.admin(Method::GET, "/api/v1/services")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, list) = s.api.call("GET", "/api/v1/services", None).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["restrictions"]["cidr_deny"], json!([]));
 }
 
-async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> reqwest::Response {
+async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> (u16, Value) {
     let mut v = web(id, &format!("{id}.example.com"));
     v["restrictions"] = json!({"crowdsec_mode": mode});
     if create {
-        s.admin(Method::POST, "/api/v1/services")
-            .json(&v)
-            .send()
-            .await
-            .unwrap()
+        s.api.call("POST", "/api/v1/services", Some(&v)).await
     } else {
-        s.admin(Method::PUT, &format!("/api/v1/services/{id}"))
-            .json(&v)
-            .send()
+        s.api
+            .call("PUT", &format!("/api/v1/services/{id}"), Some(&v))
             .await
-            .unwrap()
     }
 }
 
@@ -408,31 +366,26 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
     };
     let s = server_with(sqlite().await, settings).await;
 
-    let res = set_mode(&s, "a", "enforce", true).await;
-    assert_eq!(res.status(), 422);
-    let v = body(res).await;
+    let (status, v) = set_mode(&s, "a", "enforce", true).await;
+    assert_eq!(status, 422, "{v}");
     assert_eq!(problem_fields(&v), ["restrictions.crowdsec_mode"]);
     assert!(v.to_string().contains("no proxy is connected"), "{v}");
-    let caps = body(
-        s.admin(Method::GET, "/api/v1/capabilities")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, caps) = s.api.call("GET", "/api/v1/capabilities", None).await;
     assert_eq!(caps["crowdsec"]["supported"], false);
 
     let (_, with) = s.create_proxy("with-lapi").await;
     let (_, without) = s.create_proxy("no-lapi").await;
     // A report alone does not make a proxy live: anyone holding a token can send one.
     s.report(&with, true).await;
-    let res = set_mode(&s, "a", "enforce", true).await;
-    assert_eq!(res.status(), 422, "reported, but no stream open");
+    assert_eq!(
+        set_mode(&s, "a", "enforce", true).await.0,
+        422,
+        "reported, but no stream open"
+    );
     let with_stream = s.connect(&with, true).await;
     let without_stream = s.connect(&without, false).await;
-    let res = set_mode(&s, "a", "observe", true).await;
-    assert_eq!(res.status(), 422);
-    let v = body(res).await;
+    let (status, v) = set_mode(&s, "a", "observe", true).await;
+    assert_eq!(status, 422, "{v}");
     assert!(
         v.to_string()
             .contains("\\\"no-lapi\\\" has no CrowdSec LAPI"),
@@ -446,35 +399,24 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
         caps["crowdsec"],
         json!({"supported": true, "live_proxies": 1, "live_proxies_with_crowdsec": 1})
     );
-    assert_eq!(set_mode(&s, "a", "enforce", true).await.status(), 201);
+    assert_eq!(set_mode(&s, "a", "enforce", true).await.0, 201);
 
     // With no live proxy: other edits of that service still go through, a mode change does not.
     drop(with_stream);
     capabilities_when(&s, |c| c["crowdsec"]["live_proxies"] == 0).await;
     let mut edit = web("a", "a.example.com");
     edit["restrictions"] = json!({"crowdsec_mode": "enforce", "cidr_deny": ["192.0.2.0/24"]});
-    let res = s
-        .admin(Method::PUT, "/api/v1/services/a")
-        .json(&edit)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(set_mode(&s, "a", "observe", false).await.status(), 422);
-    assert_eq!(set_mode(&s, "a", "off", false).await.status(), 200);
+    let (status, v) = s.api.call("PUT", "/api/v1/services/a", Some(&edit)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(set_mode(&s, "a", "observe", false).await.0, 422);
+    assert_eq!(set_mode(&s, "a", "off", false).await.0, 200);
 }
 
 /// The capabilities once `ready` holds (a closed stream is noticed within a check interval).
 async fn capabilities_when(s: &Server, ready: impl Fn(&Value) -> bool) -> Value {
     let mut caps = Value::Null;
     for _ in 0..100 {
-        caps = body(
-            s.admin(Method::GET, "/api/v1/capabilities")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        caps = s.api.call("GET", "/api/v1/capabilities", None).await.1;
         if ready(&caps) {
             return caps;
         }
@@ -510,12 +452,10 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     };
     let s = server_with(sqlite().await, settings).await;
     assert_eq!(
-        s.admin(Method::POST, "/api/v1/services")
-            .json(&web("a", "a.example.com"))
-            .send()
+        s.api
+            .call("POST", "/api/v1/services", Some(&web("a", "a.example.com")))
             .await
-            .unwrap()
-            .status(),
+            .0,
         201
     );
     let (id, token) = s.create_proxy("edge").await;
@@ -530,21 +470,15 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     let stream = tokio::spawn(services_events(res, 3));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        s.admin(Method::POST, "/api/v1/services")
-            .json(&web("b", "b.example.com"))
-            .send()
+        s.api
+            .call("POST", "/api/v1/services", Some(&web("b", "b.example.com")))
             .await
-            .unwrap()
-            .status(),
+            .0,
         201
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        s.admin(Method::DELETE, "/api/v1/services/a")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.api.call("DELETE", "/api/v1/services/a", None).await.0,
         204
     );
     let events = stream.await.unwrap();
@@ -561,14 +495,12 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     assert_eq!(ids(&events[2]), ["b"]);
     assert!(events[0]["revision"].as_i64() < events[1]["revision"].as_i64());
     let live = || async {
-        body(
-            s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await["live"]
-            == true
+        let (status, p) = s
+            .api
+            .call("GET", &format!("/api/v1/proxies/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{p}");
+        p["live"] == true
     };
     // The stream above ended with its reader: the proxy is not live any more.
     let mut gone = false;
@@ -597,11 +529,10 @@ async fn proxies_get_the_services_then_every_change_and_revoked_streams_end() {
     }
     assert!(became_live);
     assert_eq!(
-        s.admin(Method::DELETE, &format!("/api/v1/proxies/{id}"))
-            .send()
+        s.api
+            .call("DELETE", &format!("/api/v1/proxies/{id}"), None)
             .await
-            .unwrap()
-            .status(),
+            .0,
         204
     );
     let rest = tokio::time::timeout(Duration::from_secs(5), res.bytes()).await;
@@ -625,12 +556,10 @@ async fn replicas_on_one_postgres_database_follow_each_other() {
     let stream = tokio::spawn(services_events(res, 2));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        a.admin(Method::POST, "/api/v1/services")
-            .json(&web("a", "a.example.com"))
-            .send()
+        a.api
+            .call("POST", "/api/v1/services", Some(&web("a", "a.example.com")))
             .await
-            .unwrap()
-            .status(),
+            .0,
         201
     );
     let events = tokio::time::timeout(Duration::from_secs(5), stream)
@@ -640,13 +569,11 @@ async fn replicas_on_one_postgres_database_follow_each_other() {
     assert_eq!(events[0]["services"], json!([]));
     assert_eq!(events[1]["services"][0]["id"], "a");
     // Validation sees the other replica's services too.
-    let res = b
-        .admin(Method::POST, "/api/v1/services")
-        .json(&web("b", "a.example.com"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
+    let (status, v) = b
+        .api
+        .call("POST", "/api/v1/services", Some(&web("b", "a.example.com")))
+        .await;
+    assert_eq!(status, 422, "{v}");
 }
 
 const LINE: &str = r#"{"ts":"2026-11-22T10:00:00.123Z","service_id":"web","protocol":"http","source_ip":"203.0.113.7","host":"web.example.com","method":"GET","path":"/","status":200,"duration_ms":0.41,"bytes_in":0,"bytes_out":9,"deny_reason":"","metadata":{"crowdsec_verdict":"crowdsec_ban","crowdsec_mode":"observe"}}"#;
@@ -700,11 +627,12 @@ async fn events_are_ingested_whole_and_queried_with_filters() {
         "a refused batch stores nothing"
     );
 
+    let api = &s.api;
     let q = |query: &str| {
-        s.admin(Method::GET, &format!("/api/v1/events?{query}"))
-            .send()
+        let path = format!("/api/v1/events?{query}");
+        async move { api.call("GET", &path, None).await }
     };
-    let v = body(q("verdict=ip_restricted&limit=1000").await.unwrap()).await;
+    let (_, v) = q("verdict=ip_restricted&limit=1000").await;
     assert_eq!(v["events"].as_array().unwrap().len(), 30);
     assert!(v["next_cursor"].is_null());
     let e = &v["events"][0];
@@ -714,31 +642,21 @@ async fn events_are_ingested_whole_and_queried_with_filters() {
         (Some("ip_restricted"), Some(200))
     );
 
-    let v = body(
-        q("observe=true&source_ip=203.0.113.1&limit=1000")
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = q("observe=true&source_ip=203.0.113.1&limit=1000").await;
     let events = v["events"].as_array().unwrap();
     assert_eq!(events.len(), 30);
     assert!(events
         .iter()
         .all(|e| e["metadata"]["crowdsec_verdict"] == "crowdsec_ban" && e["deny_reason"] == ""));
 
-    let v = body(
-        q("verdict=allow&since=2026-11-22T10:01:00Z&until=2026-11-22T10:01:10Z")
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = q("verdict=allow&since=2026-11-22T10:01:00Z&until=2026-11-22T10:01:10Z").await;
     assert_eq!(v["events"].as_array().unwrap().len(), 7);
 
     // Pages of 50 cover everything once, newest first.
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let v = body(q(&format!("limit=50&cursor={cursor}")).await.unwrap()).await;
+        let (_, v) = q(&format!("limit=50&cursor={cursor}")).await;
         seen.extend(
             v["events"]
                 .as_array()
@@ -762,8 +680,7 @@ async fn events_are_ingested_whole_and_queried_with_filters() {
         "cursor=zz",
         "crowdsec_mode=off",
     ] {
-        let res = q(bad).await.unwrap();
-        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(q(bad).await.0, 400, "{bad}");
     }
 }
 
@@ -877,22 +794,13 @@ async fn hostile_event_batches_are_bounded() {
     assert_eq!(v["accepted"], 2, "{v}");
     assert_eq!(v["rejected"], json!({"line_too_long": 1}));
     assert_eq!(s.store.count_events().await.unwrap(), 2);
-    let p = body(
-        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, p) = s
+        .api
+        .call("GET", &format!("/api/v1/proxies/{id}"), None)
+        .await;
     assert_eq!(p["events_rejected"], 1);
     // The event from the future is stored at most a few minutes ahead.
-    let v = body(
-        s.admin(Method::GET, "/api/v1/events?limit=1")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = s.api.call("GET", "/api/v1/events?limit=1", None).await;
     let newest = humantime::parse_rfc3339(v["events"][0]["ts"].as_str().unwrap()).unwrap();
     assert!(
         newest < std::time::SystemTime::now() + Duration::from_secs(301),
@@ -931,16 +839,14 @@ async fn hostile_event_batches_are_bounded() {
     let first = v["events"].as_array().unwrap().len();
     assert!(first < 802, "{first}");
     let cursor = v["next_cursor"].as_str().expect("more to come").to_owned();
-    let v = body(
-        s.admin(
-            Method::GET,
+    let (_, v) = s
+        .api
+        .call(
+            "GET",
             &format!("/api/v1/events?limit=1000&cursor={cursor}"),
+            None,
         )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+        .await;
     let second = v["events"].as_array().unwrap().len();
     assert!(first + second <= 802 && second > 0);
 
@@ -991,19 +897,14 @@ async fn failed_authentications_are_limited_per_source() {
     assert!(limited >= 200 - 10 * windows, "{limited} limited");
     // The limit is per second: the right token works again right after.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let res = s
-        .admin(Method::GET, "/api/v1/services")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = s
-        .with_token(&proxy_token, Method::PUT, nb_api::paths::REPORT)
-        .json(&nb_api::ProxyReport::default())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    let (status, v) = s.api.call("GET", "/api/v1/services", None).await;
+    assert_eq!(status, 200, "{v}");
+    let report = serde_json::to_value(nb_api::ProxyReport::default()).unwrap();
+    let (status, v) = s
+        .api
+        .call_as(&proxy_token, "PUT", nb_api::paths::REPORT, Some(&report))
+        .await;
+    assert_eq!(status, 204, "{v}");
 }
 
 #[tokio::test]
@@ -1011,11 +912,14 @@ async fn proxy_reports_are_bounded() {
     let s = server().await;
     let (id, token) = s.create_proxy("edge").await;
     let report = |r: nb_api::ProxyReport| {
-        s.with_token(&token, Method::PUT, nb_api::paths::REPORT)
-            .json(&r)
-            .send()
+        let r = serde_json::to_value(r).unwrap();
+        let (api, token) = (&s.api, &token);
+        async move {
+            api.call_as(token, "PUT", nb_api::paths::REPORT, Some(&r))
+                .await
+        }
     };
-    let res = report(nb_api::ProxyReport {
+    let (status, v) = report(nb_api::ProxyReport {
         version: "0.1.0".into(),
         config_error: Some("e".repeat(10_000)),
         bouncer: Some(nb_api::BouncerReport {
@@ -1024,27 +928,22 @@ async fn proxy_reports_are_bounded() {
         }),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 422);
-    let v = body(res).await;
+    .await;
+    assert_eq!(status, 422, "{v}");
     assert_eq!(problem_fields(&v), ["config_error", "bouncer.last_error"]);
     // Nothing of it was stored.
-    let p = body(
-        s.admin(Method::GET, &format!("/api/v1/proxies/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, p) = s
+        .api
+        .call("GET", &format!("/api/v1/proxies/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "{p}");
     assert!(p["config_error"].is_null(), "{p}");
-    let res = report(nb_api::ProxyReport {
+    let (status, v) = report(nb_api::ProxyReport {
         version: "0.1.0".into(),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    assert_eq!(res.status(), 204);
+    .await;
+    assert_eq!(status, 204, "{v}");
 }
 
 #[test]

@@ -47,6 +47,11 @@ pub enum StartupError {
     Management(String),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error("cannot write --ready-file {}: {source}", path.display())]
+    ReadyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C, then drains it.
@@ -179,14 +184,30 @@ async fn start(
             tracing::warn!("neither --config nor --management-url given: serving no services")
         }
     }
+    let mut metrics = None;
     if let Some(addr) = settings.metrics_listen {
         let l = crate::metrics::bind(addr)
             .await
             .map_err(|source| StartupError::Metrics { addr, source })?;
+        metrics = l.local_addr().ok();
         tokio::spawn(crate::metrics::serve(l, state.clone()));
     }
     let services = state.routes.load().services.len();
     tracing::info!(http = ?server.http_addr(), https = ?server.https_addr(), services, "nb-proxy ready");
+    if let Some(path) = &settings.ready_file {
+        let ready = serde_json::json!({
+            "pid": std::process::id(),
+            "http": server.http_addr().map(|a| a.to_string()),
+            "https": server.https_addr().map(|a| a.to_string()),
+            "metrics": metrics.map(|a| a.to_string()),
+        });
+        crate::process::write_atomically(path, ready.to_string().as_bytes()).map_err(|source| {
+            StartupError::ReadyFile {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     Ok((server, cached_revision))
 }
 

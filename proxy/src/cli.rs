@@ -229,6 +229,11 @@ pub struct Args {
     )]
     pub crowdsec_max_decisions: usize,
 
+    /// Once serving, write the addresses actually bound (HTTP, HTTPS, metrics) to this file as
+    /// JSON, atomically: for supervisors and tests that listen on port 0.
+    #[arg(long, env = "NB_PROXY_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
     /// Log filter (tracing syntax), e.g. `info` or `nb_proxy=debug`.
     #[arg(long, env = "NB_PROXY_LOG", default_value = "info")]
     pub log: String,

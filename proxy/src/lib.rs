@@ -17,6 +17,7 @@ pub(crate) mod http;
 pub(crate) mod io;
 pub(crate) mod managed;
 pub(crate) mod metrics;
+pub(crate) mod neterror;
 pub mod process;
 pub(crate) mod ratelimit;
 pub(crate) mod reconfigure;

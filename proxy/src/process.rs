@@ -42,3 +42,11 @@ pub fn private_files() {
         libc::umask(0o077);
     }
 }
+
+/// Written beside the file, then renamed over it: a reader or a crash never sees half of it.
+pub(crate) fn write_atomically(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}

@@ -33,6 +33,8 @@ pub struct Settings {
     /// How often the services file and the GeoIP database are checked for changes.
     pub poll_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Where to say, once serving, which addresses were bound.
+    pub ready_file: Option<PathBuf>,
     /// The tracing filter.
     pub log: String,
     /// Accepted, but worth telling the operator once logging runs.
@@ -159,6 +161,7 @@ impl TryFrom<Args> for Settings {
             geo_db: args.geo_db,
             poll_interval: args.config_poll_interval,
             shutdown_timeout: args.shutdown_timeout,
+            ready_file: args.ready_file,
             log: args.log,
             warnings,
         })

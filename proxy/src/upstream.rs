@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::neterror::NetFailure;
+
 /// Why an upstream could not be used. Always on the upstream side; a retry may help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
@@ -32,11 +34,11 @@ impl UpstreamError {
     }
 
     fn from_io(e: &io::Error) -> Self {
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => UpstreamError::Refused,
-            io::ErrorKind::TimedOut => UpstreamError::Timeout,
-            _ if e.to_string().contains("lookup address") => UpstreamError::HostNotFound,
-            _ => UpstreamError::Failed,
+        match NetFailure::of(e) {
+            NetFailure::Refused => UpstreamError::Refused,
+            NetFailure::Timeout => UpstreamError::Timeout,
+            NetFailure::HostNotFound => UpstreamError::HostNotFound,
+            NetFailure::Tls(_) | NetFailure::Reset | NetFailure::Other(_) => UpstreamError::Failed,
         }
     }
 }

@@ -15,13 +15,8 @@ use nb_management::store::Store;
 
 pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use nb_e2e::admin_api::AdminApi;
+pub use nb_e2e::ports::reserve_port;
 
 struct Postgres {
     port: u16,
@@ -110,7 +105,7 @@ fn start_postgres() -> Postgres {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = free_port();
+    let port = reserve_port();
     let socket_dir = dir.path().to_owned();
     let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
     // Spawned from a thread that never ends, so that the parent-death signal fires only when
@@ -227,6 +222,8 @@ pub struct Server {
     pub base: String,
     pub store: Store,
     pub http: reqwest::Client,
+    /// The admin API as every system test calls it.
+    pub api: AdminApi,
     _backend: Backend,
 }
 
@@ -252,6 +249,7 @@ pub async fn server_with(backend: Backend, settings: Settings) -> Server {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(listener, running, std::future::pending()));
     Server {
+        api: AdminApi::new(base.clone(), ADMIN.into()),
         base,
         store,
         http: reqwest::Client::new(),
@@ -283,14 +281,9 @@ impl Server {
 
     /// Creates a proxy; returns (id, token).
     pub async fn create_proxy(&self, name: &str) -> (String, String) {
-        let res = self
-            .admin(reqwest::Method::POST, "/api/v1/proxies")
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        let v: serde_json::Value = res.json().await.unwrap();
+        let body = serde_json::json!({ "name": name });
+        let (status, v) = self.api.call("POST", "/api/v1/proxies", Some(&body)).await;
+        assert_eq!(status, 201, "{v}");
         (
             v["proxy"]["id"].as_str().unwrap().to_owned(),
             v["token"].as_str().unwrap().to_owned(),

@@ -12,6 +12,7 @@ use reqwest::{Certificate, Identity, StatusCode, Url};
 
 use super::filter::DecisionFilter;
 use super::wire::{parse_stream, Batch, ParseError};
+use crate::neterror::NetFailure;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -149,41 +150,13 @@ impl LapiError {
     }
 
     fn classify(e: &reqwest::Error) -> Self {
-        if e.is_timeout() {
-            return LapiError::Timeout;
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        let mut text = String::new();
-        while let Some(err) = source {
-            if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>()
-            {
-                return LapiError::CertificateNotTrusted(format!("{c:?}"));
-            }
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused => return LapiError::ConnectionRefused,
-                    std::io::ErrorKind::TimedOut => return LapiError::Timeout,
-                    _ => {}
-                }
-            }
-            text.push_str(&err.to_string());
-            text.push_str(": ");
-            source = err.source();
-        }
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("dns error") || lower.contains("failed to lookup address") {
-            LapiError::HostNotFound
-        } else if lower.contains("invalid peer certificate") {
-            LapiError::CertificateNotTrusted("invalid peer certificate".into())
-        } else if lower.contains("connection closed before message completed")
-            || lower.contains("error decoding response body")
-            || lower.contains("incomplete")
-        {
-            LapiError::Incomplete
-        } else if lower.contains("connection refused") {
-            LapiError::ConnectionRefused
-        } else {
-            LapiError::Other(text.trim_end_matches(": ").to_owned())
+        match NetFailure::of(e) {
+            NetFailure::HostNotFound => LapiError::HostNotFound,
+            NetFailure::Refused => LapiError::ConnectionRefused,
+            NetFailure::Timeout => LapiError::Timeout,
+            NetFailure::Tls(reason) => LapiError::CertificateNotTrusted(reason),
+            NetFailure::Reset => LapiError::Incomplete,
+            NetFailure::Other(text) => LapiError::Other(text),
         }
     }
 }

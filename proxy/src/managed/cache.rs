@@ -16,14 +16,10 @@ pub fn load(path: &Path) -> Result<Option<ServicesUpdate>, String> {
         .map_err(|e| format!("{} is not a services cache: {e}", path.display()))
 }
 
-/// Writes beside the file and renames over it, so that a crash never leaves half a file.
+/// Replaces the file whole, so that a crash never leaves half of it.
 pub fn save(path: &Path, update: &ServicesUpdate) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
     let body = serde_json::to_vec_pretty(update).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, body)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    crate::process::write_atomically(path, &body)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

@@ -8,6 +8,8 @@ use nb_api::{paths, ProxyReport};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Response, StatusCode, Url};
 
+use crate::neterror::NetFailure;
+
 /// Why talking to management failed, in the operator's words. All are retried.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
@@ -27,25 +29,16 @@ pub enum ManagementError {
 
 impl ManagementError {
     fn of(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            return ManagementError::Timeout;
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        let mut text = String::new();
-        while let Some(err) = source {
-            if let Some(io) = err.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                    return ManagementError::ConnectionRefused;
-                }
+        match NetFailure::of(&e) {
+            NetFailure::Timeout => ManagementError::Timeout,
+            NetFailure::Refused => ManagementError::ConnectionRefused,
+            NetFailure::HostNotFound => ManagementError::HostNotFound,
+            NetFailure::Tls(reason) => ManagementError::Other(format!(
+                "management's certificate is not trusted ({reason})"
+            )),
+            NetFailure::Reset | NetFailure::Other(_) => {
+                ManagementError::Other(e.without_url().to_string())
             }
-            text.push_str(&err.to_string().to_ascii_lowercase());
-            text.push(' ');
-            source = err.source();
-        }
-        if text.contains("dns error") || text.contains("failed to lookup address") {
-            ManagementError::HostNotFound
-        } else {
-            ManagementError::Other(e.without_url().to_string())
         }
     }
 

@@ -397,7 +397,7 @@ async fn a_trickling_full_sync_hits_its_deadline_and_readiness_says_stale() {
         .wait_log_count("synced initial decisions (1)", 1)
         .await;
     let readyz = || async {
-        let s = connect_from("127.0.0.1", proxy.port("metrics"))
+        let s = connect_from("127.0.0.1", proxy.metrics.unwrap())
             .await
             .unwrap();
         request_over(s, "metrics", "/readyz", &[])

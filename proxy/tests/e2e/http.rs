@@ -177,7 +177,7 @@ async fn http2_clients_are_served() {
 
 #[tokio::test]
 async fn upstream_failures_give_502_and_504_with_an_entry() {
-    let dead = free_port();
+    let dead = reserve_port();
     let slow = Upstream::start("slow").await;
     let yaml = format!(
         r#"

@@ -1,7 +1,6 @@
 //! End-to-end tests: the real `nb-proxy` binary on real loopback sockets.
 
-mod admin_api;
-mod harness;
+pub use nb_e2e::{harness, lapi};
 
 mod access_log;
 mod authority;
@@ -12,10 +11,7 @@ mod drain;
 mod fake_lapi;
 mod geo;
 mod http;
-mod lapi;
 mod limits;
-mod managed;
-mod quickstart;
 mod reload;
 mod tcp;
 mod tls;

@@ -74,7 +74,7 @@ async fn idle_tcp_connections_are_closed() {
 
 #[tokio::test]
 async fn upstream_down_is_logged_for_tcp() {
-    let dead = free_port();
+    let dead = reserve_port();
     let yaml = format!(
         "services:\n  - id: dead\n    protocol: tcp\n    listen: 127.0.0.1:{{p}}\n    upstream: 127.0.0.1:{dead}\n"
     );
@@ -137,7 +137,7 @@ async fn a_policy_change_cuts_open_connections_it_now_denies() {
     let other = EchoUpstream::start().await;
     let moved = format!(
         "services:\n  - id: elsewhere\n    protocol: tcp\n    listen: 127.0.0.1:{}\n    upstream: {}\n",
-        free_port(),
+        reserve_port(),
         other.addr
     );
     proxy.rewrite_config(&moved, "configuration reloaded").await;

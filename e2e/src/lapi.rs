@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::free_port;
+use crate::ports::reserve_port;
 
 pub const KEY: &str = "5c0ffee5c0ffee5c0ffee5c0ffee5c0f";
 
@@ -28,7 +28,7 @@ impl Lapi {
     /// `tls_extra` is appended to `api.server.tls` (e.g. [`MTLS`]).
     pub fn configure_with(tls: Option<(PathBuf, PathBuf, PathBuf)>, tls_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = reserve_port();
         let d = dir.path();
         std::fs::create_dir_all(d.join("data")).unwrap();
         std::fs::write(d.join("creds.yaml"), "").unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::admin_api::AdminApi;
-use crate::harness::free_port;
+use crate::harness::reserve_port;
 use crate::lapi::{Lapi, KEY};
 
 fn script() -> PathBuf {
@@ -19,7 +19,7 @@ fn script() -> PathBuf {
 }
 
 fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_nb-proxy"))
+    nb_e2e::binaries::binary("nb-proxy")
         .parent()
         .unwrap()
         .to_path_buf()
@@ -45,9 +45,9 @@ impl Quickstart {
     fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
-            management_port: free_port(),
-            http_port: free_port(),
-            demo_port: free_port(),
+            management_port: reserve_port(),
+            http_port: reserve_port(),
+            demo_port: reserve_port(),
         }
     }
 

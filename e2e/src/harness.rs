@@ -19,13 +19,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// A free port on loopback, probed by binding (sozu-style), so tests run in parallel.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::ports::reserve_port;
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -36,6 +30,8 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    /// `/metrics`, when [`ProxyBuilder::metrics`] asked for it.
+    pub metrics: Option<SocketAddr>,
     pub ports: HashMap<String, u16>,
     pub config: PathBuf,
     pub access_log: PathBuf,
@@ -101,9 +97,7 @@ impl ProxyBuilder {
 
     /// Serves `/metrics` on a port of its own (see [`Proxy::metric`]).
     pub fn metrics(self) -> Self {
-        self.port("metrics")
-            .arg("--metrics-listen")
-            .arg("127.0.0.1:{metrics}")
+        self.arg("--metrics-listen").arg("127.0.0.1:0")
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -124,7 +118,7 @@ impl ProxyBuilder {
 
     /// `{name}` in the YAML becomes a free port (for TCP services' listeners).
     pub fn port(mut self, name: &str) -> Self {
-        self.ports.insert(name.to_owned(), free_port());
+        self.ports.insert(name.to_owned(), reserve_port());
         self
     }
 
@@ -139,9 +133,12 @@ impl ProxyBuilder {
         let access_log = dir.path().join("access.log");
         let stderr = dir.path().join("stderr.log");
         std::fs::write(&config, substitute(&self.yaml, &self.ports, dir.path())).unwrap();
-        let http_port = self.http_port.unwrap_or_else(free_port);
+        let ready_file = dir.path().join("ready.json");
+        // Port 0 unless the test needs the port again (a restart): the ready file says.
+        let http_port = self.http_port.unwrap_or(0);
         let http: SocketAddr = format!("{}:{http_port}", self.listen_host).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nb-proxy"));
+        let mut cmd = Command::new(crate::binaries::binary("nb-proxy"));
+        cmd.arg("--ready-file").arg(&ready_file);
         match &self.managed {
             Some((url, token, cache)) => {
                 cmd.args(["--management-url", url]);
@@ -165,11 +162,9 @@ impl ProxyBuilder {
             .arg(&self.poll)
             .arg("--log")
             .arg("info");
-        let https = self.https.then(|| {
-            let a: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            cmd.arg("--https-listen").arg(a.to_string());
-            a
-        });
+        if self.https {
+            cmd.args(["--https-listen", "127.0.0.1:0"]);
+        }
         for a in &self.args {
             cmd.arg(substitute(a, &self.ports, dir.path()));
         }
@@ -200,19 +195,22 @@ impl ProxyBuilder {
                 });
             }
         }
-        let child = cmd.spawn().expect("nb-proxy starts");
-        let proxy = Proxy {
+        let mut child = cmd.spawn().expect("nb-proxy starts");
+        let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+        let ready = crate::binaries::wait_ready(&mut child, &ready_file, log).await;
+        let bound = |key| crate::binaries::address(&ready, key);
+        let http = bound("http").expect("an HTTP listener");
+        Proxy {
             child,
             dir,
             http,
-            https,
+            https: bound("https"),
+            metrics: bound("metrics"),
             ports: self.ports,
             config,
             access_log,
             stderr,
-        };
-        proxy.wait_ready().await;
-        proxy
+        }
     }
 }
 
@@ -225,23 +223,6 @@ fn substitute(s: &str, ports: &HashMap<String, u16>, dir: &std::path::Path) -> S
 }
 
 impl Proxy {
-    async fn wait_ready(&self) {
-        let target: SocketAddr = if self.http.ip().is_unspecified() {
-            SocketAddr::new(ip("127.0.0.1"), self.http.port())
-        } else {
-            self.http
-        };
-        for _ in 0..600 {
-            if TcpStream::connect(target).await.is_ok()
-                && self.stderr_text().contains("nb-proxy ready")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("nb-proxy did not become ready:\n{}", self.stderr_text());
-    }
-
     /// The HTTP listener as a client reaches it.
     pub fn http_addr(&self) -> SocketAddr {
         if self.http.ip().is_unspecified() {
@@ -281,7 +262,7 @@ impl Proxy {
     /// A value from `/metrics` (needs [`ProxyBuilder::metrics`]): the line starting with
     /// `series` (name and labels as printed).
     pub async fn metric(&self, series: &str) -> f64 {
-        let s = connect_from("127.0.0.1", self.port("metrics"))
+        let s = connect_from("127.0.0.1", self.metrics.expect("started with .metrics()"))
             .await
             .unwrap();
         let body = request_over(s, "metrics", "/metrics", &[])

@@ -22,10 +22,21 @@ impl AdminApi {
 
     /// One request; the status and the JSON body (`Null` when there is none).
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.call_as(&self.token, method, path, body).await
+    }
+
+    /// The same, with another credential (a proxy's token, a wrong one).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")

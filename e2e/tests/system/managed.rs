@@ -13,16 +13,8 @@ use crate::lapi::{Lapi, KEY};
 
 const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
 
-/// `nb-management` sits beside `nb-proxy` in the target directory; `cargo test --workspace`
-/// builds both.
 fn management_binary() -> PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_nb-proxy")).with_file_name("nb-management");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p nb-management` (cargo test --workspace does)",
-        path.display()
-    );
-    path
+    nb_e2e::binaries::binary("nb-management")
 }
 
 struct Management {
@@ -34,7 +26,7 @@ struct Management {
 
 impl Management {
     async fn start_new() -> Self {
-        let port = free_port();
+        let port = reserve_port();
         let mut m = Self {
             child: None,
             dir: tempfile::tempdir().unwrap(),
@@ -63,16 +55,14 @@ impl Management {
                 cmd.env_remove(k);
             }
         }
-        self.child = Some(cmd.spawn().expect("nb-management starts"));
-        for _ in 0..400 {
-            if let Ok(r) = reqwest::get(self.url("/healthz")).await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("nb-management did not start: {}", self.log());
+        // The port stays across restarts (proxies reconnect to it); the ready file says when.
+        let ready = self.dir.path().join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        cmd.arg("--ready-file").arg(&ready);
+        let mut child = cmd.spawn().expect("nb-management starts");
+        let ready = nb_e2e::binaries::wait_ready(&mut child, &ready, || self.log()).await;
+        assert_eq!(ready["listen"], format!("127.0.0.1:{}", self.port));
+        self.child = Some(child);
     }
 
     fn stop(&mut self) {
@@ -159,7 +149,7 @@ async fn services_from_management_events_back_and_serving_through_outages() {
 
     let state = tempfile::tempdir().unwrap();
     let cache = state.path().join("services.json");
-    let port = free_port();
+    let port = reserve_port();
     let management_url = management.url("");
     let managed = || {
         ProxyBuilder::managed(&management_url, &token, &cache)
@@ -476,7 +466,7 @@ async fn a_generated_admin_token_goes_to_a_private_file_never_to_the_terminal() 
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
+    let port = reserve_port();
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(management_binary());
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
