@@ -18,6 +18,13 @@ export function cleanup(): void {
   for (const c of children.splice(0)) c.kill("SIGKILL");
 }
 
+/** The addresses a process bound, from the ready file it writes once it serves (it listens on
+ *  port 0, so no port is guessed). */
+async function readyFile(file: string, what: string): Promise<Record<string, string>> {
+  return until(what, async () => JSON.parse(readFileSync(file, "utf8")));
+}
+
+/** For the CrowdSec LAPI only: it cannot listen on port 0 and say where. */
 export function freePort(): Promise<number> {
   return new Promise((ok) => {
     const s = createServer();
@@ -52,10 +59,9 @@ export class Management {
   dir = mkdtempSync(join(tmpdir(), "nb-ui-mgmt-"));
   url = "";
   async start(): Promise<this> {
-    const port = await freePort();
-    this.url = `http://127.0.0.1:${port}`;
-    start(bin("nb-management"), ["--listen", `127.0.0.1:${port}`, "--data-dir", this.dir, "--admin-token", ADMIN], join(this.dir, "log"));
-    await until("nb-management", async () => (await fetch(`${this.url}/healthz`)).ok || undefined);
+    const ready = join(this.dir, "ready.json");
+    start(bin("nb-management"), ["--listen", "127.0.0.1:0", "--ready-file", ready, "--data-dir", this.dir, "--admin-token", ADMIN], join(this.dir, "log"));
+    this.url = `http://${(await readyFile(ready, "nb-management")).listen}`;
     return this;
   }
   async call(method: string, path: string, body?: unknown): Promise<any> {
@@ -74,15 +80,16 @@ export class ManagedProxy {
   port = 0;
   async start(m: Management, lapi: { url: string; key: string }): Promise<this> {
     const { token } = await m.call("POST", "/api/v1/proxies", { name: `edge-${Math.random().toString(16).slice(2, 8)}` });
-    this.port = await freePort();
+    const ready = join(this.dir, "ready.json");
     start(
       bin("nb-proxy"),
       ["--management-url", m.url, "--token", token, "--management-cache", join(this.dir, "cache.json"),
-        "--http-listen", `127.0.0.1:${this.port}`, "--access-log", join(this.dir, "access.log"),
+        "--http-listen", "127.0.0.1:0", "--ready-file", ready, "--access-log", join(this.dir, "access.log"),
         "--management-report-interval", "500ms",
         "--crowdsec-api-url", lapi.url, "--crowdsec-api-key", lapi.key, "--crowdsec-update-interval", "1s"],
       join(this.dir, "log"),
     );
+    this.port = Number((await readyFile(ready, "nb-proxy")).http.split(":").pop());
     await until("the proxy to report", async () => {
       const caps = await m.call("GET", "/api/v1/capabilities");
       return caps.crowdsec.supported || undefined;

@@ -2,7 +2,10 @@
 //! signal, then drain in order (connections, access log, shipping). `main` only parses flags,
 //! sets up logging and calls [`run`].
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,10 +70,7 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
     };
     let managed = follow_management(&server, managed, cached_revision, finish);
     tokio::pin!(managed);
-    let file = match &settings.services {
-        ServiceSource::File(path) => Some(path.clone()),
-        _ => None,
-    };
+    let file = settings.services.file().map(Path::to_owned);
     let reload = crate::reload::watch(
         &server,
         file,
@@ -86,11 +86,32 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
             humantime::format_duration(settings.shutdown_timeout)
         ),
     }
-    // Stop taking connections and let open ones finish; the event shipper keeps running.
+    let shipping = (finish_shipping, ship_queue);
+    shut_down(
+        &server,
+        settings.shutdown_timeout,
+        signals,
+        managed,
+        shipping,
+    )
+    .await;
+    Ok(())
+}
+
+/// Stops taking connections and lets open ones finish while the event shipper keeps running;
+/// then writes the access log out and ships what remains. A second signal exits at once.
+async fn shut_down(
+    server: &Server,
+    timeout: Duration,
+    mut signals: Signals,
+    mut managed: Pin<&mut impl Future<Output = ()>>,
+    (finish_shipping, ship_queue): (watch::Sender<bool>, Option<ShipQueue>),
+) {
+    let state = server.state();
     server.stop_accepting();
     state.shutdown.drain();
     tokio::select! {
-        _ = drain(&state, settings.shutdown_timeout) => {}
+        _ = drain(state, timeout) => {}
         _ = &mut managed => {}
         name = signals.next() => exit_now(name),
     }
@@ -105,7 +126,6 @@ pub async fn run(settings: Settings) -> Result<(), StartupError> {
         name = signals.next() => exit_now(name),
     }
     tracing::info!("nb-proxy stopped");
-    Ok(())
 }
 
 type Shipping = (ShipQueue, mpsc::Receiver<Arc<AccessLogEntry>>);

@@ -59,6 +59,16 @@ pub enum ServiceSource {
     Nothing,
 }
 
+impl ServiceSource {
+    /// The services file, in standalone mode.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ServiceSource::File(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ManagedSettings {
     pub url: Url,
