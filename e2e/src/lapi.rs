@@ -14,6 +14,7 @@ pub struct Lapi {
     pub port: u16,
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     child: Option<Child>,
+    http: reqwest::Client,
 }
 
 /// Extra `api.server.tls` settings for client-certificate tests.
@@ -60,6 +61,7 @@ impl Lapi {
             port,
             tls,
             child: None,
+            http: reqwest::Client::new(),
         };
         lapi.cscli_ok(
             &["machines", "add", "tests", "--auto", "--force", "-f"],
@@ -145,6 +147,34 @@ impl Lapi {
     /// `cscli ARGS…` against this LAPI; panics on failure.
     pub fn cscli(&self, args: &[&str]) -> String {
         self.cscli_ok(args, None)
+    }
+
+    /// The LAPI's own live answer for `ip` (`GET /v1/decisions?ip=`): the value and type of
+    /// every decision covering it, as the LAPI stored them.
+    pub async fn decisions_covering(&self, ip: &str) -> Vec<(String, String)> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/decisions", self.url()))
+            .query(&[("ip", ip)])
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("LAPI query for {ip}: {e}"));
+        assert!(
+            resp.status().is_success(),
+            "LAPI query for {ip}: {}",
+            resp.status()
+        );
+        let body: serde_json::Value = resp.json().await.expect("LAPI answers JSON");
+        // `null`, not `[]`, when nothing covers the address.
+        body.as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let field = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                (field("value"), field("type"))
+            })
+            .collect()
     }
 
     pub fn add(&self, args: &[&str]) {

@@ -340,10 +340,11 @@ impl Ctx<'_> {
                 return Ok(());
             }
         };
+        // The LAPI decides containment from the value's shape whatever the scope says
+        // (`cscli decisions import` stores CIDRs with scope `Ip`), so the bouncer does too.
         let target = match (f.scope, f.value) {
-            (Some(Scope::Ip), Some(Value::Addr(a))) => Some(single(a)),
-            (Some(Scope::Range), Some(Value::Net(n))) => range(n),
-            (Some(Scope::Range), Some(Value::Addr(a))) => Some(single(a)),
+            (Some(Scope::Ip | Scope::Range), Some(Value::Addr(a))) => Some(single(a)),
+            (Some(Scope::Ip | Scope::Range), Some(Value::Net(n))) => range(n),
             _ => None,
         };
         let (Some(target), Some(secs), true, true, true) =
@@ -590,6 +591,34 @@ mod tests {
         );
         assert_eq!(b.types, ["ban", "captcha", "throttle", "custom"]);
         assert_eq!(b.new[3].type_index, 3);
+    }
+
+    #[test]
+    fn the_value_decides_ip_or_range_whatever_the_scope_says() {
+        // `cscli decisions import` (1.4) stores every entry with scope `Ip`, CIDRs included.
+        let b = parse(
+            r#"{"new":[
+                 {"type":"ban","scope":"Ip","value":"6.122.0.0/16","duration":"1h"},
+                 {"type":"ban","scope":"ip","value":"2001:db8:7::/48","duration":"1h"},
+                 {"type":"ban","scope":"Ip","value":"192.0.2.77/32","duration":"1h"},
+                 {"type":"ban","scope":"Range","value":"198.51.100.9","duration":"1h"},
+                 {"type":"ban","scope":"Ip","value":"6.122.0.0/33","duration":"1h"}
+               ]}"#,
+        );
+        assert_eq!(
+            b.skipped, 1,
+            "a prefix longer than the address is not a value"
+        );
+        let targets: Vec<_> = b.new.iter().map(|c| c.target).collect();
+        assert_eq!(
+            targets,
+            [
+                Target::Range("6.122.0.0/16".parse().unwrap()),
+                Target::Range("2001:db8:7::/48".parse().unwrap()),
+                Target::V4(u32::from(std::net::Ipv4Addr::new(192, 0, 2, 77))),
+                Target::V4(u32::from(std::net::Ipv4Addr::new(198, 51, 100, 9))),
+            ]
+        );
     }
 
     #[test]

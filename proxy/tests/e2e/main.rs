@@ -6,6 +6,7 @@ mod access_log;
 mod authority;
 mod client_ip;
 mod crowdsec_faults;
+mod crowdsec_parity;
 mod crowdsec_real;
 mod drain;
 mod fake_lapi;
