@@ -109,6 +109,10 @@ pub struct Metadata<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub aborted: Option<std::borrow::Cow<'a, str>>,
+    /// The id a denied client was shown (ban page, JSON answer), to find this entry by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub reference: Option<std::borrow::Cow<'a, str>>,
     /// Keys this version does not know (from a newer proxy), kept as they are.
     #[serde(
         flatten,
@@ -127,6 +131,7 @@ impl Metadata<'_> {
             + usize::from(self.upstream_error.is_some())
             + usize::from(self.client_error.is_some())
             + usize::from(self.aborted.is_some())
+            + usize::from(self.reference.is_some())
             + self.other.len()
     }
 

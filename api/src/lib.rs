@@ -5,6 +5,7 @@
 mod country;
 pub mod events;
 mod proxy;
+pub mod remediation;
 mod spec;
 pub mod sse;
 pub mod validate;
@@ -13,6 +14,7 @@ mod verdict;
 pub use country::CountryCode;
 pub use events::{AccessLogLine, Metadata, Timestamp};
 pub use proxy::{paths, BouncerReport, ProxyReport, ServicesUpdate};
+pub use remediation::{BanSpec, RemediationSpec, ThrottleSpec};
 pub use spec::{CrowdSecMode, Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
 pub use sse::{SseEvent, SseParser};
 pub use verdict::Verdict;

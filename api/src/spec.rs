@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::RemediationSpec;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +79,9 @@ pub struct ServiceSpec {
     pub max_connections: Option<u32>,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
+    /// http: what a denied client sees (ban page, JSON, redirect; 429 for throttle).
+    #[serde(default, skip_serializing_if = "RemediationSpec::is_default")]
+    pub remediation: RemediationSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

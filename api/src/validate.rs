@@ -257,6 +257,15 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
     let cidr_deny = parse_cidrs(ctx, "restrictions.cidr_deny", &r.cidr_deny);
     let country_allow = parse_countries(ctx, "restrictions.country_allow", &r.country_allow);
     let country_deny = parse_countries(ctx, "restrictions.country_deny", &r.country_deny);
+    if spec.protocol == Protocol::Tcp && !spec.remediation.is_default() {
+        ctx.push(
+            Some("remediation"),
+            "applies to http services; a denied TCP connection is closed".into(),
+        );
+    }
+    for (field, message) in crate::remediation::problems(&spec.remediation) {
+        ctx.push(Some(field), message);
+    }
     if ctx.problems.len() > before {
         return None;
     }
@@ -400,6 +409,7 @@ mod tests {
             tls: None,
             max_connections: None,
             restrictions: RestrictionsSpec::default(),
+            remediation: Default::default(),
         }
     }
 

@@ -66,6 +66,12 @@ const MODES: { value: Mode; label: string; help: string }[] = [
   },
 ];
 
+/** A number input's value; empty (the default) is undefined. */
+function number(input: HTMLInputElement): number | undefined {
+  const v = input.value.trim();
+  return v === "" ? undefined : Number(v);
+}
+
 function lines(text: string): string[] {
   return text
     .split(/[\n,]/)
@@ -136,6 +142,12 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const countryAllow = countryPicker("country-allow", "Country allow list", r?.country_allow ?? [], countries);
   const countryDeny = countryPicker("country-deny", "Country deny list", r?.country_deny ?? [], countries);
   const currentMode: Mode = r?.crowdsec_mode ?? "off";
+  const rem = service?.remediation;
+  const banStatus = h("input", { id: "ban-status", type: "number", min: "400", max: "599", value: rem?.ban?.status?.toString() ?? "", placeholder: "403" });
+  const banRedirect = h("input", { id: "ban-redirect", value: rem?.ban?.redirect_url ?? "", placeholder: "https://example.com/blocked" });
+  const banTemplate = h("input", { id: "ban-template", value: rem?.ban?.template_file ?? "", placeholder: "/etc/nb-proxy/ban.html" });
+  const throttleStatus = h("input", { id: "throttle-status", type: "number", min: "400", max: "599", value: rem?.throttle?.status?.toString() ?? "", placeholder: "429" });
+  const retryAfter = h("input", { id: "throttle-retry-after", type: "number", min: "1", max: "86400", value: rem?.throttle?.retry_after_secs?.toString() ?? "", placeholder: "60" });
 
   let crowdsec: HTMLElement;
   let mode = (): Mode => currentMode;
@@ -187,9 +199,20 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     countryDeny.el,
     crowdsec,
   );
+  const denied = h(
+    "section",
+    { id: "tab-denied", role: "tabpanel", "aria-labelledby": "tab-btn-denied", hidden: true },
+    h("p", { class: "hint" }, "What a denied HTTP client sees. Browsers get a page, API clients (Accept: application/json) JSON, others text; each shows a reference that the event log's entry carries. Observe mode never shows any of this."),
+    field("remediation.ban.status", "Ban status", banStatus, "Every denial except throttle: CIDR, country, CrowdSec ban. 400–599; empty means 403."),
+    field("remediation.ban.redirect_url", "Redirect denied clients to", banRedirect, "An absolute http(s) URL (302) instead of a page. Leave empty to show the page."),
+    field("remediation.ban.template_file", "Page template", banTemplate, "An HTML file on each proxy's machine, with {{reason}}, {{reference}}, {{client_ip}}, {{host}}, {{service}}, {{status}}. Empty: the built-in page."),
+    field("remediation.throttle.status", "Throttle status", throttleStatus, "CrowdSec throttle decisions. Empty means 429."),
+    field("remediation.throttle.retry_after_secs", "Retry-After (seconds)", retryAfter, "Sent with throttle answers. Empty means 60."),
+  );
   const tabs = [
     ["general", "General", general],
     ["access", "Access Control", access],
+    ["denied", "Denied Clients", denied],
   ] as const;
   const tabButtons = tabs.map(([key, label]) =>
     h("button", { type: "button", role: "tab", id: `tab-btn-${key}`, "aria-controls": `tab-${key}`, onclick: () => show(key) }, label),
@@ -217,6 +240,14 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
       country_allow: countryAllow.codes(),
       country_deny: countryDeny.codes(),
       crowdsec_mode: mode(),
+    },
+    remediation: {
+      ban: {
+        status: number(banStatus),
+        redirect_url: banRedirect.value.trim() || undefined,
+        template_file: banTemplate.value.trim() || undefined,
+      },
+      throttle: { status: number(throttleStatus), retry_after_secs: number(retryAfter) },
     },
   });
   const form = h(
@@ -249,6 +280,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     h("div", { role: "tablist", class: "tabs" }, tabButtons),
     general,
     access,
+    denied,
     summary,
     h("div", { class: "actions" }, h("a", { href: "#/services", class: "button" }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Save")),
   );

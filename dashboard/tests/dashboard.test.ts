@@ -160,6 +160,33 @@ describe("dashboard", () => {
     await page.click("text=Proxies");
     await page.waitForSelector("text=1 decision");
     await screenshot(page, "09-proxies-bouncer");
+
+    // What the denied client sees: the built-in ban page, then a status set on the Denied
+    // Clients tab, which persists. The page is looked at in Chromium.
+    let ban = await proxy.page("web.test", "127.0.0.77");
+    expect(ban.status).toBe(403);
+    expect(ban.body).toContain("blocked for suspicious activity");
+    await page.goto(`${m.url}/#/services/web`);
+    await page.click("#tab-btn-denied");
+    await page.fill("#ban-status", "451");
+    await page.fill("#throttle-retry-after", "30");
+    await screenshot(page, "10-denied-clients-tab");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+    await until("the ban status to apply", async () => (await proxy.get("web.test", "127.0.0.77")) === 451 || undefined);
+    await page.reload();
+    await page.click("#tab-btn-denied");
+    expect(await page.inputValue("#ban-status")).toBe("451");
+    expect(await page.inputValue("#throttle-retry-after")).toBe("30");
+    ban = await proxy.page("web.test", "127.0.0.77");
+    expect(ban.status).toBe(451);
+    const reference = /<dt>Reference<\/dt><dd>([0-9a-f]{16})<\/dd>/.exec(ban.body)?.[1];
+    expect(reference).toBeDefined();
+    const banPage = await context!.newPage();
+    await banPage.setContent(ban.body);
+    expect(await banPage.textContent("h1")).toBe("Access denied");
+    expect(await banPage.textContent("main")).toContain(reference!);
+    await screenshot(banPage, "11-ban-page");
     up.close();
   });
 });

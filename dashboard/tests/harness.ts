@@ -107,6 +107,19 @@ export class ManagedProxy {
       );
     });
   }
+  /** The page a browser would get for GET / from `source`: status and HTML body. */
+  page(host: string, source: string): Promise<{ status: number; body: string }> {
+    return new Promise((ok) => {
+      execFile(
+        "curl",
+        ["-s", "-m", "10", "-w", "\n%{http_code}", "--interface", source, "-H", `Host: ${host}`, "-H", "Accept: text/html", `http://127.0.0.1:${this.port}/`],
+        (_err, stdout) => {
+          const at = stdout.lastIndexOf("\n");
+          ok({ status: Number(stdout.slice(at + 1)), body: stdout.slice(0, at) });
+        },
+      );
+    });
+  }
 }
 
 export const LAPI_KEY = "5c0ffee5c0ffee5c0ffee5c0ffee5c0f";

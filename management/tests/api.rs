@@ -196,6 +196,7 @@ async fn services_crud() {
     let mut edited = got.clone();
     edited["upstream"] = json!("http://127.0.0.1:8082");
     edited["rule_count"] = json!(99);
+    edited["remediation"] = json!({"ban": {"status": 451}, "throttle": {"retry_after_secs": 30}});
     let (status, round_trip) = s
         .api
         .call("PUT", "/api/v1/services/web", Some(&edited))
@@ -204,6 +205,12 @@ async fn services_crud() {
     assert_eq!(round_trip["upstream"], "http://127.0.0.1:8082");
     assert_eq!(round_trip["rule_count"], 1);
     assert_eq!(round_trip["created_at"], created["created_at"]);
+    assert_eq!(
+        round_trip["remediation"],
+        json!({"ban": {"status": 451}, "throttle": {"retry_after_secs": 30}})
+    );
+    let (_, got) = s.api.call("GET", "/api/v1/services/web", None).await;
+    assert_eq!(got["remediation"], round_trip["remediation"]);
 
     let (status, v) = s
         .api
@@ -313,6 +320,22 @@ async fn validation_names_fields_and_changes_nothing() {
             json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1", "colour": "red"}),
             vec!["colour"],
             "unknown field",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "remediation": {"ban": {"status": 200, "redirect_url": "/blocked"}, "throttle": {"retry_after_secs": 0}}}),
+            vec![
+                "remediation.ban.status",
+                "remediation.throttle.retry_after_secs",
+                "remediation.ban.redirect_url",
+            ],
+            "is not an error status",
+        ),
+        (
+            json!({"id": "db3", "protocol": "tcp", "listen": "127.0.0.1:15433", "upstream": "127.0.0.1:5432",
+                   "remediation": {"throttle": {"retry_after_secs": 5}}}),
+            vec!["remediation"],
+            "applies to http services",
         ),
     ];
     for (i, (req, fields, needle)) in cases.into_iter().enumerate() {

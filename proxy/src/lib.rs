@@ -22,6 +22,7 @@ pub mod process;
 pub(crate) mod ratelimit;
 pub(crate) mod reconfigure;
 pub(crate) mod reload;
+pub(crate) mod remediation;
 pub(crate) mod restrict;
 pub(crate) mod server;
 pub mod settings;

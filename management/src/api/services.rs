@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use nb_api::{Protocol, RestrictionsSpec, ServiceSpec};
+use nb_api::{Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -41,6 +41,9 @@ pub struct ServiceBody {
     pub max_connections: Option<u32>,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
+    /// http: what a denied client sees; omitted means the defaults (403 page, 429 for throttle).
+    #[serde(default)]
+    pub remediation: RemediationSpec,
     /// Read-only, ignored: accepted so that a fetched service can be edited and sent back.
     #[serde(default)]
     #[schema(read_only, value_type = Option<usize>)]
@@ -68,6 +71,7 @@ pub struct ServiceView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     pub restrictions: RestrictionsSpec,
+    pub remediation: RemediationSpec,
     /// Access-control rules: list entries, with CrowdSec counted as one.
     pub rule_count: usize,
     pub created_at: String,
@@ -85,6 +89,7 @@ impl From<&Service> for ServiceView {
             upstream: s.spec.upstream.clone(),
             max_connections: s.spec.max_connections,
             restrictions: s.spec.restrictions.clone(),
+            remediation: s.spec.remediation.clone(),
             rule_count: s.spec.restrictions.rule_count(),
             created_at: rfc3339(s.created_at),
             updated_at: rfc3339(s.updated_at),
@@ -115,6 +120,7 @@ impl ServiceBody {
             tls: None,
             max_connections: self.max_connections,
             restrictions: trimmed(self.restrictions),
+            remediation: self.remediation,
         };
         (name, spec)
     }

@@ -14,6 +14,7 @@ fn http(id: &str, host: &str) -> ServiceSpec {
         tls: None,
         max_connections: None,
         restrictions: RestrictionsSpec::default(),
+        remediation: Default::default(),
     }
 }
 
@@ -27,6 +28,7 @@ fn tcp(id: &str, listen: &str) -> ServiceSpec {
         tls: None,
         max_connections: None,
         restrictions: RestrictionsSpec::default(),
+        remediation: Default::default(),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct AccessLogEntry {
     pub client_error: Option<&'static str>,
     /// Why the exchange ended before it was complete (`cut at shutdown`, …).
     pub aborted: Option<&'static str>,
+    /// The reference a denied client was shown.
+    pub reference: Option<u64>,
 }
 
 impl AccessLogEntry {
@@ -68,6 +70,7 @@ impl AccessLogEntry {
             upstream_error: None,
             client_error: None,
             aborted: None,
+            reference: None,
         }
     }
 
@@ -121,6 +124,9 @@ impl AccessLogEntry {
                 upstream_error: self.upstream_error.map(Cow::Borrowed),
                 client_error: self.client_error.map(Cow::Borrowed),
                 aborted: self.aborted.map(Cow::Borrowed),
+                reference: self
+                    .reference
+                    .map(|r| Cow::Owned(crate::remediation::format_reference(r))),
                 other: Default::default(),
             },
         };
@@ -160,10 +166,12 @@ mod tests {
             upstream_error: None,
             client_error: None,
             aborted: None,
+            reference: Some(0xc0ffee),
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["metadata"]["reference"], "0000000000c0ffee");
         assert_eq!(v["ts"], "2026-11-28T10:00:00.123Z");
         assert_eq!(v["service_id"], "whoami");
         assert_eq!(v["protocol"], "http");
@@ -197,6 +205,7 @@ mod tests {
             upstream_error: None,
             client_error: None,
             aborted: None,
+            reference: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

@@ -14,6 +14,7 @@ use rustls::sign::CertifiedKey;
 
 use super::error::{ConfigError, Problem};
 use super::hostmap::HostMap;
+use crate::remediation::Remediation;
 use crate::restrict::{CountrySet, Filter, IpSet};
 use nb_api::ServiceSpec;
 
@@ -25,6 +26,8 @@ pub struct HttpService {
     pub id: Arc<str>,
     pub upstream: HttpUpstream,
     pub filter: Filter,
+    /// What a denied client sees.
+    pub remediation: Remediation,
     pub spec: ServiceSpec,
 }
 
@@ -131,10 +134,15 @@ pub fn compile(
         let id: Arc<str> = spec.id.as_str().into();
         match target {
             Target::Http { hosts, upstream } => {
+                let remediation = Remediation::compile(&spec.remediation).unwrap_or_else(|e| {
+                    problems.push(problem(&spec, e.field, e.message));
+                    Remediation::default()
+                });
                 let service = Arc::new(HttpService {
                     id,
                     upstream,
                     filter,
+                    remediation,
                     spec,
                 });
                 for host in hosts {

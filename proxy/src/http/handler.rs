@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -87,7 +87,7 @@ impl ConnHandler {
             .and_then(|r| self.authorize(r, &mut pending));
         match routed {
             Ok(routed) => self.forward(req, routed, pending, body).await,
-            Err(local) => respond(pending, local),
+            Err(local) => respond(pending, local, req.headers()),
         }
     }
 
@@ -130,7 +130,7 @@ impl ConnHandler {
         if entry.outcome.is_allowed() {
             Ok(routed)
         } else {
-            Err(Local::Denied)
+            Err(Local::Denied(routed.service))
         }
     }
 
@@ -162,9 +162,13 @@ impl ConnHandler {
         let mut resp = match self.upstream.send(address, upstream_req, deadlines).await {
             Ok(resp) => resp,
             Err(_) if body.too_slow() => {
-                return respond(pending, Local::Refused(ClientError::BodyTooSlow))
+                return respond(
+                    pending,
+                    Local::Refused(ClientError::BodyTooSlow),
+                    &HeaderMap::new(),
+                )
             }
-            Err(e) => return respond(pending, Local::Upstream(e)),
+            Err(e) => return respond(pending, Local::Upstream(e), &HeaderMap::new()),
         };
         pending.entry().status = Some(resp.status().as_u16());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

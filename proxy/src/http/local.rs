@@ -1,29 +1,38 @@
 //! The proxy's own answers: to requests it refuses, denies, cannot route or cannot forward.
 //! Each one writes its access-log entry when it has been sent.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::{PendingEntry, ProxyBody};
 use super::ClientError;
+use crate::config::HttpService;
+use crate::remediation::{format_reference, new_reference, Denial};
 use crate::restrict::{Outcome, Verdict};
 use crate::upstream::UpstreamError;
 
 /// Why a request is answered by the proxy instead of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Local {
     /// The client got something wrong (400, 405, 408).
     Refused(ClientError),
     /// No service serves the host (404).
     NoService,
-    /// `restrict` said no (403); the entry holds the verdict.
-    Denied,
+    /// `restrict` said no; the entry holds the verdict, the service says what the client sees.
+    Denied(Arc<HttpService>),
     /// The upstream could not be used (502, 504).
     Upstream(UpstreamError),
 }
 
-pub fn respond(mut pending: PendingEntry, local: Local) -> Response<ProxyBody> {
+/// `request` is the client's request headers (for the format of a denial page).
+pub fn respond(
+    mut pending: PendingEntry,
+    local: Local,
+    request: &HeaderMap,
+) -> Response<ProxyBody> {
     let (status, text): (StatusCode, &'static str) = match local {
         Local::Refused(e) => {
             pending.entry().client_error = Some(e.as_str());
@@ -36,7 +45,7 @@ pub fn respond(mut pending: PendingEntry, local: Local) -> Response<ProxyBody> {
                 "no service is configured for this host\n",
             )
         }
-        Local::Denied => (StatusCode::FORBIDDEN, "Forbidden\n"),
+        Local::Denied(service) => return deny(pending, &service, request),
         Local::Upstream(e) => {
             pending.entry().upstream_error = Some(e.as_str());
             match e {
@@ -56,11 +65,36 @@ pub fn respond(mut pending: PendingEntry, local: Local) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if local == Local::Refused(ClientError::ConnectNotAllowed) {
+    if matches!(local, Local::Refused(ClientError::ConnectNotAllowed)) {
         headers.insert(
             header::ALLOW,
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
     }
     resp
+}
+
+/// The service's remediation answer, with the reference it shows in the access log.
+fn deny(
+    mut pending: PendingEntry,
+    service: &HttpService,
+    request: &HeaderMap,
+) -> Response<ProxyBody> {
+    let reference = new_reference();
+    let entry = pending.entry();
+    entry.reference = Some(reference);
+    let reference = format_reference(reference);
+    let answer = service.remediation.answer(
+        &Denial {
+            verdict: entry.outcome.verdict,
+            reference: &reference,
+            client_ip: entry.source_ip,
+            host: entry.host.as_deref().unwrap_or_default(),
+            service: &service.id,
+        },
+        request,
+    );
+    entry.status = Some(answer.status().as_u16());
+    let (parts, body) = answer.into_parts();
+    Response::from_parts(parts, ProxyBody::full(body, Some(pending)))
 }

@@ -77,7 +77,7 @@ async fn verdicts_follow_real_lapi_decisions() {
     let cases = [
         ("127.0.0.5", 403, "crowdsec_ban"),
         ("127.1.7.7", 403, "crowdsec_captcha"),
-        ("127.0.0.6", 403, "crowdsec_throttle"),
+        ("127.0.0.6", 429, "crowdsec_throttle"),
         ("::1", 403, "crowdsec_ban"),
         ("127.0.0.7", 200, ""),
     ];

@@ -14,5 +14,6 @@ mod geo;
 mod http;
 mod limits;
 mod reload;
+mod remediation;
 mod tcp;
 mod tls;
