@@ -113,6 +113,9 @@ pub struct Metadata<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub reference: Option<std::borrow::Cow<'a, str>>,
+    /// What the captcha step did: `served`, `passed`, `failed` or `cookie`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha: Option<crate::CaptchaOutcome>,
     /// Keys this version does not know (from a newer proxy), kept as they are.
     #[serde(
         flatten,
@@ -132,6 +135,7 @@ impl Metadata<'_> {
             + usize::from(self.client_error.is_some())
             + usize::from(self.aborted.is_some())
             + usize::from(self.reference.is_some())
+            + usize::from(self.captcha.is_some())
             + self.other.len()
     }
 

@@ -14,7 +14,9 @@ mod verdict;
 pub use country::CountryCode;
 pub use events::{AccessLogLine, Metadata, Timestamp};
 pub use proxy::{paths, BouncerReport, ProxyReport, ServicesUpdate};
-pub use remediation::{BanSpec, RemediationSpec, ThrottleSpec};
+pub use remediation::{
+    BanSpec, CaptchaOutcome, CaptchaProvider, CaptchaSpec, RemediationSpec, ThrottleSpec,
+};
 pub use spec::{CrowdSecMode, Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
 pub use sse::{SseEvent, SseParser};
 pub use verdict::Verdict;

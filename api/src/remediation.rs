@@ -29,6 +29,71 @@ pub struct RemediationSpec {
     /// CrowdSec `throttle` decisions.
     #[serde(default, skip_serializing_if = "ThrottleSpec::is_default")]
     pub throttle: ThrottleSpec,
+    /// CrowdSec `captcha` decisions: a challenge page. Without it (and without the proxy's
+    /// `--captcha-*` flags) a captcha decision gets the ban answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha: Option<CaptchaSpec>,
+}
+
+/// A captcha provider's widget and its verification endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CaptchaProvider {
+    /// Cloudflare Turnstile.
+    Turnstile,
+    Hcaptcha,
+    /// Google reCAPTCHA v2 (checkbox).
+    Recaptcha,
+}
+
+impl CaptchaProvider {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CaptchaProvider::Turnstile => "turnstile",
+            CaptchaProvider::Hcaptcha => "hcaptcha",
+            CaptchaProvider::Recaptcha => "recaptcha",
+        }
+    }
+}
+
+/// A service's own captcha site. The secret stays on the proxies' machines: a file path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CaptchaSpec {
+    pub provider: CaptchaProvider,
+    /// The public site key the widget is shown with.
+    pub site_key: String,
+    /// A file on each proxy's machine holding the secret key (first line).
+    pub secret_key_file: String,
+    /// How long a solved challenge lets the client in, in seconds, 60–604800 (default 1800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_ttl_secs: Option<u32>,
+}
+
+/// How long a solved captcha lets a client in unless configured otherwise.
+pub const DEFAULT_CAPTCHA_TTL_SECS: u32 = 1800;
+
+impl CaptchaSpec {
+    pub fn cookie_ttl_secs(&self) -> u32 {
+        self.cookie_ttl_secs.unwrap_or(DEFAULT_CAPTCHA_TTL_SECS)
+    }
+}
+
+/// What the captcha step did for one request (access-log `metadata.captcha`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CaptchaOutcome {
+    /// The challenge page was shown.
+    Served,
+    /// A solved challenge was verified; the client got its cookie.
+    Passed,
+    /// The provider said no, or could not be asked.
+    Failed,
+    /// A valid cookie let the request through.
+    Cookie,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +208,30 @@ pub(crate) fn problems(r: &RemediationSpec) -> Vec<(&'static str, String)> {
             "must not be empty; remove it for the built-in page".into(),
         ));
     }
+    if let Some(c) = &r.captcha {
+        let key_ok = !c.site_key.trim().is_empty()
+            && c.site_key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !key_ok {
+            out.push((
+                "remediation.captcha.site_key",
+                "must be the provider's site key (letters, digits, '-' and '_')".into(),
+            ));
+        }
+        if c.secret_key_file.trim().is_empty() {
+            out.push((
+                "remediation.captcha.secret_key_file",
+                "must name the file holding the secret key".into(),
+            ));
+        }
+        if let Some(t) = c.cookie_ttl_secs.filter(|t| !(60..=604_800).contains(t)) {
+            out.push((
+                "remediation.captcha.cookie_ttl_secs",
+                format!("{t} is out of range; use 60 to 604800 seconds"),
+            ));
+        }
+    }
     out
 }
 
@@ -185,6 +274,25 @@ mod tests {
                 "remediation.ban.redirect_url",
             ]
         );
+        let r = spec(
+            r#"{"captcha": {"provider": "hcaptcha", "site_key": "<x>", "secret_key_file": "", "cookie_ttl_secs": 5}}"#,
+        );
+        let fields: Vec<_> = problems(&r).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "remediation.captcha.site_key",
+                "remediation.captcha.secret_key_file",
+                "remediation.captcha.cookie_ttl_secs",
+            ]
+        );
+        let r: Result<RemediationSpec, _> = serde_json::from_str(
+            r#"{"captcha": {"provider": "friendly", "site_key": "k", "secret_key_file": "f"}}"#,
+        );
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("unknown variant `friendly`"));
         let r = spec(r#"{"ban": {"template_file": " "}}"#);
         assert_eq!(problems(&r)[0].0, "remediation.ban.template_file");
         let r: Result<RemediationSpec, _> = serde_json::from_str(r#"{"ban": {"stauts": 403}}"#);

@@ -147,6 +147,18 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const banRedirect = h("input", { id: "ban-redirect", value: rem?.ban?.redirect_url ?? "", placeholder: "https://example.com/blocked" });
   const banTemplate = h("input", { id: "ban-template", value: rem?.ban?.template_file ?? "", placeholder: "/etc/nb-proxy/ban.html" });
   const throttleStatus = h("input", { id: "throttle-status", type: "number", min: "400", max: "599", value: rem?.throttle?.status?.toString() ?? "", placeholder: "429" });
+  const captchaProvider = h(
+    "select",
+    { id: "captcha-provider" },
+    h("option", { value: "" }, "The proxies' own (--captcha-provider), or the ban answer"),
+    h("option", { value: "turnstile" }, "Cloudflare Turnstile"),
+    h("option", { value: "hcaptcha" }, "hCaptcha"),
+    h("option", { value: "recaptcha" }, "Google reCAPTCHA v2"),
+  );
+  captchaProvider.value = rem?.captcha?.provider ?? "";
+  const captchaSiteKey = h("input", { id: "captcha-site-key", value: rem?.captcha?.site_key ?? "" });
+  const captchaSecretFile = h("input", { id: "captcha-secret-file", value: rem?.captcha?.secret_key_file ?? "", placeholder: "/etc/nb-proxy/captcha.secret" });
+  const captchaTtl = h("input", { id: "captcha-ttl", type: "number", min: "60", max: "604800", value: rem?.captcha?.cookie_ttl_secs?.toString() ?? "", placeholder: "1800" });
   const retryAfter = h("input", { id: "throttle-retry-after", type: "number", min: "1", max: "86400", value: rem?.throttle?.retry_after_secs?.toString() ?? "", placeholder: "60" });
 
   let crowdsec: HTMLElement;
@@ -208,6 +220,10 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     field("remediation.ban.template_file", "Page template", banTemplate, "An HTML file on each proxy's machine, with {{reason}}, {{reference}}, {{client_ip}}, {{host}}, {{service}}, {{status}}. Empty: the built-in page."),
     field("remediation.throttle.status", "Throttle status", throttleStatus, "CrowdSec throttle decisions. Empty means 429."),
     field("remediation.throttle.retry_after_secs", "Retry-After (seconds)", retryAfter, "Sent with throttle answers. Empty means 60."),
+    field("remediation.captcha", "Captcha challenge", captchaProvider, "CrowdSec captcha decisions get a challenge; solving it lets that address in for the cookie's lifetime."),
+    field("remediation.captcha.site_key", "Captcha site key", captchaSiteKey),
+    field("remediation.captcha.secret_key_file", "Captcha secret key file", captchaSecretFile, "A file on each proxy's machine; the secret never goes through management."),
+    field("remediation.captcha.cookie_ttl_secs", "Solved challenge lasts (seconds)", captchaTtl, "Empty means 1800 (30 min)."),
   );
   const tabs = [
     ["general", "General", general],
@@ -248,6 +264,14 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
         template_file: banTemplate.value.trim() || undefined,
       },
       throttle: { status: number(throttleStatus), retry_after_secs: number(retryAfter) },
+      captcha: captchaProvider.value
+        ? {
+            provider: captchaProvider.value as "turnstile" | "hcaptcha" | "recaptcha",
+            site_key: captchaSiteKey.value.trim(),
+            secret_key_file: captchaSecretFile.value.trim(),
+            cookie_ttl_secs: number(captchaTtl),
+          }
+        : undefined,
     },
   });
   const form = h(

@@ -2,6 +2,9 @@
 // real nb-proxy and CrowdSec LAPI). Screenshots of the main pages go to dashboard/screenshots/.
 import { afterAll, afterEach, describe, expect, test } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { browser, cleanup, cspViolations, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
 
 let context: BrowserContext | undefined;
@@ -115,6 +118,7 @@ describe("dashboard", () => {
   test("full stack: observe shows the would-be ban, enforce denies with crowdsec_ban", async () => {
     const lapi = await new Lapi().start();
     lapi.cscli("decisions", "add", "--ip", "127.0.0.77", "--duration", "5m", "--reason", "dashboard test");
+    lapi.cscli("decisions", "add", "--ip", "127.0.0.78", "--type", "captcha", "--duration", "5m", "--reason", "dashboard test");
     const m = await new Management().start();
     const proxy = await new ManagedProxy().start(m, { url: lapi.url, key: LAPI_KEY });
     const up = await upstream();
@@ -158,7 +162,7 @@ describe("dashboard", () => {
     await screenshot(page, "08-event-log-enforce");
 
     await page.click("text=Proxies");
-    await page.waitForSelector("text=1 decision");
+    await page.waitForSelector("text=2 decisions");
     await screenshot(page, "09-proxies-bouncer");
 
     // What the denied client sees: the built-in ban page, then a status set on the Denied
@@ -187,6 +191,34 @@ describe("dashboard", () => {
     expect(await banPage.textContent("h1")).toBe("Access denied");
     expect(await banPage.textContent("main")).toContain(reference!);
     await screenshot(banPage, "11-ban-page");
+
+    // A captcha site set on the same tab: a captcha decision now gets the challenge page.
+    const secretFile = join(mkdtempSync(join(tmpdir(), "nb-ui-captcha-")), "turnstile.secret");
+    writeFileSync(secretFile, "0x4AAAAAAA-dashboard-test-secret\n");
+    await page.click("#tab-btn-denied");
+    await page.selectOption("#captcha-provider", "turnstile");
+    await page.fill("#captcha-site-key", "0x4AAAAAAAdashboard");
+    await page.fill("#captcha-secret-file", secretFile);
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+    let challenge = { status: 0, body: "" };
+    await until("the captcha site to apply", async () => {
+      challenge = await proxy.page("web.test", "127.0.0.78");
+      return challenge.body.includes("cf-turnstile") || undefined;
+    });
+    expect(challenge.status).toBe(403);
+    expect(challenge.body).toContain('data-sitekey="0x4AAAAAAAdashboard"');
+    await page.reload();
+    await page.click("#tab-btn-denied");
+    expect(await page.inputValue("#captcha-provider")).toBe("turnstile");
+    expect(await page.inputValue("#captcha-secret-file")).toBe(secretFile);
+    const challengePage = await context!.newPage();
+    // The widget's script is on the provider's site, out of reach here: the page without it.
+    await challengePage.route("https://challenges.cloudflare.com/**", (r) => r.abort());
+    await challengePage.setContent(challenge.body, { waitUntil: "domcontentloaded" });
+    expect(await challengePage.textContent("h1")).toBe("Please confirm you are human");
+    expect(await challengePage.isVisible("button[type=submit]")).toBe(true);
+    await screenshot(challengePage, "12-captcha-challenge");
     up.close();
   });
 });

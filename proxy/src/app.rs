@@ -18,6 +18,7 @@ use crate::config::Routes;
 use crate::crowdsec::CrowdSec;
 use crate::managed::{Managed, ManagementClient};
 use crate::reconfigure::{Change, ReconfigureError};
+use crate::remediation::captcha::{Captcha, CaptchaSite};
 use crate::server::{Server, StartError};
 use crate::settings::{ManagedSettings, ServiceSource, Settings};
 use crate::shutdown::Shutdown;
@@ -165,11 +166,24 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         clients: settings.clients.clone(),
         limits: settings.limits.clone(),
         crowdsec: CrowdSec::new(settings.lapi.clone(), tokio::runtime::Handle::current()),
+        captcha: captcha(&settings.captcha),
         admission: Admission::new(max_connections, per_ip),
         shutdown: Shutdown::default(),
         policy: Default::default(),
     };
     Ok((Arc::new(state), shipping))
+}
+
+fn captcha(s: &crate::settings::CaptchaSettings) -> Captcha {
+    let site = s.default_site.as_ref().map(|d| {
+        CaptchaSite::new(
+            d.provider,
+            d.site_key.clone(),
+            d.secret.clone(),
+            d.cookie_ttl,
+        )
+    });
+    Captcha::new(site, s.verify_url.clone(), s.cookie_key.clone())
 }
 
 /// Binds the listeners, then loads the GeoIP database and the first services; with the

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+fn captcha_provider(s: &str) -> Result<nb_api::CaptchaProvider, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("{s:?} is not a captcha provider (turnstile, hcaptcha, recaptcha)"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 10s, 500ms, 2m)"))
 }
@@ -162,6 +167,41 @@ pub struct Args {
         conflicts_with = "crowdsec_api_key"
     )]
     pub crowdsec_api_key_file: Option<PathBuf>,
+
+    /// Captcha provider for CrowdSec `captcha` decisions on services without their own
+    /// `remediation.captcha`: turnstile, hcaptcha or recaptcha (v2). Without one, captcha
+    /// decisions get the ban answer.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_PROVIDER", value_parser = captcha_provider)]
+    pub captcha_provider: Option<nb_api::CaptchaProvider>,
+
+    /// The provider's public site key.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_SITE_KEY")]
+    pub captcha_site_key: Option<String>,
+
+    /// The provider's secret key. Prefer --captcha-secret-key-file or an env file.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_SECRET_KEY", hide_env_values = true)]
+    pub captcha_secret_key: Option<String>,
+
+    /// Read the provider's secret key from a file (first line).
+    #[arg(
+        long,
+        env = "NB_PROXY_CAPTCHA_SECRET_KEY_FILE",
+        conflicts_with = "captcha_secret_key"
+    )]
+    pub captcha_secret_key_file: Option<PathBuf>,
+
+    /// How long a solved challenge lets the client in.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_COOKIE_TTL", default_value = "30m", value_parser = duration)]
+    pub captcha_cookie_ttl: Duration,
+
+    /// The key that signs captcha cookies (a file, first line): give proxies behind one load
+    /// balancer the same one. Default: random per process.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_COOKIE_KEY_FILE")]
+    pub captcha_cookie_key_file: Option<PathBuf>,
+
+    /// Send every provider's token verification here instead of its siteverify URL.
+    #[arg(long, env = "NB_PROXY_CAPTCHA_VERIFY_URL")]
+    pub captcha_verify_url: Option<String>,
 
     /// How often to pull decision changes.
     #[arg(long, env = "NB_PROXY_CROWDSEC_UPDATE_INTERVAL", default_value = "10s", value_parser = duration)]

@@ -26,6 +26,8 @@ pub struct Settings {
     pub clients: ClientAddressPolicy,
     /// The bouncer's LAPI; `None` leaves CrowdSec off.
     pub lapi: Option<LapiConfig>,
+    /// Captcha challenges for services without their own provider.
+    pub captcha: CaptchaSettings,
     pub services: ServiceSource,
     pub compile: CompileOptions,
     pub access_log: Destination,
@@ -39,6 +41,32 @@ pub struct Settings {
     pub log: String,
     /// Accepted, but worth telling the operator once logging runs.
     pub warnings: Vec<String>,
+}
+
+/// The proxy-wide captcha site and cookie key, from the `--captcha-*` flags.
+#[derive(Debug, Default)]
+pub struct CaptchaSettings {
+    pub default_site: Option<CaptchaSiteSettings>,
+    pub verify_url: Option<String>,
+    pub cookie_key: Option<Vec<u8>>,
+}
+
+pub struct CaptchaSiteSettings {
+    pub provider: nb_api::CaptchaProvider,
+    pub site_key: String,
+    pub secret: String,
+    pub cookie_ttl: Duration,
+}
+
+impl std::fmt::Debug for CaptchaSiteSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptchaSiteSettings")
+            .field("provider", &self.provider)
+            .field("site_key", &self.site_key)
+            .field("secret", &"<redacted>")
+            .field("cookie_ttl", &self.cookie_ttl)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +152,8 @@ pub enum SettingsError {
     EmptySecret { flag: &'static str, path: PathBuf },
     #[error("CrowdSec: {0}")]
     Lapi(#[from] LapiError),
+    #[error("--captcha-provider needs --captcha-site-key and --captcha-secret-key(-file)")]
+    IncompleteCaptcha,
 }
 
 impl TryFrom<Args> for Settings {
@@ -132,6 +162,7 @@ impl TryFrom<Args> for Settings {
     fn try_from(args: Args) -> Result<Self, SettingsError> {
         let mut warnings = Vec::new();
         let lapi = lapi_config(&args, &mut warnings)?;
+        let captcha = captcha_settings(&args, &mut warnings)?;
         let services = match (&args.config, managed(&args)?) {
             (Some(path), _) => ServiceSource::File(path.clone()),
             (None, Some(m)) => ServiceSource::Managed(m),
@@ -163,6 +194,7 @@ impl TryFrom<Args> for Settings {
                 header_timeout: args.proxy_protocol_timeout,
             },
             lapi,
+            captcha,
             services,
             compile: CompileOptions {
                 tls_dir: args.tls_dir,
@@ -274,6 +306,51 @@ fn lapi_config(
 }
 
 /// A secret given directly, or the first line of a file.
+fn captcha_settings(
+    args: &Args,
+    warnings: &mut Vec<String>,
+) -> Result<CaptchaSettings, SettingsError> {
+    let verify_url = match &args.captcha_verify_url {
+        Some(u) => Some(http_url("--captcha-verify-url", u)?.to_string()),
+        None => None,
+    };
+    let cookie_key = secret(
+        &None,
+        &args.captcha_cookie_key_file,
+        "--captcha-cookie-key-file",
+    )?
+    .map(String::into_bytes);
+    let secret_key = secret(
+        &args.captcha_secret_key,
+        &args.captcha_secret_key_file,
+        "--captcha-secret-key-file",
+    )?;
+    let default_site = match (args.captcha_provider, &args.captcha_site_key, secret_key) {
+        (Some(provider), Some(site_key), Some(secret)) if !site_key.trim().is_empty() => {
+            Some(CaptchaSiteSettings {
+                provider,
+                site_key: site_key.trim().to_owned(),
+                secret,
+                cookie_ttl: args.captcha_cookie_ttl,
+            })
+        }
+        (None, None, None) => None,
+        (None, _, _) => {
+            warnings.push(
+                "--captcha-site-key or secret is set without --captcha-provider: captcha decisions get the ban answer"
+                    .into(),
+            );
+            None
+        }
+        _ => return Err(SettingsError::IncompleteCaptcha),
+    };
+    Ok(CaptchaSettings {
+        default_site,
+        verify_url,
+        cookie_key,
+    })
+}
+
 fn secret(
     value: &Option<String>,
     file: &Option<PathBuf>,

@@ -15,6 +15,7 @@ use crate::clientip::ClientAddressPolicy;
 use crate::config::Routes;
 use crate::crowdsec::CrowdSec;
 use crate::geo::GeoDb;
+use crate::remediation::captcha::Captcha;
 use crate::restrict::{CountryLookup, Filter, Outcome};
 use crate::shutdown::Shutdown;
 
@@ -61,6 +62,8 @@ pub struct ProxyState {
     pub clients: ClientAddressPolicy,
     pub limits: Limits,
     pub crowdsec: Arc<CrowdSec>,
+    /// Captcha challenges: the proxy-wide site, the cookie key, the verification client.
+    pub captcha: Captcha,
     /// Connection slots: global and per client.
     pub admission: Arc<Admission>,
     pub shutdown: Shutdown,

@@ -32,6 +32,8 @@ pub struct AccessLogEntry {
     pub aborted: Option<&'static str>,
     /// The reference a denied client was shown.
     pub reference: Option<u64>,
+    /// What the captcha step did, when it ran.
+    pub captcha: Option<nb_api::CaptchaOutcome>,
 }
 
 impl AccessLogEntry {
@@ -71,6 +73,7 @@ impl AccessLogEntry {
             client_error: None,
             aborted: None,
             reference: None,
+            captcha: None,
         }
     }
 
@@ -127,6 +130,7 @@ impl AccessLogEntry {
                 reference: self
                     .reference
                     .map(|r| Cow::Owned(crate::remediation::format_reference(r))),
+                captcha: self.captcha,
                 other: Default::default(),
             },
         };
@@ -167,6 +171,7 @@ mod tests {
             client_error: None,
             aborted: None,
             reference: Some(0xc0ffee),
+            captcha: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
@@ -206,6 +211,7 @@ mod tests {
             client_error: None,
             aborted: None,
             reference: None,
+            captcha: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

@@ -8,9 +8,11 @@ use std::time::SystemTime;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use nb_api::{CaptchaOutcome, Verdict};
 
 use super::authority::request_authority;
 use super::body::{BodyPace, BodyStats, PendingEntry, ProxyBody};
+use super::challenge::challenge;
 use super::local::{respond, Local};
 use super::rewrite::{is_upgrade, strip_hop_by_hop, to_upstream, Rewrite};
 use super::tunnel::tunnel;
@@ -84,9 +86,13 @@ impl ConnHandler {
         );
         let routed = self
             .route(&req, client, &mut pending)
-            .and_then(|r| self.authorize(r, &mut pending));
+            .and_then(|r| self.authorize(r, req.headers(), &mut pending));
         match routed {
             Ok(routed) => self.forward(req, routed, pending, body).await,
+            Err(Local::Challenge(service, site)) => {
+                let captcha = &self.state.captcha;
+                challenge(captcha, &site, &service.id, self.tls, req, pending).await
+            }
             Err(local) => respond(pending, local, req.headers()),
         }
     }
@@ -121,17 +127,40 @@ impl ConnHandler {
         })
     }
 
-    /// `restrict` decides; nothing else does.
-    fn authorize(&self, routed: Routed, pending: &mut PendingEntry) -> Result<Routed, Local> {
+    /// `restrict` decides; nothing else does. A captcha decision is the one verdict the client
+    /// can answer: a valid cookie from a solved challenge lets it through.
+    fn authorize(
+        &self,
+        routed: Routed,
+        request: &HeaderMap,
+        pending: &mut PendingEntry,
+    ) -> Result<Routed, Local> {
         let entry = pending.entry();
         entry.outcome = self
             .state
             .check(&routed.service.filter, routed.client.client);
         if entry.outcome.is_allowed() {
-            Ok(routed)
-        } else {
-            Err(Local::Denied(routed.service))
+            return Ok(routed);
         }
+        if entry.outcome.verdict == Verdict::CrowdsecCaptcha {
+            let captcha = &self.state.captcha;
+            let site = routed
+                .service
+                .remediation
+                .captcha
+                .as_ref()
+                .or(captcha.default_site.as_ref())
+                .cloned();
+            if let Some(site) = site {
+                if captcha.cookie_valid(request, &routed.service.id, routed.client.client) {
+                    entry.outcome.verdict = Verdict::Allow;
+                    entry.captcha = Some(CaptchaOutcome::Cookie);
+                    return Ok(routed);
+                }
+                return Err(Local::Challenge(routed.service, site));
+            }
+        }
+        Err(Local::Denied(routed.service))
     }
 
     async fn forward(

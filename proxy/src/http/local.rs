@@ -10,6 +10,7 @@ use http::{Response, StatusCode};
 use super::body::{PendingEntry, ProxyBody};
 use super::ClientError;
 use crate::config::HttpService;
+use crate::remediation::captcha::CaptchaSite;
 use crate::remediation::{format_reference, new_reference, Denial};
 use crate::restrict::{Outcome, Verdict};
 use crate::upstream::UpstreamError;
@@ -23,6 +24,8 @@ pub enum Local {
     NoService,
     /// `restrict` said no; the entry holds the verdict, the service says what the client sees.
     Denied(Arc<HttpService>),
+    /// A CrowdSec captcha decision, with a captcha site to challenge the client with.
+    Challenge(Arc<HttpService>, Arc<CaptchaSite>),
     /// The upstream could not be used (502, 504).
     Upstream(UpstreamError),
 }
@@ -46,6 +49,8 @@ pub fn respond(
             )
         }
         Local::Denied(service) => return deny(pending, &service, request),
+        // Answered by `challenge`, which needs the request body; never reaches here.
+        Local::Challenge(service, _) => return deny(pending, &service, request),
         Local::Upstream(e) => {
             pending.entry().upstream_error = Some(e.as_str());
             match e {

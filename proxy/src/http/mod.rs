@@ -2,6 +2,7 @@
 
 mod authority;
 mod body;
+mod challenge;
 mod client_error;
 mod handler;
 mod local;

@@ -2,6 +2,7 @@
 //! template), JSON for API clients, or a redirect; 429 with `Retry-After` for throttle
 //! decisions. `restrict` decides; this only renders the answer, after the decision.
 
+pub(crate) mod captcha;
 mod template;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,8 @@ pub struct Remediation {
     redirect: Option<HeaderValue>,
     throttle_status: StatusCode,
     retry_after: u32,
+    /// The service's own captcha site; else the proxy's, else captcha decisions are banned.
+    pub(crate) captcha: Option<Arc<captcha::CaptchaSite>>,
 }
 
 impl Default for Remediation {
@@ -73,7 +76,23 @@ impl Remediation {
                 message: format!("\"{url}\" cannot be sent as a Location header"),
             })?),
         };
+        let captcha = match &spec.captcha {
+            None => None,
+            Some(c) => Some(Arc::new(
+                captcha::CaptchaSite::with_secret_file(
+                    c.provider,
+                    c.site_key.clone(),
+                    &c.secret_key_file,
+                    std::time::Duration::from_secs(c.cookie_ttl_secs().into()),
+                )
+                .map_err(|message| RemediationError {
+                    field: "remediation.captcha.secret_key_file",
+                    message,
+                })?,
+            )),
+        };
         Ok(Self {
+            captcha,
             ban_status: status(spec.ban.status()),
             custom_page: spec.ban.template_file.is_some(),
             page,

@@ -185,3 +185,36 @@ fn the_bouncer_checks_its_own_tls_material() {
     ]);
     assert!(e.contains("characters a header cannot carry"), "{e}");
 }
+
+#[test]
+fn captcha_flags_come_whole_and_the_secret_is_not_printed() {
+    let s = settings(&[]).unwrap();
+    assert!(s.captcha.default_site.is_none() && s.captcha.cookie_key.is_none());
+    let s = settings(&[
+        "--captcha-provider",
+        "Turnstile",
+        "--captcha-site-key",
+        "0x4AAA",
+        "--captcha-secret-key",
+        "very-secret",
+        "--captcha-cookie-ttl",
+        "10m",
+    ])
+    .unwrap();
+    let site = s.captcha.default_site.as_ref().unwrap();
+    assert_eq!(site.provider, nb_api::CaptchaProvider::Turnstile);
+    assert_eq!(site.cookie_ttl, Duration::from_secs(600));
+    assert!(!format!("{s:?}").contains("very-secret"));
+    let e = rejection(&["--captcha-provider", "hcaptcha", "--captcha-site-key", "k"]);
+    assert!(e.contains("--captcha-provider needs"), "{e}");
+    let parse = Args::try_parse_from(["nb-proxy", "--captcha-provider", "friendlycaptcha"]);
+    assert!(parse
+        .unwrap_err()
+        .to_string()
+        .contains("not a captcha provider"));
+    let s = settings(&["--captcha-site-key", "k"]).unwrap();
+    assert!(s.captcha.default_site.is_none());
+    assert!(s.warnings[0].contains("without --captcha-provider"));
+    let e = rejection(&["--captcha-verify-url", "ftp://x"]);
+    assert!(e.contains("--captcha-verify-url"), "{e}");
+}

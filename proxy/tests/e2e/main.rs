@@ -4,6 +4,7 @@ pub use nb_e2e::{harness, lapi};
 
 mod access_log;
 mod authority;
+mod captcha;
 mod client_ip;
 mod crowdsec_faults;
 mod crowdsec_parity;
