@@ -122,6 +122,14 @@ impl ProxyBuilder {
         self
     }
 
+    /// Bounces with the test LAPI at `url` and its key ([`crate::lapi::KEY`]).
+    pub fn crowdsec(self, url: &str) -> Self {
+        self.arg("--crowdsec-api-url")
+            .arg(url)
+            .arg("--crowdsec-api-key")
+            .arg(crate::lapi::KEY)
+    }
+
     pub fn poll_interval(mut self, d: &str) -> Self {
         self.poll = d.to_owned();
         self

@@ -196,9 +196,15 @@ async fn services_from_management_events_back_and_serving_through_outages() {
         (e["status"].as_i64(), e["host"].as_str()),
         (Some(403), Some("web.test"))
     );
+    // The reference the denied client was shown reaches management with the entry.
+    let reference = e["metadata"]["reference"].as_str().unwrap_or_default();
+    assert!(
+        reference.len() == 16 && reference.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{e}"
+    );
     assert_eq!(
         e["metadata"],
-        json!({"crowdsec_verdict": "crowdsec_ban", "crowdsec_mode": "enforce"})
+        json!({"crowdsec_verdict": "crowdsec_ban", "crowdsec_mode": "enforce", "reference": reference})
     );
     let e = management
         .wait_event("verdict=ip_restricted&source_ip=127.0.0.3")

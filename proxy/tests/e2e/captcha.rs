@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-use crate::lapi::{Lapi, KEY};
+use crate::lapi::Lapi;
 
 const SECRET: &str = "0x4AAAAAAAtest-secret";
 const SITE_KEY: &str = "0x4AAAAAAAtestsitekey";
@@ -177,10 +177,7 @@ services:
     );
     // The proxy-wide site (flags) serves blog.test; shop.test has its own.
     let proxy = ProxyBuilder::new(&yaml)
-        .arg("--crowdsec-api-url")
-        .arg(lapi.url())
-        .arg("--crowdsec-api-key")
-        .arg(KEY)
+        .crowdsec(&lapi.url())
         .arg("--captcha-provider")
         .arg("hcaptcha")
         .arg("--captcha-site-key")
@@ -380,13 +377,7 @@ async fn without_a_captcha_site_a_captcha_decision_gets_the_ban_answer() {
         "services:\n  - id: web\n    protocol: http\n    hosts: [web.test]\n    upstream: {}\n    restrictions: {{crowdsec_mode: enforce}}\n",
         up.url()
     );
-    let proxy = ProxyBuilder::new(&yaml)
-        .arg("--crowdsec-api-url")
-        .arg(lapi.url())
-        .arg("--crowdsec-api-key")
-        .arg(KEY)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::new(&yaml).crowdsec(&lapi.url()).start().await;
     proxy
         .wait_log_count("synced initial decisions (1)", 1)
         .await;

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::harness::*;
-use crate::lapi::{Lapi, KEY};
+use crate::lapi::Lapi;
 
 const TYPES: [&str; 3] = ["ban", "captcha", "throttle"];
 /// Every decision and most probes fall in these, so ranges overlap each other and addresses.
@@ -352,10 +352,7 @@ async fn proxy_verdicts_equal_the_lapis_own_answers() {
     let proxy = ProxyBuilder::new(&yaml)
         .arg("--trusted-proxies")
         .arg("127.0.0.1/32")
-        .arg("--crowdsec-api-url")
-        .arg(lapi.url())
-        .arg("--crowdsec-api-key")
-        .arg(KEY)
+        .crowdsec(&lapi.url())
         .arg("--crowdsec-update-interval")
         .arg("300ms")
         .start()

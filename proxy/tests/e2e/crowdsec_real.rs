@@ -243,10 +243,7 @@ async fn tcp_services_get_one_entry_per_connection() {
     let proxy = ProxyBuilder::new(&yaml)
         .port("e")
         .port("o")
-        .arg("--crowdsec-api-url")
-        .arg(lapi.url())
-        .arg("--crowdsec-api-key")
-        .arg(KEY)
+        .crowdsec(&lapi.url())
         .start()
         .await;
     proxy.wait_log_count("synced initial decisions", 1).await;

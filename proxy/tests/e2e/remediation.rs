@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::lapi::{Lapi, KEY};
+use crate::lapi::Lapi;
 
 const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
 const JSON: (&str, &str) = ("accept", "application/json");
@@ -194,13 +194,7 @@ services:
 "#,
         u = up.url()
     );
-    let proxy = ProxyBuilder::new(&yaml)
-        .arg("--crowdsec-api-url")
-        .arg(lapi.url())
-        .arg("--crowdsec-api-key")
-        .arg(KEY)
-        .start()
-        .await;
+    let proxy = ProxyBuilder::new(&yaml).crowdsec(&lapi.url()).start().await;
     proxy
         .wait_log_count("synced initial decisions (2)", 1)
         .await;
