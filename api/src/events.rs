@@ -116,6 +116,9 @@ pub struct Metadata<'a> {
     /// What the captcha step did: `served`, `passed`, `failed` or `cookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captcha: Option<crate::CaptchaOutcome>,
+    /// The client is on the service's bypass list: country and CrowdSec were not consulted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bypass: bool,
     /// Keys this version does not know (from a newer proxy), kept as they are.
     #[serde(
         flatten,
@@ -136,6 +139,7 @@ impl Metadata<'_> {
             + usize::from(self.aborted.is_some())
             + usize::from(self.reference.is_some())
             + usize::from(self.captcha.is_some())
+            + usize::from(self.bypass)
             + self.other.len()
     }
 

@@ -108,6 +108,10 @@ pub struct RestrictionsSpec {
     pub country_deny: Vec<String>,
     #[serde(default)]
     pub crowdsec_mode: CrowdSecMode,
+    /// CIDRs or bare addresses that skip the country and CrowdSec layers (monitoring, an
+    /// office); the CIDR allow and deny lists still apply to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass: Vec<String>,
 }
 
 impl RestrictionsSpec {
@@ -117,6 +121,7 @@ impl RestrictionsSpec {
             + self.cidr_deny.len()
             + self.country_allow.len()
             + self.country_deny.len()
+            + self.bypass.len()
             + usize::from(self.crowdsec_mode.is_on())
     }
 }

@@ -64,6 +64,7 @@ pub struct Checked {
     pub cidr_deny: Vec<IpNet>,
     pub country_allow: Vec<CountryCode>,
     pub country_deny: Vec<CountryCode>,
+    pub bypass: Vec<IpNet>,
 }
 
 /// Checks one service on its own.
@@ -257,6 +258,7 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
     let cidr_deny = parse_cidrs(ctx, "restrictions.cidr_deny", &r.cidr_deny);
     let country_allow = parse_countries(ctx, "restrictions.country_allow", &r.country_allow);
     let country_deny = parse_countries(ctx, "restrictions.country_deny", &r.country_deny);
+    let bypass = parse_cidrs(ctx, "restrictions.bypass", &r.bypass);
     if spec.protocol == Protocol::Tcp && !spec.remediation.is_default() {
         ctx.push(
             Some("remediation"),
@@ -276,6 +278,7 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
         cidr_deny,
         country_allow,
         country_deny,
+        bypass,
     })
 }
 

@@ -139,6 +139,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
   const cidrAllow = h("textarea", { id: "cidr-allow", rows: 3 }, (r?.cidr_allow ?? []).join("\n"));
   const cidrDeny = h("textarea", { id: "cidr-deny", rows: 3 }, (r?.cidr_deny ?? []).join("\n"));
+  const bypass = h("textarea", { id: "bypass", rows: 2 }, (r?.bypass ?? []).join("\n"));
   const countryAllow = countryPicker("country-allow", "Country allow list", r?.country_allow ?? [], countries);
   const countryDeny = countryPicker("country-deny", "Country deny list", r?.country_deny ?? [], countries);
   const currentMode: Mode = r?.crowdsec_mode ?? "off";
@@ -210,6 +211,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     countryAllow.el,
     countryDeny.el,
     crowdsec,
+    field("restrictions.bypass", "Bypass list", bypass, "One per line. These addresses skip the country and CrowdSec checks (monitoring, your office); the CIDR lists above still apply. Logged as allowed with bypass."),
   );
   const denied = h(
     "section",
@@ -256,6 +258,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
       country_allow: countryAllow.codes(),
       country_deny: countryDeny.codes(),
       crowdsec_mode: mode(),
+      bypass: lines(bypass.value),
     },
     remediation: {
       ban: {

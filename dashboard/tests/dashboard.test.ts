@@ -127,6 +127,7 @@ describe("dashboard", () => {
 
     await fillService(page, "web", "web.test", up.url);
     await page.selectOption("#crowdsec-mode", "observe");
+    await page.fill("#bypass", "192.0.2.0/24");
     await page.click("button[type=submit]");
     await page.waitForSelector("text=Saved.");
 
@@ -149,6 +150,7 @@ describe("dashboard", () => {
     // Enforce: the next request from that address is denied with crowdsec_ban.
     await page.goto(`${m.url}/#/services/web`);
     await page.click("#tab-btn-access");
+    expect(await page.inputValue("#bypass")).toBe("192.0.2.0/24");
     await page.selectOption("#crowdsec-mode", "enforce");
     await page.click("button[type=submit]");
     await page.waitForSelector("text=Saved.");

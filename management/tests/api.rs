@@ -332,6 +332,12 @@ async fn validation_names_fields_and_changes_nothing() {
             "is not an error status",
         ),
         (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "restrictions": {"bypass": ["192.0.2.0/24", "office"]}}),
+            vec!["restrictions.bypass"],
+            "office\\\" is not a valid CIDR",
+        ),
+        (
             json!({"id": "db3", "protocol": "tcp", "listen": "127.0.0.1:15433", "upstream": "127.0.0.1:5432",
                    "remediation": {"throttle": {"retry_after_secs": 5}}}),
             vec!["remediation"],

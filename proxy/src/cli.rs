@@ -11,6 +11,11 @@ fn captcha_provider(s: &str) -> Result<nb_api::CaptchaProvider, String> {
         .map_err(|_| format!("{s:?} is not a captcha provider (turnstile, hcaptcha, recaptcha)"))
 }
 
+fn header_name(s: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("{s:?} is not an HTTP header name"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 10s, 500ms, 2m)"))
 }
@@ -82,6 +87,11 @@ pub struct Args {
     /// Peers whose X-Forwarded-For and PROXY headers are believed (comma-separated CIDRs).
     #[arg(long, env = "NB_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+
+    /// Take the client address from this header (e.g. CF-Connecting-IP, True-Client-IP) when a
+    /// trusted peer sends it with one address; otherwise X-Forwarded-For is walked as usual.
+    #[arg(long, env = "NB_PROXY_CLIENT_IP_HEADER", value_parser = header_name)]
+    pub client_ip_header: Option<http::HeaderName>,
 
     /// Accept PROXY protocol v1/v2 headers from trusted peers (HTTP and TCP listeners).
     #[arg(long, env = "NB_PROXY_PROXY_PROTOCOL")]

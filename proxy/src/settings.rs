@@ -190,6 +190,7 @@ impl TryFrom<Args> for Settings {
             },
             clients: ClientAddressPolicy {
                 trusted: trusted_proxies(&args.trusted_proxies)?,
+                client_header: args.client_ip_header.clone(),
                 proxy_protocol: args.proxy_protocol,
                 header_timeout: args.proxy_protocol_timeout,
             },

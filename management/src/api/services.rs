@@ -132,6 +132,7 @@ fn trimmed(mut r: RestrictionsSpec) -> RestrictionsSpec {
         &mut r.cidr_deny,
         &mut r.country_allow,
         &mut r.country_deny,
+        &mut r.bypass,
     ] {
         for v in list.iter_mut() {
             *v = v.trim().to_owned();

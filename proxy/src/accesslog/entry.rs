@@ -68,6 +68,7 @@ impl AccessLogEntry {
             outcome: Outcome {
                 verdict: Verdict::Allow,
                 crowdsec: None,
+                bypass: false,
             },
             upstream_error: None,
             client_error: None,
@@ -131,6 +132,7 @@ impl AccessLogEntry {
                     .reference
                     .map(|r| Cow::Owned(crate::remediation::format_reference(r))),
                 captcha: self.captcha,
+                bypass: self.outcome.bypass,
                 other: Default::default(),
             },
         };
@@ -166,6 +168,7 @@ mod tests {
                     verdict: Verdict::CrowdsecBan,
                     mode: CrowdSecMode::Enforce,
                 }),
+                bypass: false,
             },
             upstream_error: None,
             client_error: None,
@@ -206,6 +209,7 @@ mod tests {
             outcome: Outcome {
                 verdict: Verdict::Allow,
                 crowdsec: None,
+                bypass: false,
             },
             upstream_error: None,
             client_error: None,

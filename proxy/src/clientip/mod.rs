@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use tokio::net::TcpStream;
 
 pub use forwarded::walk_forwarded_for;
@@ -34,6 +34,9 @@ use crate::restrict::IpSet;
 pub struct ClientAddressPolicy {
     /// Peers whose X-Forwarded-For and PROXY headers are believed.
     pub trusted: IpSet,
+    /// A single-address header (`CF-Connecting-IP`, …) believed from trusted peers before
+    /// `X-Forwarded-For`.
+    pub client_header: Option<HeaderName>,
     pub proxy_protocol: bool,
     pub header_timeout: Duration,
 }
@@ -45,6 +48,14 @@ impl ClientAddressPolicy {
 
     /// The client of one HTTP request that came over a connection from `peer`.
     pub fn request_client(&self, peer: IpAddr, headers: &HeaderMap) -> ClientAddr {
+        if let Some(client) = self.named_by_client_header(peer, headers) {
+            return ClientAddr {
+                peer: peer.to_canonical(),
+                client,
+                peer_trusted: true,
+                chain: Some(client.to_string()),
+            };
+        }
         let walked = walk_forwarded_for(peer, &headers.get_all("x-forwarded-for"), &self.trusted);
         ClientAddr {
             peer: peer.to_canonical(),
@@ -52,6 +63,20 @@ impl ClientAddressPolicy {
             peer_trusted: self.trusts(peer),
             chain: walked.chain,
         }
+    }
+
+    /// The `--client-ip-header` address: from a trusted peer, exactly one valid address.
+    fn named_by_client_header(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        let name = self.client_header.as_ref()?;
+        if !self.trusts(peer) {
+            return None;
+        }
+        let mut values = headers.get_all(name).iter();
+        let (value, None) = (values.next()?, values.next()) else {
+            return None;
+        };
+        let ip: IpAddr = value.to_str().ok()?.trim().parse().ok()?;
+        Some(ip.to_canonical())
     }
 
     /// The connection-level client address, and bytes already read from the stream.

@@ -200,6 +200,7 @@ fn filter_of(c: &Checked) -> Filter {
         CountrySet::new(c.country_deny.iter().copied()),
         c.spec.restrictions.crowdsec_mode,
     )
+    .with_bypass(IpSet::new(&c.bypass))
 }
 
 /// `<host>.crt` and `<host>.key` from the certificate directory, if the certificate exists.

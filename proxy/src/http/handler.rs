@@ -181,6 +181,7 @@ impl ConnHandler {
                 timeout: limits.request_body_timeout,
                 min_rate: limits.request_body_min_rate,
             },
+            client_header: self.state.clients.client_header.as_ref(),
         };
         let upstream_req = to_upstream(req, rewrite, body.clone());
         let deadlines = Deadlines {

@@ -31,6 +31,8 @@ pub struct Rewrite<'a> {
     pub tls: bool,
     pub local_port: &'a HeaderValue,
     pub pace: BodyPace,
+    /// `--client-ip-header`: an identity header too, never passed upstream as the client sent it.
+    pub client_header: Option<&'a HeaderName>,
 }
 
 pub fn to_upstream(
@@ -51,6 +53,9 @@ pub fn to_upstream(
     // Exactly the authority that was routed and checked (usually the Host as it came).
     if parts.headers.get(header::HOST) != Some(rw.authority) {
         parts.headers.insert(header::HOST, rw.authority.clone());
+    }
+    if let Some(name) = rw.client_header {
+        parts.headers.remove(name);
     }
     rw.client.set_forwarded_headers(
         &mut parts.headers,

@@ -1,4 +1,5 @@
-//! The compiled per-service filter and the pure check: CIDR, then country, then CrowdSec.
+//! The compiled per-service filter and the pure check: CIDR, then (unless the client is on the
+//! bypass list) country, then CrowdSec.
 
 use std::net::IpAddr;
 
@@ -33,6 +34,8 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Present whenever the CrowdSec layer flagged the address, in enforce or observe mode.
     pub crowdsec: Option<CrowdSecFlag>,
+    /// The address is on the service's bypass list: country and CrowdSec were not consulted.
+    pub bypass: bool,
 }
 
 impl Outcome {
@@ -40,6 +43,7 @@ impl Outcome {
         Self {
             verdict,
             crowdsec: None,
+            bypass: false,
         }
     }
 
@@ -56,6 +60,8 @@ pub struct Filter {
     pub(super) country_allow: Option<CountrySet>,
     pub(super) country_deny: CountrySet,
     pub(super) crowdsec: CrowdSecMode,
+    /// Clients that skip the country and CrowdSec layers (the CIDR layer still applies).
+    pub(super) bypass: IpSet,
 }
 
 impl Filter {
@@ -73,7 +79,15 @@ impl Filter {
             country_allow: (!country_allow.is_empty()).then_some(country_allow),
             country_deny,
             crowdsec,
+            bypass: IpSet::default(),
         }
+    }
+
+    /// Adds the bypass list: trusted clients (monitoring, an office) that the CIDR lists still
+    /// govern but that no country or reputation rule may lock out.
+    pub fn with_bypass(mut self, bypass: IpSet) -> Self {
+        self.bypass = bypass;
+        self
     }
 
     pub fn crowdsec_mode(&self) -> CrowdSecMode {
@@ -102,6 +116,13 @@ impl Filter {
             || self.cidr_deny.contains(addr)
         {
             return Outcome::plain(Verdict::IpRestricted);
+        }
+
+        if !self.bypass.is_empty() && self.bypass.contains(addr) {
+            return Outcome {
+                bypass: true,
+                ..Outcome::plain(Verdict::Allow)
+            };
         }
 
         if self.uses_countries() {
@@ -139,6 +160,7 @@ impl Filter {
             return Outcome {
                 verdict,
                 crowdsec: flag,
+                bypass: false,
             };
         }
 

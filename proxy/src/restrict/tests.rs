@@ -318,3 +318,43 @@ fn verdicts_parse_from_their_stable_strings() {
     assert_eq!(Verdict::parse("crowdsec_nope"), None);
     assert_eq!(Verdict::parse("ALLOW"), None);
 }
+
+#[test]
+fn bypass_skips_country_and_crowdsec_but_not_the_cidr_lists() {
+    let f = Filter::new(
+        IpSet::default(),
+        nets(&["10.9.0.0/16"]),
+        countries(&["FR"]),
+        CountrySet::default(),
+        CrowdSecMode::Enforce,
+    )
+    .with_bypass(nets(&["10.0.0.0/8", "2001:db8::/64"]));
+    let table = geo();
+    let ask = |addr: &str| {
+        f.check(addr.parse().unwrap(), Some(&table), |_| {
+            Reputation::Flagged(Verdict::CrowdsecBan)
+        })
+    };
+    // 10.1.2.3 is in DE (not allowed) and flagged: the bypass lets it in, consulting neither.
+    let out = ask("10.1.2.3");
+    assert_eq!(
+        (out.verdict, out.bypass, out.crowdsec),
+        (Verdict::Allow, true, None)
+    );
+    assert_eq!(table.asked.get(), 0, "the GeoIP database is not consulted");
+    let out = ask("::ffff:10.1.2.3");
+    assert!(out.bypass, "IPv4-mapped forms match too");
+    let out = ask("2001:db8::1");
+    assert_eq!((out.verdict, out.bypass), (Verdict::Allow, true));
+    // The deny list still applies inside the bypass range.
+    let out = ask("10.9.1.1");
+    assert_eq!((out.verdict, out.bypass), (Verdict::IpRestricted, false));
+    // Outside it, the layers run as usual.
+    let out = ask("192.0.2.1");
+    assert_eq!(
+        (out.verdict, out.bypass),
+        (Verdict::CountryRestricted, false)
+    );
+    let out = ask("192.0.2.2");
+    assert_eq!(out.verdict, Verdict::CrowdsecBan);
+}

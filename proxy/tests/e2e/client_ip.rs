@@ -305,3 +305,65 @@ async fn client_identity_headers_come_from_what_the_proxy_decided() {
     .await;
     assert_eq!(r.status, 403, "the nearest entry decides");
 }
+
+#[tokio::test]
+async fn a_client_ip_header_from_trusted_peers_names_the_client() {
+    let (up, echo_up) = (Upstream::start("u").await, EchoUpstream::start().await);
+    let proxy = ProxyBuilder::new(&services(&up, &echo_up))
+        .port("raw")
+        .arg("--trusted-proxies")
+        .arg("127.0.0.10/32")
+        .arg("--client-ip-header")
+        .arg("X-Edge-Client")
+        .start()
+        .await;
+    let ask = |src: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let proxy = &proxy;
+        async move { get_with(proxy, src, "web.test", "/", &headers).await }
+    };
+
+    // From the trusted edge, the header decides, over X-Forwarded-For.
+    let r = ask(
+        "127.0.0.10",
+        vec![
+            ("x-edge-client", "198.51.100.7"),
+            ("x-forwarded-for", "192.0.2.1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 403, "the header's address is on the deny list");
+    let r = ask("127.0.0.10", vec![("x-edge-client", "192.0.2.44")]).await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(seen["xff"], "192.0.2.44, 127.0.0.10");
+    assert_eq!(seen["headers"]["x-real-ip"][0], "192.0.2.44");
+    assert!(
+        seen["headers"].get("x-edge-client").is_none(),
+        "the header is not passed upstream: {seen}"
+    );
+    // Two values, or a value that is not an address: X-Forwarded-For is walked instead.
+    let r = ask(
+        "127.0.0.10",
+        vec![
+            ("x-edge-client", "192.0.2.44"),
+            ("x-edge-client", "192.0.2.45"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = ask("127.0.0.10", vec![("x-edge-client", "unknown")]).await;
+    assert_eq!(r.json()["headers"]["x-real-ip"][0], "127.0.0.10");
+    // From anyone else, the header is ignored and removed.
+    let r = ask("127.0.0.12", vec![("x-edge-client", "198.51.100.7")]).await;
+    assert_eq!(
+        r.status, 200,
+        "a spoofed header from an untrusted peer changes nothing"
+    );
+    let seen = r.json();
+    assert_eq!(seen["headers"]["x-real-ip"][0], "127.0.0.12");
+    assert!(seen["headers"].get("x-edge-client").is_none());
+    let entries = proxy.wait_entries(5).await;
+    assert_eq!(entries[0]["source_ip"], "198.51.100.7");
+    assert_eq!(entries[1]["source_ip"], "192.0.2.44");
+}

@@ -473,3 +473,32 @@ async fn unreachable_lapi_host_is_named_in_operator_words() {
         .await;
     assert!(!wrong_key.stderr_text().contains("not-the-key"));
 }
+
+#[tokio::test]
+async fn bypass_clients_skip_country_and_crowdsec_but_not_the_deny_list() {
+    let up = Upstream::start("u").await;
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--range", "127.0.0.0/24"]);
+    // Country lists without a GeoIP database deny everyone (geo_unavailable): except the
+    // bypass list, which is not asked about countries at all.
+    let yaml = format!(
+        "services:\n  - id: web\n    protocol: http\n    hosts: [web.test]\n    upstream: {}\n    restrictions:\n      cidr_deny: [127.0.0.99]\n      country_allow: [DE]\n      crowdsec_mode: enforce\n      bypass: [127.0.0.96/29]\n",
+        up.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml).crowdsec(&lapi.url()).start().await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    assert_eq!(status_of(&proxy, "127.0.0.97", "web.test").await, 200);
+    assert_eq!(status_of(&proxy, "127.0.0.99", "web.test").await, 403);
+    assert_eq!(status_of(&proxy, "127.0.0.50", "web.test").await, 403);
+    let e = proxy.wait_entries(3).await;
+    assert_eq!(e[0]["deny_reason"], "");
+    assert_eq!(e[0]["metadata"], serde_json::json!({"bypass": true}));
+    assert_eq!(
+        e[1]["deny_reason"], "ip_restricted",
+        "the deny list applies inside the bypass"
+    );
+    assert!(e[1]["metadata"].get("bypass").is_none());
+    assert_eq!(e[2]["deny_reason"], "geo_unavailable");
+}
