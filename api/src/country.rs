@@ -44,6 +44,11 @@ impl CountryCode {
             .then(|| Self([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
     }
 
+    /// The two upper-case ASCII letters.
+    pub const fn bytes(self) -> [u8; 2] {
+        self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("??")

@@ -49,6 +49,8 @@ pub enum StartupError {
     Configuration(#[from] ReconfigureError),
     #[error("{0}")]
     Management(String),
+    #[error(transparent)]
+    AsnDb(#[from] crate::geo::GeoError),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
     #[error("cannot write --ready-file {}: {source}", path.display())]
@@ -159,9 +161,18 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         open_files,
         "connection limits"
     );
+    let asn = match &settings.asn_db {
+        Some(path) => {
+            let db = crate::geo::AsnDb::open(path)?;
+            tracing::info!(path = %path.display(), "ASN database loaded");
+            Some(db)
+        }
+        None => None,
+    };
     let state = ProxyState {
         routes: ArcSwap::from_pointee(Routes::default()),
         geo: ArcSwapOption::empty(),
+        asn,
         access_log,
         clients: settings.clients.clone(),
         limits: settings.limits.clone(),

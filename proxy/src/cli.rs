@@ -84,6 +84,10 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_GEO_DB")]
     pub geo_db: Option<PathBuf>,
 
+    /// MaxMind-format ASN database (GeoLite2-ASN), for CrowdSec decisions with scope AS.
+    #[arg(long, env = "NB_PROXY_ASN_DB")]
+    pub asn_db: Option<PathBuf>,
+
     /// Peers whose X-Forwarded-For and PROXY headers are believed (comma-separated CIDRs).
     #[arg(long, env = "NB_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,

@@ -32,6 +32,7 @@ pub struct Settings {
     pub compile: CompileOptions,
     pub access_log: Destination,
     pub geo_db: Option<PathBuf>,
+    pub asn_db: Option<PathBuf>,
     /// How often the services file and the GeoIP database are checked for changes.
     pub poll_interval: Duration,
     pub shutdown_timeout: Duration,
@@ -202,6 +203,7 @@ impl TryFrom<Args> for Settings {
             },
             access_log: Destination::parse(&args.access_log),
             geo_db: args.geo_db,
+            asn_db: args.asn_db,
             poll_interval: args.config_poll_interval,
             shutdown_timeout: args.shutdown_timeout,
             ready_file: args.ready_file,

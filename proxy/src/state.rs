@@ -13,8 +13,8 @@ use crate::accesslog::AccessLog;
 use crate::admission::Admission;
 use crate::clientip::ClientAddressPolicy;
 use crate::config::Routes;
-use crate::crowdsec::CrowdSec;
-use crate::geo::GeoDb;
+use crate::crowdsec::{CrowdSec, Network};
+use crate::geo::{AsnDb, GeoDb};
 use crate::remediation::captcha::Captcha;
 use crate::restrict::{CountryLookup, Filter, Outcome};
 use crate::shutdown::Shutdown;
@@ -58,6 +58,8 @@ pub struct ProxyState {
     pub routes: ArcSwap<Routes>,
     /// Replaced whole when the database file changes.
     pub geo: ArcSwapOption<GeoDb>,
+    /// For CrowdSec's `AS` decisions; loaded at start.
+    pub asn: Option<AsnDb>,
     pub access_log: AccessLog,
     pub clients: ClientAddressPolicy,
     pub limits: Limits,
@@ -125,6 +127,14 @@ impl ProxyState {
     pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
         let geo = self.geo.load();
         let lookup = geo.as_deref().map(|g| g as &dyn CountryLookup);
-        filter.check(client, lookup, |ip| self.crowdsec.reputation(ip))
+        filter.check(client, lookup, |ip| {
+            self.crowdsec.reputation(ip, || Network {
+                asn: self.asn.as_ref().and_then(|db| db.asn(ip)),
+                country: geo
+                    .as_deref()
+                    .and_then(|g| g.country(ip))
+                    .map(|c| c.bytes()),
+            })
+        })
     }
 }

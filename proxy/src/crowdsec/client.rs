@@ -294,7 +294,7 @@ impl LapiClient {
             .http
             .get(self.stream_url.clone())
             .query(&[("startup", if startup { "true" } else { "false" })])
-            .query(&[("scopes", "ip,range")])
+            .query(&[("scopes", "ip,range,country,as")])
             .query(&self.cfg.filter.query());
         if !startup {
             req = req.timeout(self.cfg.timeout);

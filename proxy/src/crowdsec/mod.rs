@@ -14,6 +14,7 @@ pub use client::{ApiKey, LapiConfig, LapiError};
 pub use duration::parse_go_duration;
 pub use filter::DecisionFilter;
 pub use registry::{BouncerRef, CrowdSec};
+pub use store::Network;
 pub use wire::{parse_stream, Batch, Change, Target};
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::bouncer;
 use super::client::{LapiClient, LapiConfig};
 use super::shared::{BouncerStatus, Shared};
+use super::store::Network;
 use crate::restrict::{CrowdSecMode, Reputation};
 
 pub struct CrowdSec {
@@ -56,8 +57,8 @@ impl CrowdSec {
 
     /// The per-request check: lock-free.
     #[inline]
-    pub fn reputation(&self, addr: IpAddr) -> Reputation {
-        self.shared.reputation(addr)
+    pub fn reputation(&self, addr: IpAddr, network: impl FnOnce() -> Network) -> Reputation {
+        self.shared.reputation(addr, network)
     }
 
     /// Sees each new set of decisions after this call.

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use super::store::Snapshot;
+use super::store::{Network, Snapshot};
 use crate::restrict::Reputation;
 
 /// The bouncer's state as shown to operators and management.
@@ -53,12 +53,20 @@ impl Shared {
 
     /// The hot path: no lock, no allocation, no await.
     #[inline]
-    pub fn reputation(&self, addr: IpAddr) -> Reputation {
+    /// `network` (the address's AS and country) is asked only when no address or range
+    /// decision covers it and some AS or country decision exists.
+    pub fn reputation(&self, addr: IpAddr, network: impl FnOnce() -> Network) -> Reputation {
         if !self.synced.load(Ordering::Acquire) {
             return Reputation::Unavailable;
         }
         let now = self.now.load(Ordering::Relaxed);
-        match self.snapshot.load().lookup(addr.to_canonical(), now) {
+        let snap = self.snapshot.load();
+        let found = snap.lookup(addr.to_canonical(), now).or_else(|| {
+            snap.has_scoped()
+                .then(network)
+                .and_then(|n| snap.lookup_network(n, now))
+        });
+        match found {
             Some(v) => Reputation::Flagged(v),
             None => Reputation::Clean,
         }

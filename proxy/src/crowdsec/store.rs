@@ -264,7 +264,30 @@ pub struct Snapshot {
     v6: Arc<Table<V6Key>>,
     r4: Arc<RangeTable<u32>>,
     r6: Arc<RangeTable<u128>>,
+    /// `AS` and `Country` decisions, few: sorted for a bisection.
+    scoped: Arc<Scoped>,
     verdicts: [Verdict; MAX_TYPES + 1],
+}
+
+/// Decisions on an autonomous system or a country, by key, with their slot value.
+#[derive(Default)]
+struct Scoped {
+    asns: Box<[(u32, u32)]>,
+    countries: Box<[([u8; 2], u32)]>,
+}
+
+impl Scoped {
+    fn get<K: Ord>(list: &[(K, u32)], key: &K, now: u32) -> Option<u32> {
+        let i = list.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        Some(list[i].1).filter(|m| meta_expires(*m) > now)
+    }
+}
+
+/// What the AS and country decisions need to know about an address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Network {
+    pub asn: Option<u32>,
+    pub country: Option<[u8; 2]>,
 }
 
 impl Snapshot {
@@ -274,8 +297,33 @@ impl Snapshot {
             v6: Arc::new(Table::with_capacity(0)),
             r4: Arc::new(RangeTable::build(Vec::new())),
             r6: Arc::new(RangeTable::build(Vec::new())),
+            scoped: Arc::default(),
             verdicts: [Verdict::CrowdsecBan; MAX_TYPES + 1],
         }
+    }
+
+    /// Whether any AS or country decision is held: only then is the address's network asked.
+    #[inline]
+    pub fn has_scoped(&self) -> bool {
+        !self.scoped.asns.is_empty() || !self.scoped.countries.is_empty()
+    }
+
+    /// The decision on the address's autonomous system, else on its country. Asked only
+    /// after [`Snapshot::lookup`] found nothing: an address or a range is more specific.
+    pub fn lookup_network(&self, net: Network, now: u32) -> Option<Verdict> {
+        let asn = net
+            .asn
+            .and_then(|a| Scoped::get(&self.scoped.asns, &a, now));
+        let m = asn.or_else(|| {
+            net.country
+                .and_then(|c| Scoped::get(&self.scoped.countries, &c, now))
+        })?;
+        Some(self.verdicts[meta_type(m) as usize])
+    }
+
+    /// AS and country decisions held.
+    pub fn scoped_len(&self) -> (usize, usize) {
+        (self.scoped.asns.len(), self.scoped.countries.len())
     }
 
     /// The decision covering `addr` (canonical) at `now` (seconds since the store's epoch).
@@ -303,7 +351,12 @@ impl Snapshot {
 
     /// Decisions held (expired ones not yet purged included).
     pub fn len(&self) -> usize {
-        self.v4.len + self.v6.len + self.r4.entries.len() + self.r6.entries.len()
+        self.v4.len
+            + self.v6.len
+            + self.r4.entries.len()
+            + self.r6.entries.len()
+            + self.scoped.asns.len()
+            + self.scoped.countries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -346,6 +399,8 @@ pub struct Store {
     multi: HashMap<Target, Vec<(u8, u32)>>,
     /// All range decisions by network: every (type, expiry).
     ranges: HashMap<IpNet, Vec<(u8, u32)>>,
+    /// All AS and country decisions: every (type, expiry).
+    scoped: HashMap<Target, Vec<(u8, u32)>>,
 }
 
 impl Default for Store {
@@ -361,6 +416,7 @@ impl Store {
             types: Vec::new(),
             multi: HashMap::new(),
             ranges: HashMap::new(),
+            scoped: HashMap::new(),
         }
     }
 
@@ -397,6 +453,7 @@ impl Store {
         self.types.clear();
         self.multi.clear();
         self.ranges.clear();
+        self.scoped.clear();
         let map: Vec<u8> = batch.types.iter().map(|t| self.global_type(t)).collect();
         let verdicts = self.verdicts();
         let mut v4: HashMap<u32, u32> = HashMap::with_capacity(batch.new.len());
@@ -415,6 +472,9 @@ impl Store {
                     merge_single(&mut v6, &mut self.multi, c.target, k, t, exp, &verdicts)
                 }
                 Target::Range(n) => upsert(self.ranges.entry(n).or_default(), t, exp),
+                Target::Country(_) | Target::As(_) => {
+                    upsert(self.scoped.entry(c.target).or_default(), t, exp)
+                }
             }
         }
         let n4 = v4.len();
@@ -436,6 +496,7 @@ impl Store {
             v6,
             r4,
             r6,
+            scoped: self.scoped_table(),
             verdicts,
         });
         self.snapshot.clone()
@@ -448,6 +509,7 @@ impl Store {
         let mut e4 = Edit::new(&old.v4);
         let mut e6 = Edit::new(&old.v6);
         let mut ranges_changed = false;
+        let mut scoped_changed = false;
         for (c, deleted) in batch
             .deleted
             .iter()
@@ -475,6 +537,17 @@ impl Store {
                         self.ranges.remove(&n);
                     }
                 }
+                Target::Country(_) | Target::As(_) => {
+                    scoped_changed = true;
+                    let list = self.scoped.entry(c.target).or_default();
+                    match op {
+                        Op::Add(t, e) => upsert(list, t, e),
+                        Op::Delete(t) => list.retain(|(lt, _)| *lt != t),
+                    }
+                    if list.is_empty() {
+                        self.scoped.remove(&c.target);
+                    }
+                }
             }
         }
         let v4 = e4.finish(&old.v4);
@@ -484,11 +557,17 @@ impl Store {
         } else {
             (old.r4.clone(), old.r6.clone())
         };
+        let scoped = if scoped_changed {
+            self.scoped_table()
+        } else {
+            old.scoped.clone()
+        };
         let mut snap = Snapshot {
             v4,
             v6,
             r4,
             r6,
+            scoped,
             verdicts: self.verdicts(),
         };
         // Grow the tables when buckets get long.
@@ -506,14 +585,17 @@ impl Store {
             list.retain(|(_, e)| *e > now);
             list.len() > 1
         });
-        self.ranges.retain(|_, list| {
+        let live = |list: &mut Vec<(u8, u32)>| {
             list.retain(|(_, e)| *e > now);
             !list.is_empty()
-        });
+        };
+        self.ranges.retain(|_, list| live(list));
+        self.scoped.retain(|_, list| live(list));
         let (r4, r6) = self.range_tables();
         let mut snap = self.rebuilt(&old, now);
         snap.r4 = r4;
         snap.r6 = r6;
+        snap.scoped = self.scoped_table();
         self.snapshot = Arc::new(snap);
         self.snapshot.clone()
     }
@@ -527,8 +609,28 @@ impl Store {
             v6: Arc::new(Table::build(live6, n6)),
             r4: s.r4.clone(),
             r6: s.r6.clone(),
+            scoped: s.scoped.clone(),
             verdicts: self.verdicts(),
         }
+    }
+
+    fn scoped_table(&self) -> Arc<Scoped> {
+        let mut asns = Vec::new();
+        let mut countries = Vec::new();
+        for (target, list) in &self.scoped {
+            let Some(m) = self.winner(list) else { continue };
+            match target {
+                Target::As(n) => asns.push((*n, m)),
+                Target::Country(c) => countries.push((*c, m)),
+                _ => {}
+            }
+        }
+        asns.sort_unstable();
+        countries.sort_unstable();
+        Arc::new(Scoped {
+            asns: asns.into(),
+            countries: countries.into(),
+        })
     }
 
     fn edit_single<K: SlotKey>(&mut self, edit: &mut Edit<'_, K>, target: Target, key: K, op: Op) {

@@ -257,3 +257,65 @@ fn change(target: &str, type_index: u8, remaining_secs: u32) -> Change {
         remaining_secs,
     }
 }
+
+#[test]
+fn as_and_country_decisions_come_after_addresses_and_ranges() {
+    use super::store::Network;
+    use std::net::Ipv4Addr;
+    let mut store = Store::new();
+    let change = |target, type_index| Change {
+        target,
+        type_index,
+        remaining_secs: 3600,
+    };
+    let batch = Batch {
+        new: vec![
+            change(Target::Country(*b"RU"), 0),
+            change(Target::As(64500), 1),
+            change(Target::V4(u32::from(Ipv4Addr::new(192, 0, 2, 1))), 2),
+        ],
+        types: vec!["ban".into(), "captcha".into(), "throttle".into()],
+        ..Batch::default()
+    };
+    let snap = store.replace_all(batch, 0);
+    assert!(snap.has_scoped());
+    assert_eq!(snap.scoped_len(), (1, 1));
+    let net = |asn, country: Option<&[u8; 2]>| Network {
+        asn,
+        country: country.copied(),
+    };
+    let lookup = |ip: &str, n: Network| {
+        let ip: IpAddr = ip.parse().unwrap();
+        snap.lookup(ip, 1).or_else(|| snap.lookup_network(n, 1))
+    };
+    // The address decision is the most specific; then the AS; then the country.
+    assert_eq!(
+        lookup("192.0.2.1", net(Some(64500), Some(b"RU"))),
+        Some(Verdict::CrowdsecThrottle)
+    );
+    assert_eq!(
+        lookup("192.0.2.2", net(Some(64500), Some(b"RU"))),
+        Some(Verdict::CrowdsecCaptcha)
+    );
+    assert_eq!(
+        lookup("192.0.2.2", net(Some(64501), Some(b"RU"))),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(lookup("192.0.2.2", net(None, Some(b"DE"))), None);
+    // Deleted and expired ones stop matching.
+    let snap = store.apply(
+        Batch {
+            deleted: vec![change(Target::As(64500), 0)],
+            types: vec!["captcha".into()],
+            ..Batch::default()
+        },
+        1,
+    );
+    assert_eq!(snap.lookup_network(net(Some(64500), None), 1), None);
+    assert_eq!(
+        snap.lookup_network(net(None, Some(b"RU")), 3601),
+        None,
+        "expired"
+    );
+    assert_eq!(store.purge_expired(4000).scoped_len(), (0, 0));
+}

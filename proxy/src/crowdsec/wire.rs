@@ -17,6 +17,10 @@ pub enum Target {
     V4(u32),
     V6(u128),
     Range(IpNet),
+    /// `Country` scope: an ISO 3166-1 alpha-2 code, upper case (needs the GeoIP database).
+    Country([u8; 2]),
+    /// `AS` scope: an autonomous system number (needs the ASN database).
+    As(u32),
 }
 
 /// One decision, compact: its target, its type (an index into [`Batch::types`]) and the
@@ -307,6 +311,8 @@ struct Fields {
 enum Scope {
     Ip,
     Range,
+    Country,
+    As,
     Other,
 }
 
@@ -314,6 +320,10 @@ enum Scope {
 enum Value {
     Addr(IpAddr),
     Net(IpNet),
+    /// Two letters: a country code, for the `Country` scope.
+    Letters([u8; 2]),
+    /// Digits (optionally after `AS`): an AS number, for the `AS` scope.
+    Number(u32),
     Bad,
 }
 
@@ -345,6 +355,8 @@ impl Ctx<'_> {
         let target = match (f.scope, f.value) {
             (Some(Scope::Ip | Scope::Range), Some(Value::Addr(a))) => Some(single(a)),
             (Some(Scope::Ip | Scope::Range), Some(Value::Net(n))) => range(n),
+            (Some(Scope::Country), Some(Value::Letters(c))) => Some(Target::Country(c)),
+            (Some(Scope::As), Some(Value::Number(n))) => Some(Target::As(n)),
             _ => None,
         };
         let (Some(target), Some(secs), true, true, true) =
@@ -402,6 +414,10 @@ fn scope_of(s: &str) -> Scope {
         Scope::Ip
     } else if s.eq_ignore_ascii_case("range") {
         Scope::Range
+    } else if s.eq_ignore_ascii_case("country") {
+        Scope::Country
+    } else if s.eq_ignore_ascii_case("as") {
+        Scope::As
     } else {
         Scope::Other
     }
@@ -412,9 +428,21 @@ fn value_of(s: &str) -> Value {
     if let Ok(a) = s.parse::<IpAddr>() {
         return Value::Addr(a);
     }
-    match s.parse::<IpNet>() {
-        Ok(n) => Value::Net(n),
-        Err(_) => Value::Bad,
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Value::Net(n);
+    }
+    if let [a, b] = s.as_bytes() {
+        if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() {
+            return Value::Letters([a.to_ascii_uppercase(), b.to_ascii_uppercase()]);
+        }
+    }
+    let digits = s
+        .strip_prefix("AS")
+        .or_else(|| s.strip_prefix("as"))
+        .unwrap_or(s);
+    match digits.parse::<u32>() {
+        Ok(n) if !digits.starts_with('+') => Value::Number(n),
+        _ => Value::Bad,
     }
 }
 
@@ -569,8 +597,9 @@ mod tests {
         );
         assert_eq!(b.deleted.len(), 1);
         assert_eq!(b.deleted[0].remaining_secs, 0);
-        assert_eq!(b.new.len(), 5);
-        assert_eq!(b.skipped, 2, "country scope and a bad value");
+        assert_eq!(b.new.len(), 6);
+        assert_eq!(b.skipped, 1, "a bad value");
+        assert_eq!(b.new[3].target, Target::Country(*b"FR"));
         assert_eq!(
             b.new[0].target,
             Target::V4(u32::from(std::net::Ipv4Addr::new(198, 51, 100, 7)))
@@ -586,11 +615,11 @@ mod tests {
             Target::Range("10.0.0.0/8".parse().unwrap())
         );
         assert_eq!(
-            b.new[4].target,
+            b.new[5].target,
             Target::Range("203.0.113.0/24".parse().unwrap())
         );
         assert_eq!(b.types, ["ban", "captcha", "throttle", "custom"]);
-        assert_eq!(b.new[3].type_index, 3);
+        assert_eq!(b.new[4].type_index, 3);
     }
 
     #[test]
@@ -619,6 +648,31 @@ mod tests {
                 Target::V4(u32::from(std::net::Ipv4Addr::new(198, 51, 100, 9))),
             ]
         );
+    }
+
+    #[test]
+    fn country_and_as_scopes() {
+        let b = parse(
+            r#"{"new":[
+                 {"type":"ban","scope":"Country","value":"ru","duration":"1h"},
+                 {"type":"captcha","scope":"AS","value":"64500","duration":"1h"},
+                 {"type":"ban","scope":"as","value":"AS64501","duration":"1h"},
+                 {"type":"ban","scope":"Country","value":"RUS","duration":"1h"},
+                 {"type":"ban","scope":"AS","value":"-1","duration":"1h"},
+                 {"type":"ban","scope":"Ip","value":"64500","duration":"1h"},
+                 {"type":"ban","scope":"Username","value":"bob","duration":"1h"}
+               ]}"#,
+        );
+        let targets: Vec<_> = b.new.iter().map(|c| c.target).collect();
+        assert_eq!(
+            targets,
+            [
+                Target::Country(*b"RU"),
+                Target::As(64500),
+                Target::As(64501)
+            ]
+        );
+        assert_eq!(b.skipped, 4);
     }
 
     #[test]

@@ -59,3 +59,36 @@ impl CountryLookup for GeoDb {
         CountryCode::from_database(code)
     }
 }
+
+/// Autonomous-system lookups from a GeoLite2-ASN-format database
+/// (`autonomous_system_number`), for CrowdSec's `AS`-scoped decisions.
+pub struct AsnDb {
+    reader: Reader<Vec<u8>>,
+}
+
+const ASN: [PathElement<'static>; 1] = [PathElement::Key("autonomous_system_number")];
+
+impl AsnDb {
+    pub fn open(path: &Path) -> Result<Self, GeoError> {
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self { reader })
+    }
+
+    pub fn asn(&self, addr: IpAddr) -> Option<u32> {
+        let found = self.reader.lookup(addr.to_canonical()).ok()?;
+        if !found.has_data() {
+            return None;
+        }
+        // GeoLite2-ASN stores a uint32; other writers use a wider integer.
+        match found.decode_path::<u32>(&ASN) {
+            Ok(n) => n,
+            Err(_) => found
+                .decode_path::<u64>(&ASN)
+                .ok()?
+                .and_then(|n| u32::try_from(n).ok()),
+        }
+    }
+}

@@ -178,3 +178,88 @@ async fn the_database_is_reloaded_when_it_changes_and_a_broken_one_is_refused() 
     );
     assert_eq!(status_of(&proxy, "127.0.0.5", "nofr.test").await, 403);
 }
+
+/// A GeoLite2-ASN-shaped database: 127.0.3.0/24 in AS 64500, 127.0.4.0/24 in AS 64501.
+fn write_asn_db(path: &std::path::Path) {
+    let mut w = mmdb_writer::Writer::new("GeoLite2-ASN");
+    for (net, asn) in [("127.0.3.0/24", 64500u32), ("127.0.4.0/24", 64501)] {
+        w.insert(
+            net.parse::<ipnet::IpNet>().unwrap(),
+            &json!({"autonomous_system_number": asn, "autonomous_system_organization": "Example"}),
+        )
+        .unwrap();
+    }
+    std::fs::write(path, w.to_bytes().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn country_and_as_decisions_from_the_lapi_use_the_databases() {
+    let up = Upstream::start("u").await;
+    let lapi = crate::lapi::Lapi::start_new(None);
+    lapi.add(&["--scope", "Country", "--value", "FR", "--type", "captcha"]);
+    lapi.add(&["--scope", "AS", "--value", "64500"]);
+    lapi.add(&["--ip", "127.0.3.9", "--type", "throttle"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (geo, asn) = (dir.path().join("geo.mmdb"), dir.path().join("asn.mmdb"));
+    write_db(&geo, "GeoLite2-Country");
+    write_asn_db(&asn);
+    let yaml = format!(
+        "services:\n  - id: web\n    protocol: http\n    hosts: [web.test]\n    upstream: {}\n    restrictions: {{crowdsec_mode: enforce}}\n",
+        up.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .crowdsec(&lapi.url())
+        .poll_interval("300ms")
+        .arg("--crowdsec-update-interval")
+        .arg("300ms")
+        .arg("--geo-db")
+        .arg(geo.display().to_string())
+        .arg("--asn-db")
+        .arg(asn.display().to_string())
+        .start()
+        .await;
+    proxy
+        .wait_log_count("synced initial decisions (3)", 1)
+        .await;
+    let reason = |r: Reply| r.json()["verdict"].as_str().unwrap_or("").to_owned();
+    let ask = |src: &'static str| {
+        let proxy = &proxy;
+        async move {
+            get_with(
+                proxy,
+                src,
+                "web.test",
+                "/",
+                &[("accept", "application/json")],
+            )
+            .await
+        }
+    };
+    assert_eq!(reason(ask("127.0.1.7").await), "crowdsec_captcha", "FR");
+    assert_eq!(reason(ask("127.0.3.7").await), "crowdsec_ban", "AS 64500");
+    assert_eq!(
+        reason(ask("127.0.3.9").await),
+        "crowdsec_throttle",
+        "an address decision is more specific than its AS"
+    );
+    assert_eq!(ask("127.0.4.7").await.status, 200, "AS 64501, DE");
+    assert_eq!(ask("127.0.0.7").await.status, 200, "DE");
+
+    // Deleting the country decision lets France in again.
+    lapi.cscli(&["decisions", "delete", "--value", "FR"]);
+    for _ in 0..100 {
+        if ask("127.0.1.7").await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ask("127.0.1.7").await.status, 200);
+
+    // Without the ASN database the AS decision cannot match.
+    let plain = ProxyBuilder::new(&yaml).crowdsec(&lapi.url()).start().await;
+    plain.wait_log_count("synced initial decisions", 1).await;
+    assert_eq!(
+        get_from(&plain, "127.0.3.7", "web.test", "/").await.status,
+        200
+    );
+}
