@@ -297,6 +297,8 @@ fn lapi_config(
     cfg.timeout = args.crowdsec_timeout;
     cfg.sync_timeout = args.crowdsec_sync_timeout;
     cfg.max_decisions = args.crowdsec_max_decisions;
+    cfg.has_asn_db = args.asn_db.is_some();
+    cfg.has_geo_db = args.geo_db.is_some();
     cfg.filter = DecisionFilter::new(
         args.crowdsec_origins.clone(),
         args.crowdsec_scenarios_containing.clone(),

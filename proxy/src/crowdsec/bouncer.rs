@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::client::{LapiClient, LapiError};
+use super::client::{LapiClient, LapiConfig, LapiError};
 use super::shared::Shared;
 use super::store::Store;
 use crate::backoff::backoff;
@@ -22,6 +22,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
     let mut last_purge = Instant::now();
     let mut failures: u32 = 0;
     let mut failing: Option<&'static str> = None;
+    let mut unmatched_said = (false, false);
     loop {
         let full = need_full || last_full.elapsed() >= cfg.resync_interval;
         match client.stream(full).await {
@@ -58,6 +59,7 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                     }
                 };
                 let count = snap.len();
+                say_unmatched(&cfg, snap.scoped_len(), &mut unmatched_said);
                 shared.publish(snap);
                 if purge {
                     last_purge = Instant::now();
@@ -109,6 +111,24 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                 tokio::time::sleep(backoff(failures, cfg.update_interval.max(MAX_BACKOFF))).await;
             }
         }
+    }
+}
+
+/// Once per process and scope: decisions that need a database the proxy was not given.
+fn say_unmatched(cfg: &LapiConfig, (asns, countries): (usize, usize), said: &mut (bool, bool)) {
+    if asns > 0 && !cfg.has_asn_db && !said.0 {
+        said.0 = true;
+        tracing::warn!(
+            decisions = asns,
+            "CrowdSec: {asns} decisions with scope AS are skipped: they need --asn-db"
+        );
+    }
+    if countries > 0 && !cfg.has_geo_db && !said.1 {
+        said.1 = true;
+        tracing::warn!(
+            decisions = countries,
+            "CrowdSec: {countries} decisions with scope Country are skipped: they need --geo-db"
+        );
     }
 }
 

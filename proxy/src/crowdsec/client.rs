@@ -61,6 +61,9 @@ pub struct LapiConfig {
     pub sync_timeout: Duration,
     pub filter: DecisionFilter,
     pub max_decisions: usize,
+    /// Whether the proxy has the databases that `AS` and `Country` decisions need.
+    pub has_asn_db: bool,
+    pub has_geo_db: bool,
 }
 
 impl LapiConfig {
@@ -84,6 +87,8 @@ impl LapiConfig {
             sync_timeout: Duration::from_secs(120),
             filter: DecisionFilter::default(),
             max_decisions: 5_000_000,
+            has_asn_db: false,
+            has_geo_db: false,
         }
     }
 }

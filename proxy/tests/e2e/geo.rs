@@ -258,6 +258,20 @@ async fn country_and_as_decisions_from_the_lapi_use_the_databases() {
     // Without the ASN database the AS decision cannot match.
     let plain = ProxyBuilder::new(&yaml).crowdsec(&lapi.url()).start().await;
     plain.wait_log_count("synced initial decisions", 1).await;
+    plain
+        .wait_log_count(
+            "CrowdSec: 1 decisions with scope AS are skipped: they need --asn-db",
+            1,
+        )
+        .await;
+    assert!(
+        !plain.stderr_text().contains("scope Country"),
+        "no Country decision is left after the deletion"
+    );
+    assert!(
+        !proxy.stderr_text().contains("are skipped: they need"),
+        "a proxy with both databases skips nothing"
+    );
     assert_eq!(
         get_from(&plain, "127.0.3.7", "web.test", "/").await.status,
         200
