@@ -116,6 +116,11 @@ pub struct Metadata<'a> {
     /// What the captcha step did: `served`, `passed`, `failed` or `cookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captcha: Option<crate::CaptchaOutcome>,
+    /// What the AppSec layer said, whenever it blocked or could not be asked (enforce or observe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appsec_verdict: Option<crate::Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appsec_mode: Option<crate::AppSecMode>,
     /// The client is on the service's bypass list: country and CrowdSec were not consulted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bypass: bool,
@@ -140,6 +145,8 @@ impl Metadata<'_> {
             + usize::from(self.reference.is_some())
             + usize::from(self.captcha.is_some())
             + usize::from(self.bypass)
+            + usize::from(self.appsec_verdict.is_some())
+            + usize::from(self.appsec_mode.is_some())
             + self.other.len()
     }
 

@@ -17,6 +17,8 @@ pub use proxy::{paths, BouncerReport, ProxyReport, ServicesUpdate};
 pub use remediation::{
     BanSpec, CaptchaOutcome, CaptchaProvider, CaptchaSpec, RemediationSpec, ThrottleSpec,
 };
-pub use spec::{CrowdSecMode, Protocol, RestrictionsSpec, ServiceSpec, TlsSpec};
+pub use spec::{
+    AppSecMode, CrowdSecMode, OversizedBody, Protocol, RestrictionsSpec, ServiceSpec, TlsSpec,
+};
 pub use sse::{SseEvent, SseParser};
 pub use verdict::Verdict;

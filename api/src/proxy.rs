@@ -35,6 +35,9 @@ pub struct ProxyReport {
     pub version: String,
     /// A CrowdSec LAPI is configured, so services may use enforce or observe.
     pub supports_crowdsec: bool,
+    /// An AppSec component is configured (`--appsec-url`), so services may use `appsec_mode`.
+    #[serde(default)]
+    pub supports_appsec: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bouncer: Option<BouncerReport>,
     /// The revision of the services it runs (absent before the first one).

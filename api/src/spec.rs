@@ -56,6 +56,55 @@ impl fmt::Display for CrowdSecMode {
     }
 }
 
+/// Per-service AppSec mode, as for IP reputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum AppSecMode {
+    #[default]
+    Off,
+    /// Deny what the AppSec component blocks.
+    Enforce,
+    /// Never deny; record what would have been blocked.
+    Observe,
+}
+
+impl AppSecMode {
+    pub const fn is_on(self) -> bool {
+        !matches!(self, AppSecMode::Off)
+    }
+
+    pub fn is_off(&self) -> bool {
+        !self.is_on()
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AppSecMode::Off => "off",
+            AppSecMode::Enforce => "enforce",
+            AppSecMode::Observe => "observe",
+        }
+    }
+}
+
+/// What to do with a request whose body is larger than AppSec may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OversizedBody {
+    /// Inspect the request line and headers only.
+    #[default]
+    InspectHead,
+    /// Deny it (`appsec_block`).
+    Block,
+}
+
+impl OversizedBody {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -108,8 +157,19 @@ pub struct RestrictionsSpec {
     pub country_deny: Vec<String>,
     #[serde(default)]
     pub crowdsec_mode: CrowdSecMode,
-    /// CIDRs or bare addresses that skip the country and CrowdSec layers (monitoring, an
-    /// office); the CIDR allow and deny lists still apply to them.
+    /// http: CrowdSec's AppSec component (WAF), asked after the IP-reputation layer.
+    #[serde(default, skip_serializing_if = "AppSecMode::is_off")]
+    pub appsec_mode: AppSecMode,
+    /// When the AppSec component cannot be asked: `false` (the default) denies
+    /// (`appsec_unavailable`), `true` lets the request through.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub appsec_fail_open: bool,
+    /// A body larger than the proxy's `--appsec-max-body`: `inspect_head` sends the request
+    /// without its body, `block` denies it.
+    #[serde(default, skip_serializing_if = "OversizedBody::is_default")]
+    pub appsec_oversized_body: OversizedBody,
+    /// CIDRs or bare addresses that skip the country, CrowdSec and AppSec layers (monitoring,
+    /// an office); the CIDR allow and deny lists still apply to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bypass: Vec<String>,
 }
@@ -123,5 +183,6 @@ impl RestrictionsSpec {
             + self.country_deny.len()
             + self.bypass.len()
             + usize::from(self.crowdsec_mode.is_on())
+            + usize::from(self.appsec_mode.is_on())
     }
 }

@@ -259,6 +259,12 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
     let country_allow = parse_countries(ctx, "restrictions.country_allow", &r.country_allow);
     let country_deny = parse_countries(ctx, "restrictions.country_deny", &r.country_deny);
     let bypass = parse_cidrs(ctx, "restrictions.bypass", &r.bypass);
+    if spec.protocol == Protocol::Tcp && spec.restrictions.appsec_mode.is_on() {
+        ctx.push(
+            Some("restrictions.appsec_mode"),
+            "AppSec inspects HTTP requests; a tcp service has none".into(),
+        );
+    }
     if spec.protocol == Protocol::Tcp && !spec.remediation.is_default() {
         ctx.push(
             Some("remediation"),

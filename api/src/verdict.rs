@@ -19,12 +19,16 @@ pub enum Verdict {
     CrowdsecCaptcha,
     CrowdsecThrottle,
     CrowdsecUnavailable,
+    /// CrowdSec's AppSec component blocked the request.
+    AppsecBlock,
+    /// The AppSec component could not be asked (down, timeout, key refused).
+    AppsecUnavailable,
     /// No service is configured for the requested host (404).
     NoService,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 11] = [
         Verdict::Allow,
         Verdict::IpRestricted,
         Verdict::CountryRestricted,
@@ -33,6 +37,8 @@ impl Verdict {
         Verdict::CrowdsecCaptcha,
         Verdict::CrowdsecThrottle,
         Verdict::CrowdsecUnavailable,
+        Verdict::AppsecBlock,
+        Verdict::AppsecUnavailable,
         Verdict::NoService,
     ];
 
@@ -46,6 +52,8 @@ impl Verdict {
             Verdict::CrowdsecCaptcha => "crowdsec_captcha",
             Verdict::CrowdsecThrottle => "crowdsec_throttle",
             Verdict::CrowdsecUnavailable => "crowdsec_unavailable",
+            Verdict::AppsecBlock => "appsec_block",
+            Verdict::AppsecUnavailable => "appsec_unavailable",
             Verdict::NoService => "no_service",
         }
     }

@@ -63,7 +63,7 @@ export const api = {
     call<Service>("PUT", `/api/v1/services/${encodeURIComponent(id)}`, s),
   deleteService: (id: string) => call<void>("DELETE", `/api/v1/services/${encodeURIComponent(id)}`),
   proxies: () => call<Proxy[]>("GET", "/api/v1/proxies"),
-  capabilities: () => call<{ crowdsec: CrowdSecSupport }>("GET", "/api/v1/capabilities"),
+  capabilities: () => call<{ crowdsec: CrowdSecSupport; appsec: CrowdSecSupport }>("GET", "/api/v1/capabilities"),
   countries: () => call<string[]>("GET", "/api/v1/countries"),
   events: (query: URLSearchParams) => call<EventPage>("GET", `/api/v1/events?${query}`),
 };

@@ -144,6 +144,42 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const countryDeny = countryPicker("country-deny", "Country deny list", r?.country_deny ?? [], countries);
   const currentMode: Mode = r?.crowdsec_mode ?? "off";
   const rem = service?.remediation;
+  type AppSec = "off" | "enforce" | "observe";
+  const currentAppSec: AppSec = r?.appsec_mode ?? "off";
+  let appsecMode = (): AppSec => currentAppSec;
+  let appsecOpen = (): boolean => r?.appsec_fail_open ?? false;
+  let appsec: HTMLElement;
+  if (caps.appsec.supported) {
+    const select = h(
+      "select",
+      { id: "appsec-mode" },
+      h("option", { value: "off" }, "Off"),
+      h("option", { value: "enforce" }, "Enforce"),
+      h("option", { value: "observe" }, "Observe"),
+    );
+    select.value = currentAppSec;
+    const open = h("input", { id: "appsec-fail-open", type: "checkbox" });
+    open.checked = r?.appsec_fail_open ?? false;
+    appsecMode = () => select.value as AppSec;
+    appsecOpen = () => open.checked;
+    appsec = h(
+      "div",
+      { class: "field", "data-field": "restrictions.appsec_mode" },
+      h("label", { for: "appsec-mode" }, "CrowdSec AppSec (WAF)"),
+      select,
+      h("p", { class: "hint" }, "HTTP only, after IP reputation. Enforce denies what AppSec blocks (appsec_block) and, unless the box below is ticked, everything while AppSec cannot be reached (appsec_unavailable). Observe never denies."),
+      h("label", { for: "appsec-fail-open" }, open, " Let requests through while AppSec cannot be reached"),
+    );
+  } else {
+    appsec = h(
+      "div",
+      { class: "field notice", id: "appsec-missing", "data-field": "restrictions.appsec_mode" },
+      h("h3", {}, "CrowdSec AppSec is not available"),
+      h("p", {}, caps.appsec.reason ?? "No live proxy supports AppSec."),
+      h("p", { class: "hint" }, "Start every proxy with --appsec-url (CrowdSec 1.6 or later, with its AppSec component). The option appears here once they report in."),
+      currentAppSec !== "off" && h("p", {}, `This service keeps its current mode: ${currentAppSec}.`),
+    );
+  }
   const banStatus = h("input", { id: "ban-status", type: "number", min: "400", max: "599", value: rem?.ban?.status?.toString() ?? "", placeholder: "403" });
   const banRedirect = h("input", { id: "ban-redirect", value: rem?.ban?.redirect_url ?? "", placeholder: "https://example.com/blocked" });
   const banTemplate = h("input", { id: "ban-template", value: rem?.ban?.template_file ?? "", placeholder: "/etc/nb-proxy/ban.html" });
@@ -205,12 +241,13 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const access = h(
     "section",
     { id: "tab-access", role: "tabpanel", "aria-labelledby": "tab-btn-access", hidden: true },
-    h("p", { class: "hint" }, "Checked in this order; the first denial wins: CIDR, then country, then CrowdSec."),
+    h("p", { class: "hint" }, "Checked in this order; the first denial wins: CIDR, then country, then CrowdSec, then AppSec."),
     field("restrictions.cidr_allow", "CIDR allow list", cidrAllow, "One per line. When set, only these addresses may connect."),
     field("restrictions.cidr_deny", "CIDR deny list", cidrDeny, "One per line."),
     countryAllow.el,
     countryDeny.el,
     crowdsec,
+    appsec,
     field("restrictions.bypass", "Bypass list", bypass, "One per line. These addresses skip the country and CrowdSec checks (monitoring, your office); the CIDR lists above still apply. Logged as allowed with bypass."),
   );
   const denied = h(
@@ -258,6 +295,9 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
       country_allow: countryAllow.codes(),
       country_deny: countryDeny.codes(),
       crowdsec_mode: mode(),
+      appsec_mode: appsecMode(),
+      appsec_fail_open: appsecOpen(),
+      appsec_oversized_body: r?.appsec_oversized_body,
       bypass: lines(bypass.value),
     },
     remediation: {

@@ -110,6 +110,8 @@ describe("dashboard", () => {
     const why = await page.textContent("#crowdsec-missing");
     expect(why).toContain("no proxy is connected");
     expect(why).toContain("--crowdsec-api-url");
+    expect(await page.locator("#appsec-mode").count()).toBe(0);
+    expect(await page.textContent("#appsec-missing")).toContain("--appsec-url");
     await screenshot(page, "06-crowdsec-unavailable");
     await page.click("button[type=submit]");
     await page.waitForSelector("text=Saved.");

@@ -146,28 +146,71 @@ pub struct CrowdSecSupport {
 
 /// Every live proxy serves every service, so all of them must have a bouncer.
 pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
+    support(
+        proxies,
+        now_ms,
+        live_window,
+        |p| p.supports_crowdsec,
+        Feature {
+            name: "CrowdSec",
+            what: "CrowdSec LAPI",
+            flags: "--crowdsec-api-url and --crowdsec-api-key",
+        },
+    )
+}
+
+/// The same rule for AppSec: every live proxy must have an AppSec component configured.
+pub fn appsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
+    support(
+        proxies,
+        now_ms,
+        live_window,
+        |p| p.report.as_ref().is_some_and(|r| r.supports_appsec),
+        Feature {
+            name: "AppSec",
+            what: "AppSec component",
+            flags: "--appsec-url",
+        },
+    )
+}
+
+struct Feature {
+    name: &'static str,
+    what: &'static str,
+    flags: &'static str,
+}
+
+fn support(
+    proxies: &[Proxy],
+    now_ms: i64,
+    live_window: Duration,
+    has: impl Fn(&Proxy) -> bool,
+    f: Feature,
+) -> CrowdSecSupport {
     let live: Vec<&Proxy> = proxies
         .iter()
         .filter(|p| p.is_live(now_ms, live_window))
         .collect();
     let without: Vec<&str> = live
         .iter()
-        .filter(|p| !p.supports_crowdsec)
+        .filter(|p| !has(p))
         .map(|p| p.name.as_str())
         .collect();
     let reason = if live.is_empty() {
-        Some(
-            "no proxy is connected: CrowdSec needs a live proxy (one with its stream open) \
-             started with --crowdsec-api-url and --crowdsec-api-key"
-                .to_owned(),
-        )
+        Some(format!(
+            "no proxy is connected: {} needs a live proxy (one with its stream open) \
+             started with {}",
+            f.name, f.flags
+        ))
     } else if !without.is_empty() {
         Some(format!(
-            "not every live proxy supports CrowdSec: {} {} no CrowdSec LAPI configured; start \
-             {} with --crowdsec-api-url and --crowdsec-api-key",
+            "not every live proxy supports {}: {} {} no {} configured; start {} with {}",
+            f.name,
             quoted_list(&without),
             if without.len() == 1 { "has" } else { "have" },
+            f.what,
             if without.len() == 1 { "it" } else { "them" },
+            f.flags,
         ))
     } else {
         None

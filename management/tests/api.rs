@@ -441,6 +441,40 @@ async fn crowdsec_is_refused_unless_every_live_proxy_supports_it() {
     assert_eq!(set_mode(&s, "a", "off", false).await.0, 200);
 }
 
+#[tokio::test]
+async fn appsec_modes_need_every_live_proxy_to_have_an_appsec_component() {
+    let s = server().await;
+    let (_, token) = s.create_proxy("edge").await;
+    let _stream = s.connect(&token, true).await;
+    let mut body = web("a", "a.example.com");
+    body["restrictions"] = json!({"appsec_mode": "enforce"});
+    let (status, v) = s.api.call("POST", "/api/v1/services", Some(&body)).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(problem_fields(&v), ["restrictions.appsec_mode"]);
+    assert!(
+        v.to_string().contains(
+            "\\\"edge\\\" has no AppSec component configured; start it with --appsec-url"
+        ),
+        "{v}"
+    );
+    s.report_with(
+        &token,
+        nb_api::ProxyReport {
+            version: "0.1.0".into(),
+            supports_crowdsec: true,
+            supports_appsec: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let caps = capabilities_when(&s, |c| c["appsec"]["supported"] == true).await;
+    assert_eq!(caps["appsec"]["live_proxies"], 1);
+    let (status, v) = s.api.call("POST", "/api/v1/services", Some(&body)).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["restrictions"]["appsec_mode"], "enforce");
+    assert_eq!(v["rule_count"], 1);
+}
+
 /// The capabilities once `ready` holds (a closed stream is noticed within a check interval).
 async fn capabilities_when(s: &Server, ready: impl Fn(&Value) -> bool) -> Value {
     let mut caps = Value::Null;

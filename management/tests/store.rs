@@ -239,6 +239,7 @@ async fn proxies_tokens_and_reports() {
         let report = ProxyReport {
             version: "9.9.9".into(),
             supports_crowdsec: true,
+            supports_appsec: true,
             bouncer: Some(nb_api::BouncerReport {
                 running: true,
                 synced: true,

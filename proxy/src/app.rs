@@ -178,6 +178,7 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         limits: settings.limits.clone(),
         crowdsec: CrowdSec::new(settings.lapi.clone(), tokio::runtime::Handle::current()),
         captcha: captcha(&settings.captcha),
+        appsec: settings.appsec.clone().map(crate::appsec::AppSec::new),
         admission: Admission::new(max_connections, per_ip),
         shutdown: Shutdown::default(),
         policy: Default::default(),

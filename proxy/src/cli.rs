@@ -182,6 +182,32 @@ pub struct Args {
     )]
     pub crowdsec_api_key_file: Option<PathBuf>,
 
+    /// CrowdSec AppSec component URL (e.g. http://127.0.0.1:7422/), for services with
+    /// `appsec_mode`. Needs CrowdSec 1.6 or later.
+    #[arg(long, env = "NB_PROXY_APPSEC_URL")]
+    pub appsec_url: Option<String>,
+
+    /// The key AppSec accepts (a bouncer key); defaults to the --crowdsec-api-key.
+    #[arg(long, env = "NB_PROXY_APPSEC_API_KEY", hide_env_values = true)]
+    pub appsec_api_key: Option<String>,
+
+    /// Read the AppSec key from a file (first line).
+    #[arg(
+        long,
+        env = "NB_PROXY_APPSEC_API_KEY_FILE",
+        conflicts_with = "appsec_api_key"
+    )]
+    pub appsec_api_key_file: Option<PathBuf>,
+
+    /// The longest AppSec may take to answer; then the request counts as appsec_unavailable.
+    #[arg(long, env = "NB_PROXY_APPSEC_TIMEOUT", default_value = "1s", value_parser = duration)]
+    pub appsec_timeout: Duration,
+
+    /// Request bodies up to this many bytes are sent to AppSec; larger ones follow the
+    /// service's appsec_oversized_body.
+    #[arg(long, env = "NB_PROXY_APPSEC_MAX_BODY", default_value_t = 65536)]
+    pub appsec_max_body: usize,
+
     /// Captcha provider for CrowdSec `captcha` decisions on services without their own
     /// `remediation.captcha`: turnstile, hcaptcha or recaptcha (v2). Without one, captcha
     /// decisions get the ban answer.

@@ -7,6 +7,7 @@ pub(crate) mod accept;
 pub(crate) mod accesslog;
 pub(crate) mod admission;
 pub mod app;
+pub(crate) mod appsec;
 pub(crate) mod backoff;
 pub mod cli;
 pub(crate) mod clientip;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::accesslog::Destination;
+use crate::appsec::AppSecConfig;
 use crate::cli::Args;
 use crate::clientip::ClientAddressPolicy;
 use crate::config::{parse_cidr, CompileOptions};
@@ -28,6 +29,8 @@ pub struct Settings {
     pub lapi: Option<LapiConfig>,
     /// Captcha challenges for services without their own provider.
     pub captcha: CaptchaSettings,
+    /// The AppSec component; `None`: services with `appsec_mode` get `appsec_unavailable`.
+    pub appsec: Option<AppSecConfig>,
     pub services: ServiceSource,
     pub compile: CompileOptions,
     pub access_log: Destination,
@@ -155,6 +158,8 @@ pub enum SettingsError {
     Lapi(#[from] LapiError),
     #[error("--captcha-provider needs --captcha-site-key and --captcha-secret-key(-file)")]
     IncompleteCaptcha,
+    #[error("--appsec-url needs --appsec-api-key(-file) or --crowdsec-api-key (a bouncer key)")]
+    MissingAppSecKey,
 }
 
 impl TryFrom<Args> for Settings {
@@ -164,6 +169,7 @@ impl TryFrom<Args> for Settings {
         let mut warnings = Vec::new();
         let lapi = lapi_config(&args, &mut warnings)?;
         let captcha = captcha_settings(&args, &mut warnings)?;
+        let appsec = appsec_config(&args, lapi.as_ref())?;
         let services = match (&args.config, managed(&args)?) {
             (Some(path), _) => ServiceSource::File(path.clone()),
             (None, Some(m)) => ServiceSource::Managed(m),
@@ -197,6 +203,7 @@ impl TryFrom<Args> for Settings {
             },
             lapi,
             captcha,
+            appsec,
             services,
             compile: CompileOptions {
                 tls_dir: args.tls_dir,
@@ -311,6 +318,29 @@ fn lapi_config(
 }
 
 /// A secret given directly, or the first line of a file.
+fn appsec_config(
+    args: &Args,
+    lapi: Option<&LapiConfig>,
+) -> Result<Option<AppSecConfig>, SettingsError> {
+    let Some(url) = args.appsec_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let url = http_url("--appsec-url", url)?;
+    let key = secret(
+        &args.appsec_api_key,
+        &args.appsec_api_key_file,
+        "--appsec-api-key-file",
+    )?
+    .or_else(|| lapi.and_then(|l| l.api_key.as_ref().map(|k| k.expose().to_owned())))
+    .ok_or(SettingsError::MissingAppSecKey)?;
+    Ok(Some(AppSecConfig {
+        url,
+        api_key: key,
+        timeout: args.appsec_timeout,
+        max_body: args.appsec_max_body,
+    }))
+}
+
 fn captcha_settings(
     args: &Args,
     warnings: &mut Vec<String>,

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::accesslog::AccessLog;
 use crate::admission::Admission;
+use crate::appsec::AppSec;
 use crate::clientip::ClientAddressPolicy;
 use crate::config::Routes;
 use crate::crowdsec::{CrowdSec, Network};
@@ -66,6 +67,8 @@ pub struct ProxyState {
     pub crowdsec: Arc<CrowdSec>,
     /// Captcha challenges: the proxy-wide site, the cookie key, the verification client.
     pub captcha: Captcha,
+    /// The AppSec component, when configured.
+    pub appsec: Option<AppSec>,
     /// Connection slots: global and per client.
     pub admission: Arc<Admission>,
     pub shutdown: Shutdown,

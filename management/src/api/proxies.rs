@@ -13,7 +13,9 @@ use super::time::rfc3339;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{generate_id, generate_token, hash_token, PROXY_TOKEN_PREFIX};
 use crate::store::{now_ms, Proxy};
-use crate::validate::{crowdsec_support, shared_bouncer_keys, CrowdSecSupport, FieldProblem};
+use crate::validate::{
+    appsec_support, crowdsec_support, shared_bouncer_keys, CrowdSecSupport, FieldProblem,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProxyView {
@@ -77,6 +79,8 @@ pub struct CreatedProxy {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Capabilities {
     pub crowdsec: CrowdSecSupport,
+    /// The same rule for AppSec (`--appsec-url` on every live proxy).
+    pub appsec: CrowdSecSupport,
 }
 
 #[utoipa::path(get, path = "/api/v1/proxies", operation_id = "list_proxies", tag = "proxies",
@@ -168,6 +172,7 @@ pub async fn capabilities(
     let proxies = st.store.proxies().await?;
     Ok(Json(Capabilities {
         crowdsec: crowdsec_support(&proxies, now_ms(), st.settings.live_window),
+        appsec: appsec_support(&proxies, now_ms(), st.settings.live_window),
     }))
 }
 

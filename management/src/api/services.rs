@@ -14,7 +14,8 @@ use super::time::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, Service, ServicesChange};
 use crate::validate::{
-    conflict_problems, crowdsec_support, routes_of, validate_service, FieldProblem, MAX_NAME,
+    appsec_support, conflict_problems, crowdsec_support, routes_of, validate_service, FieldProblem,
+    MAX_NAME,
 };
 
 /// A service as written by the dashboard or a script.
@@ -292,6 +293,21 @@ async fn check(
             problems.push(FieldProblem::new(
                 "restrictions.crowdsec_mode",
                 format!("CrowdSec mode \"{mode}\" is not available: {reason}"),
+            ));
+        }
+    }
+    let mode = spec.restrictions.appsec_mode;
+    let unchanged = current.is_some_and(|c| c.spec.restrictions.appsec_mode == mode);
+    if mode.is_on() && !unchanged {
+        let proxies = st.store.proxies().await?;
+        let support = appsec_support(&proxies, now_ms(), st.settings.live_window);
+        if let Some(reason) = support.reason {
+            problems.push(FieldProblem::new(
+                "restrictions.appsec_mode",
+                format!(
+                    "AppSec mode \"{}\" is not available: {reason}",
+                    mode.as_str()
+                ),
             ));
         }
     }

@@ -310,13 +310,21 @@ impl Server {
 
     /// Reports as a proxy would (which alone does not make it live).
     pub async fn report(&self, token: &str, supports_crowdsec: bool) {
-        let res = self
-            .with_token(token, reqwest::Method::PUT, nb_api::paths::REPORT)
-            .json(&nb_api::ProxyReport {
+        self.report_with(
+            token,
+            nb_api::ProxyReport {
                 version: "0.1.0".into(),
                 supports_crowdsec,
                 ..Default::default()
-            })
+            },
+        )
+        .await;
+    }
+
+    pub async fn report_with(&self, token: &str, report: nb_api::ProxyReport) {
+        let res = self
+            .with_token(token, reqwest::Method::PUT, nb_api::paths::REPORT)
+            .json(&report)
             .send()
             .await
             .unwrap();

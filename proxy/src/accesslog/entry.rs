@@ -34,6 +34,8 @@ pub struct AccessLogEntry {
     pub reference: Option<u64>,
     /// What the captcha step did, when it ran.
     pub captcha: Option<nb_api::CaptchaOutcome>,
+    /// What AppSec said when it blocked or could not be asked, and the service's mode.
+    pub appsec: Option<(Verdict, nb_api::AppSecMode)>,
 }
 
 impl AccessLogEntry {
@@ -75,6 +77,7 @@ impl AccessLogEntry {
             aborted: None,
             reference: None,
             captcha: None,
+            appsec: None,
         }
     }
 
@@ -133,6 +136,8 @@ impl AccessLogEntry {
                     .map(|r| Cow::Owned(crate::remediation::format_reference(r))),
                 captcha: self.captcha,
                 bypass: self.outcome.bypass,
+                appsec_verdict: self.appsec.map(|a| a.0),
+                appsec_mode: self.appsec.map(|a| a.1),
                 other: Default::default(),
             },
         };
@@ -175,6 +180,7 @@ mod tests {
             aborted: None,
             reference: Some(0xc0ffee),
             captcha: None,
+            appsec: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
@@ -216,6 +222,7 @@ mod tests {
             aborted: None,
             reference: None,
             captcha: None,
+            appsec: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

@@ -23,6 +23,11 @@ impl ApiKey {
         Self(key.into())
     }
 
+    /// The key itself, for the one place that sends it on (AppSec takes a bouncer key too).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// A salted digest of the key, so that management can tell two proxies sharing one key
     /// (which lose bans: the LAPI keeps one stream cursor per key) without learning the key.
     pub fn fingerprint(&self, salt: &str) -> String {

@@ -192,8 +192,15 @@ pub struct BodyTooSlow;
 
 /// The request body on its way upstream: counted for `bytes_in`, and cut off when the client
 /// sends it too slowly (a slow body would hold an upstream connection).
+/// A request body as it goes upstream: still streaming from the client, or already read
+/// (to show it to AppSec first).
+pub enum RequestBody {
+    Streaming(Incoming),
+    Read(Option<Bytes>),
+}
+
 pub struct CountedBody {
-    inner: Incoming,
+    inner: RequestBody,
     stats: Arc<BodyStats>,
     pace: BodyPace,
     bytes: u64,
@@ -203,7 +210,7 @@ pub struct CountedBody {
 }
 
 impl CountedBody {
-    pub fn new(inner: Incoming, stats: Arc<BodyStats>, pace: BodyPace) -> Self {
+    pub fn new(inner: RequestBody, stats: Arc<BodyStats>, pace: BodyPace) -> Self {
         Self {
             inner,
             stats,
@@ -231,7 +238,20 @@ impl Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let incoming = match &mut this.inner {
+            RequestBody::Streaming(incoming) => incoming,
+            RequestBody::Read(read) => {
+                let frame = read.take().filter(|b| !b.is_empty()).map(|b| {
+                    this.bytes += b.len() as u64;
+                    this.stats
+                        .bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    Ok(Frame::data(b))
+                });
+                return Poll::Ready(frame);
+            }
+        };
+        match Pin::new(incoming).poll_frame(cx) {
             Poll::Ready(polled) => {
                 this.stop_waiting();
                 if let Some(Ok(frame)) = &polled {
@@ -266,11 +286,19 @@ impl Body for CountedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            RequestBody::Streaming(incoming) => incoming.is_end_stream(),
+            RequestBody::Read(read) => read.as_ref().is_none_or(|b| b.is_empty()),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            RequestBody::Streaming(incoming) => incoming.size_hint(),
+            RequestBody::Read(read) => {
+                SizeHint::with_exact(read.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

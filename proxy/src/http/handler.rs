@@ -3,15 +3,17 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nb_api::{CaptchaOutcome, Verdict};
+use nb_api::{CaptchaOutcome, OversizedBody, Verdict};
 
 use super::authority::request_authority;
-use super::body::{BodyPace, BodyStats, PendingEntry, ProxyBody};
+use super::body::{BodyPace, BodyStats, PendingEntry, ProxyBody, RequestBody};
 use super::challenge::challenge;
 use super::local::{respond, Local};
 use super::rewrite::{is_upgrade, strip_hop_by_hop, to_upstream, Rewrite};
@@ -20,9 +22,11 @@ use super::upstream_pool::{Deadlines, UpstreamPool};
 use super::ClientError;
 use crate::accesslog::AccessLogEntry;
 use crate::admission::Permit;
+use crate::appsec::Inspected;
 use crate::clientip::ClientAddr;
 use crate::config::HttpService;
 use crate::io::Traffic;
+use crate::restrict::{appsec_outcome, AppSecAnswer};
 use crate::state::ProxyState;
 
 /// What the listener knows of a connection.
@@ -88,7 +92,10 @@ impl ConnHandler {
             .route(&req, client, &mut pending)
             .and_then(|r| self.authorize(r, req.headers(), &mut pending));
         match routed {
-            Ok(routed) => self.forward(req, routed, pending, body).await,
+            Ok(routed) => match self.inspect(req, &routed, &mut pending).await {
+                Ok(req) => self.forward(req, routed, pending, body).await,
+                Err((local, req)) => respond(pending, local, req.headers()),
+            },
             Err(Local::Challenge(service, site)) => {
                 let captcha = &self.state.captcha;
                 challenge(captcha, &site, &service.id, self.tls, req, pending).await
@@ -163,9 +170,80 @@ impl ConnHandler {
         Err(Local::Denied(routed.service))
     }
 
+    /// The AppSec layer, for services with `appsec_mode` (after `authorize`, so after the
+    /// IP-reputation layer). The body, when small enough, is read here so that AppSec and the
+    /// upstream both get it.
+    async fn inspect(
+        &self,
+        req: Request<Incoming>,
+        routed: &Routed,
+        pending: &mut PendingEntry,
+    ) -> Result<Request<RequestBody>, (Local, Request<RequestBody>)> {
+        let r = &routed.service.spec.restrictions;
+        if !r.appsec_mode.is_on() || pending.entry().outcome.bypass {
+            return Ok(req.map(RequestBody::Streaming));
+        }
+        let (parts, incoming) = req.into_parts();
+        let max = self.state.appsec.as_ref().map_or(0, |a| a.max_body());
+        let length = incoming.size_hint().exact();
+        let (body, upstream_body, oversized) = if incoming.is_end_stream() {
+            (None, RequestBody::Streaming(incoming), false)
+        } else if length.is_some_and(|n| n <= max as u64) {
+            let read = tokio::time::timeout(
+                self.state
+                    .limits
+                    .request_body_timeout
+                    .max(Duration::from_secs(1)),
+                Limited::new(incoming, max).collect(),
+            )
+            .await;
+            match read {
+                Ok(Ok(collected)) => {
+                    let bytes = collected.to_bytes();
+                    (Some(bytes.clone()), RequestBody::Read(Some(bytes)), false)
+                }
+                _ => {
+                    let req = Request::from_parts(parts, RequestBody::Read(None));
+                    return Err((Local::Refused(ClientError::BodyTooSlow), req));
+                }
+            }
+        } else {
+            (None, RequestBody::Streaming(incoming), true)
+        };
+        let answer = match &self.state.appsec {
+            _ if oversized && r.appsec_oversized_body == OversizedBody::Block => {
+                AppSecAnswer::Block
+            }
+            None => AppSecAnswer::Unavailable,
+            Some(appsec) => {
+                let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                appsec
+                    .inspect(Inspected {
+                        client: routed.client.client,
+                        method: &parts.method,
+                        host: routed.authority.to_str().unwrap_or_default(),
+                        uri,
+                        headers: &parts.headers,
+                        body,
+                    })
+                    .await
+            }
+        };
+        let outcome = appsec_outcome(r.appsec_mode, r.appsec_fail_open, answer);
+        let entry = pending.entry();
+        entry.appsec = outcome.flagged.map(|v| (v, r.appsec_mode));
+        let req = Request::from_parts(parts, upstream_body);
+        if outcome.verdict.is_allow() {
+            Ok(req)
+        } else {
+            entry.outcome.verdict = outcome.verdict;
+            Err((Local::Denied(routed.service.clone()), req))
+        }
+    }
+
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         routed: Routed,
         mut pending: PendingEntry,
         body: Arc<BodyStats>,

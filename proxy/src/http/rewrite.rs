@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
-use hyper::body::Incoming;
 
-use super::body::{BodyPace, BodyStats, CountedBody};
+use super::body::{BodyPace, BodyStats, CountedBody, RequestBody};
 use crate::clientip::{ClientAddr, ForwardedContext};
 
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -36,7 +35,7 @@ pub struct Rewrite<'a> {
 }
 
 pub fn to_upstream(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     rw: Rewrite<'_>,
     stats: Arc<BodyStats>,
 ) -> Request<CountedBody> {

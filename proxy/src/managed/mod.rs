@@ -216,6 +216,7 @@ fn build_report(server: &Server, applied: &Applied, events_dropped: u64) -> Prox
     ProxyReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         supports_crowdsec: crowdsec.is_configured(),
+        supports_appsec: server.state().appsec.is_some(),
         bouncer,
         config_revision: applied.revision,
         config_error: applied.error.clone(),

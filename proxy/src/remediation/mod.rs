@@ -196,6 +196,10 @@ pub(crate) fn reason(v: Verdict) -> &'static str {
         Verdict::CrowdsecUnavailable => {
             "The security check for this site is temporarily unavailable. Please try again later."
         }
+        Verdict::AppsecBlock => "This request was blocked by the site's web application firewall.",
+        Verdict::AppsecUnavailable => {
+            "The request could not be checked right now. Please try again in a moment."
+        }
         Verdict::Allow | Verdict::NoService => "This request was not allowed.",
     }
 }

@@ -1,9 +1,11 @@
 //! The only place that decides whether a client may reach a service.
 
+mod appsec;
 mod country;
 pub(crate) mod filter;
 mod ipset;
 
+pub use appsec::{appsec_outcome, AppSecAnswer};
 pub use country::{CountryCode, CountrySet};
 pub use filter::{CountryLookup, Filter, Outcome, Reputation};
 pub use ipset::IpSet;

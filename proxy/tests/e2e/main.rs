@@ -3,6 +3,7 @@
 pub use nb_e2e::{harness, lapi};
 
 mod access_log;
+mod appsec;
 mod authority;
 mod captcha;
 mod client_ip;
