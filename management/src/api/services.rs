@@ -282,33 +282,34 @@ async fn check(
         ));
     }
 
-    // Turning CrowdSec on, or switching its mode, needs the cluster's support; leaving an
-    // existing mode as it is does not, so other edits stay possible while proxies are away.
-    let mode = spec.restrictions.crowdsec_mode;
-    let unchanged = current.is_some_and(|c| c.spec.restrictions.crowdsec_mode == mode);
-    if mode.is_on() && !unchanged {
+    // Turning CrowdSec or AppSec on, or switching its mode, needs the cluster's support;
+    // leaving an existing mode as it is does not, so other edits stay possible while proxies
+    // are away.
+    let r = &spec.restrictions;
+    let before = current.map(|c| &c.spec.restrictions);
+    let wanted = [
+        (
+            r.crowdsec_mode.is_on() && before.is_none_or(|b| b.crowdsec_mode != r.crowdsec_mode),
+            "restrictions.crowdsec_mode",
+            format!("CrowdSec mode \"{}\"", r.crowdsec_mode),
+            crowdsec_support as Support,
+        ),
+        (
+            r.appsec_mode.is_on() && before.is_none_or(|b| b.appsec_mode != r.appsec_mode),
+            "restrictions.appsec_mode",
+            format!("AppSec mode \"{}\"", r.appsec_mode.as_str()),
+            appsec_support as Support,
+        ),
+    ];
+    if wanted.iter().any(|w| w.0) {
         let proxies = st.store.proxies().await?;
-        let support = crowdsec_support(&proxies, now_ms(), st.settings.live_window);
-        if let Some(reason) = support.reason {
-            problems.push(FieldProblem::new(
-                "restrictions.crowdsec_mode",
-                format!("CrowdSec mode \"{mode}\" is not available: {reason}"),
-            ));
-        }
-    }
-    let mode = spec.restrictions.appsec_mode;
-    let unchanged = current.is_some_and(|c| c.spec.restrictions.appsec_mode == mode);
-    if mode.is_on() && !unchanged {
-        let proxies = st.store.proxies().await?;
-        let support = appsec_support(&proxies, now_ms(), st.settings.live_window);
-        if let Some(reason) = support.reason {
-            problems.push(FieldProblem::new(
-                "restrictions.appsec_mode",
-                format!(
-                    "AppSec mode \"{}\" is not available: {reason}",
-                    mode.as_str()
-                ),
-            ));
+        for (_, field, what, support) in wanted.into_iter().filter(|w| w.0) {
+            if let Some(reason) = support(&proxies, now_ms(), st.settings.live_window).reason {
+                problems.push(FieldProblem::new(
+                    field,
+                    format!("{what} is not available: {reason}"),
+                ));
+            }
         }
     }
     if problems.is_empty() {
@@ -317,6 +318,10 @@ async fn check(
         Err(ApiError::invalid(problems))
     }
 }
+
+/// Whether the live proxies can run a feature (CrowdSec, AppSec).
+type Support =
+    fn(&[crate::store::Proxy], i64, std::time::Duration) -> crate::validate::CrowdSecSupport;
 
 async fn finish(st: &AppState, change: ServicesChange) -> Result<(), ApiError> {
     let revision = change.commit().await?;
