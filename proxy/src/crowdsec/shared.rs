@@ -51,10 +51,10 @@ impl Shared {
         })
     }
 
-    /// The hot path: no lock, no allocation, no await.
+    /// The hot path: no lock, no allocation, no await. `network` (the address's AS and
+    /// country) is asked only when no address or range decision covers it and some AS or
+    /// country decision exists.
     #[inline]
-    /// `network` (the address's AS and country) is asked only when no address or range
-    /// decision covers it and some AS or country decision exists.
     pub fn reputation(&self, addr: IpAddr, network: impl FnOnce() -> Network) -> Reputation {
         if !self.synced.load(Ordering::Acquire) {
             return Reputation::Unavailable;

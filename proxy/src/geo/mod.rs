@@ -31,13 +31,18 @@ const REGISTERED: [PathElement<'static>; 2] = [
     PathElement::Key("iso_code"),
 ];
 
+fn open_reader(path: &Path) -> Result<Reader<Vec<u8>>, GeoError> {
+    Reader::open_readfile(path).map_err(|source| GeoError {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl GeoDb {
     pub fn open(path: &Path) -> Result<Self, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self { reader })
+        Ok(Self {
+            reader: open_reader(path)?,
+        })
     }
 
     pub fn database_type(&self) -> &str {
@@ -70,11 +75,9 @@ const ASN: [PathElement<'static>; 1] = [PathElement::Key("autonomous_system_numb
 
 impl AsnDb {
     pub fn open(path: &Path) -> Result<Self, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self { reader })
+        Ok(Self {
+            reader: open_reader(path)?,
+        })
     }
 
     pub fn asn(&self, addr: IpAddr) -> Option<u32> {

@@ -190,8 +190,6 @@ impl BodyPace {
 #[error("request body too slow")]
 pub struct BodyTooSlow;
 
-/// The request body on its way upstream: counted for `bytes_in`, and cut off when the client
-/// sends it too slowly (a slow body would hold an upstream connection).
 /// A request body as it goes upstream: still streaming from the client, or already read
 /// (to show it to AppSec first).
 pub enum RequestBody {
@@ -199,6 +197,8 @@ pub enum RequestBody {
     Read(Option<Bytes>),
 }
 
+/// The request body on its way upstream: counted for `bytes_in`, and cut off when the client
+/// sends it too slowly (a slow body would hold an upstream connection).
 pub struct CountedBody {
     inner: RequestBody,
     stats: Arc<BodyStats>,

@@ -7,12 +7,13 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use nb_api::{CaptchaOutcome, Verdict};
+use nb_api::CaptchaOutcome;
 
 use super::body::{PendingEntry, ProxyBody};
 use crate::remediation::captcha::{
     page, safe_return, token_field, Captcha, CaptchaSite, CHALLENGE_PATH, COOKIE_NAME, RETURN_FIELD,
 };
+use crate::remediation::no_store;
 
 /// The challenge form is small; anything larger is not a solved widget.
 const MAX_FORM: usize = 16 * 1024;
@@ -61,7 +62,7 @@ pub async fn challenge(
         Ok(true) => {
             let entry = pending.entry();
             entry.captcha = Some(CaptchaOutcome::Passed);
-            entry.outcome.verdict = Verdict::Allow;
+            entry.outcome = entry.outcome.captcha_solved();
             entry.status = Some(303);
             let cookie = format!(
                 "{COOKIE_NAME}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
@@ -78,7 +79,7 @@ pub async fn challenge(
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 h.insert(header::SET_COOKIE, v);
             }
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            no_store(h);
             resp
         }
         Ok(false) => {
@@ -111,11 +112,7 @@ fn challenge_page(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    no_store(h);
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }

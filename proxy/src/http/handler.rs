@@ -160,7 +160,7 @@ impl ConnHandler {
                 .cloned();
             if let Some(site) = site {
                 if captcha.cookie_valid(request, &routed.service.id, routed.client.client) {
-                    entry.outcome.verdict = Verdict::Allow;
+                    entry.outcome = entry.outcome.captcha_solved();
                     entry.captcha = Some(CaptchaOutcome::Cookie);
                     return Ok(routed);
                 }

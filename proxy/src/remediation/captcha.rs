@@ -304,3 +304,74 @@ pub fn safe_return(path: &str) -> &str {
         "/"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookie(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn hostile_cookies_are_refused() {
+        let c = Captcha::new(None, None, Some(b"k".to_vec()));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let good = c.cookie_value("web", ip, Duration::from_secs(60));
+        assert!(c.cookie_valid(&cookie(&format!("a=b; {COOKIE_NAME}={good}")), "web", ip));
+        let (exp, tag) = good.split_once('.').unwrap();
+        for bad in [
+            String::new(),
+            format!("{COOKIE_NAME}="),
+            format!("{COOKIE_NAME}={exp}"),
+            format!("{COOKIE_NAME}={exp}.zz{}", &tag[2..]),
+            format!("{COOKIE_NAME}={exp}.{}", &tag[1..]),
+            format!("{COOKIE_NAME}={exp}.{tag}{}", "0".repeat(200)),
+            format!("{COOKIE_NAME}=-1.{tag}"),
+            format!("{COOKIE_NAME}X={good}"),
+            format!("{COOKIE_NAME}=1.{tag}"),
+        ] {
+            assert!(!c.cookie_valid(&cookie(&bad), "web", ip), "{bad}");
+        }
+        let other_key = Captcha::new(None, None, Some(b"other".to_vec()));
+        assert!(!other_key.cookie_valid(&cookie(&format!("{COOKIE_NAME}={good}")), "web", ip));
+        let expired = c.cookie_value("web", ip, Duration::ZERO);
+        assert!(!c.cookie_valid(&cookie(&format!("{COOKIE_NAME}={expired}")), "web", ip));
+    }
+
+    #[test]
+    fn only_paths_on_this_host_are_returned_to() {
+        assert_eq!(safe_return("/cart?x=1"), "/cart?x=1");
+        for hostile in [
+            "//evil.test/",
+            "/\\evil.test",
+            "https://evil.test/",
+            "evil",
+            "",
+            CHALLENGE_PATH,
+        ] {
+            assert_eq!(safe_return(hostile), "/", "{hostile}");
+        }
+    }
+
+    #[test]
+    fn the_page_escapes_what_it_echoes() {
+        let site = CaptchaSite::new(
+            CaptchaProvider::Turnstile,
+            "k\"><script>".into(),
+            "s".into(),
+            Duration::from_secs(60),
+        );
+        let (html, csp) = page(&site, "/a\"><script>alert(1)</script>", true);
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&quot;&gt;&lt;script&gt;alert(1)"));
+        assert!(!html.contains("k\"><script>"));
+        assert!(csp.starts_with("default-src 'none'; script-src https://challenges.cloudflare.com"));
+        assert!(
+            !format!("{site:?}").contains("\"s\""),
+            "the secret is not printed"
+        );
+    }
+}

@@ -171,7 +171,8 @@ impl Remediation {
     }
 }
 
-fn no_store(h: &mut HeaderMap) {
+/// Denial answers are never cached, nor sniffed as another type.
+pub(crate) fn no_store(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

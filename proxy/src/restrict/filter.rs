@@ -47,6 +47,18 @@ impl Outcome {
         }
     }
 
+    /// A CrowdSec `captcha` verdict answered by a solved challenge: allowed, with the flag
+    /// kept for the log. Any other verdict stays as it is.
+    pub const fn captcha_solved(self) -> Self {
+        match self.verdict {
+            Verdict::CrowdsecCaptcha => Self {
+                verdict: Verdict::Allow,
+                ..self
+            },
+            _ => self,
+        }
+    }
+
     pub const fn is_allowed(&self) -> bool {
         self.verdict.is_allow()
     }

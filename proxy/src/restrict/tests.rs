@@ -358,3 +358,25 @@ fn bypass_skips_country_and_crowdsec_but_not_the_cidr_lists() {
     let out = ask("192.0.2.2");
     assert_eq!(out.verdict, Verdict::CrowdsecBan);
 }
+
+#[test]
+fn a_solved_captcha_allows_only_a_captcha_verdict() {
+    let f = crowdsec_filter(CrowdSecMode::Enforce, &["10.0.0.0/8"]);
+    let flagged = |v| {
+        f.check("192.0.2.1".parse().unwrap(), None, |_| {
+            Reputation::Flagged(v)
+        })
+    };
+    let solved = flagged(Verdict::CrowdsecCaptcha).captcha_solved();
+    assert_eq!(solved.verdict, Verdict::Allow);
+    assert_eq!(
+        solved.crowdsec.map(|c| c.verdict),
+        Some(Verdict::CrowdsecCaptcha),
+        "the flag stays for the log"
+    );
+    for v in [Verdict::CrowdsecBan, Verdict::CrowdsecThrottle] {
+        assert_eq!(flagged(v).captcha_solved().verdict, v);
+    }
+    let denied = f.check("10.1.1.1".parse().unwrap(), None, |_| Reputation::Clean);
+    assert_eq!(denied.captcha_solved().verdict, Verdict::IpRestricted);
+}

@@ -302,3 +302,39 @@ async fn a_refused_key_or_no_component_is_appsec_unavailable() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_before_appsec_sees_it_gets_408_and_no_inspection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("u").await;
+    let appsec = AppSecStandIn::start().await;
+    let proxy = ProxyBuilder::new(&services(&up))
+        .arg("--appsec-url")
+        .arg(format!("http://{}/", appsec.addr))
+        .arg("--appsec-api-key")
+        .arg(KEY)
+        .arg("--request-body-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    let mut s = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
+    s.write_all(
+        b"POST /consume HTTP/1.1\r\nHost: enforce.test\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+        .await
+        .expect("answered while the body still stalls")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert_eq!(raw_status(&raw), 408, "{raw}");
+    assert!(
+        appsec.seen().is_empty(),
+        "a partial body is never inspected"
+    );
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let e = proxy.wait_entries(1).await;
+    assert_eq!(e[0]["metadata"]["client_error"], "request body too slow");
+}

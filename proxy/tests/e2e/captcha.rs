@@ -392,3 +392,49 @@ async fn without_a_captcha_site_a_captcha_decision_gets_the_ban_answer() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["verdict"], "crowdsec_captcha");
 }
+
+#[tokio::test]
+async fn oversized_and_malformed_challenge_forms_fail_without_asking_the_provider() {
+    let up = Upstream::start("u").await;
+    let verify = SiteVerify::start().await;
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.86", "--type", "captcha"]);
+    let yaml = format!(
+        "services:\n  - id: web\n    protocol: http\n    hosts: [web.test]\n    upstream: {}\n    restrictions: {{crowdsec_mode: enforce}}\n",
+        up.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .crowdsec(&lapi.url())
+        .arg("--captcha-provider")
+        .arg("turnstile")
+        .arg("--captcha-site-key")
+        .arg(SITE_KEY)
+        .arg("--captcha-secret-key")
+        .arg(SECRET)
+        .arg("--captcha-verify-url")
+        .arg(format!("http://{}/siteverify", verify.addr))
+        .start()
+        .await;
+    proxy
+        .wait_log_count("synced initial decisions (1)", 1)
+        .await;
+    let padded = format!("cf-turnstile-response=solved-3&pad={}", "x".repeat(20_000));
+    let empty_token = "cf-turnstile-response=&return_to=%2F".to_owned();
+    let not_a_form = "%%%&&&==\u{1}".to_owned();
+    let huge_token = format!("cf-turnstile-response={}", "t".repeat(5000));
+    for form in [padded, empty_token, not_a_form, huge_token] {
+        let raw = raw_exchange(
+            &proxy,
+            "127.0.0.86",
+            &post("web.test", "/.nb-proxy/captcha", &form, None),
+        )
+        .await;
+        assert_eq!(raw_status(&raw), 403, "{raw}");
+        assert!(raw.contains("That did not work"), "{raw}");
+        assert!(!raw.to_ascii_lowercase().contains("set-cookie"));
+    }
+    assert!(
+        verify.seen.lock().unwrap().is_empty(),
+        "the provider was never asked"
+    );
+}
