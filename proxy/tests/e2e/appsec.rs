@@ -63,6 +63,11 @@ impl AppSecStandIn {
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             s.body = String::from_utf8_lossy(&body).into_owned();
                             log.lock().unwrap().push(s.clone());
+                            if s.uri.contains("server-error") {
+                                let mut resp = Response::new(Full::new(Bytes::from("oops")));
+                                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                                return Ok::<_, Infallible>(resp);
+                            }
                             if s.uri.contains("slow") {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                             }
@@ -226,13 +231,15 @@ async fn appsec_blocks_allows_observes_and_fails_closed_or_open() {
     assert_eq!(get("observe.test", "/attack").await.status, 200);
     assert_eq!(get("enforce.test", "/slow-check").await.status, 403);
     assert_eq!(get("open.test", "/slow-check").await.status, 200);
+    // An answer outside the protocol (500) is an outage too, never an allow.
+    assert_eq!(get("enforce.test", "/server-error").await.status, 403);
     // Off: never asked; and a client the CIDR layer denies is never inspected.
     let asked = appsec.seen().len();
     assert_eq!(get("plain.test", "/attack").await.status, 200);
     assert_eq!(status_of(&proxy, "127.0.0.66", "enforce.test").await, 403);
     assert_eq!(appsec.seen().len(), asked);
 
-    let e = proxy.wait_entries(11).await;
+    let e = proxy.wait_entries(12).await;
     let by_path = |svc: &str, path: &str| -> Value {
         e.iter()
             .find(|x| x["service_id"] == svc && x["path"] == path)
@@ -247,6 +254,10 @@ async fn appsec_blocks_allows_observes_and_fails_closed_or_open() {
     assert_eq!(observed["deny_reason"], "");
     assert_eq!(observed["metadata"]["appsec_verdict"], "appsec_block");
     assert_eq!(observed["metadata"]["appsec_mode"], "observe");
+    assert_eq!(
+        by_path("enforce", "/server-error")["deny_reason"],
+        "appsec_unavailable"
+    );
     assert_eq!(
         by_path("enforce", "/slow-check")["deny_reason"],
         "appsec_unavailable"

@@ -55,6 +55,15 @@ impl SiteVerify {
                             log.lock()
                                 .unwrap()
                                 .push((secret.clone(), token.clone(), ip));
+                            // Faults a real provider can show: a broken body, a server error.
+                            if token == "broken-answer" {
+                                return Ok(Response::new(Full::new(Bytes::from("<html>oops"))));
+                            }
+                            if token == "server-error" {
+                                let mut r = Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                                return Ok(r);
+                            }
                             let answer = if !form_type || secret.is_empty() {
                                 json!({"success": false, "error-codes": ["missing-input-secret"]})
                             } else if secret != SECRET {
@@ -437,4 +446,22 @@ async fn oversized_and_malformed_challenge_forms_fail_without_asking_the_provide
         verify.seen.lock().unwrap().is_empty(),
         "the provider was never asked"
     );
+
+    // A provider that answers garbage or fails: the challenge again, the cause in the log.
+    for (token, cause) in [
+        ("broken-answer", "is not siteverify JSON"),
+        ("server-error", "answered HTTP 500"),
+    ] {
+        let form = format!("cf-turnstile-response={token}");
+        let raw = raw_exchange(
+            &proxy,
+            "127.0.0.86",
+            &post("web.test", "/.nb-proxy/captcha", &form, None),
+        )
+        .await;
+        assert_eq!(raw_status(&raw), 403, "{raw}");
+        assert!(!raw.to_ascii_lowercase().contains("set-cookie"));
+        proxy.wait_log_count(cause, 1).await;
+    }
+    assert!(!proxy.stderr_text().contains(SECRET));
 }
