@@ -78,6 +78,7 @@ fn full_batch() -> Batch {
         new.push(Change {
             target: Target::V4(v4(i)),
             type_index: 0,
+            origin: 0,
             remaining_secs: 14_400,
         });
     }
@@ -85,6 +86,7 @@ fn full_batch() -> Batch {
         new.push(Change {
             target: Target::V6(v6(i)),
             type_index: 0,
+            origin: 0,
             remaining_secs: 14_400,
         });
     }
@@ -92,6 +94,7 @@ fn full_batch() -> Batch {
         new.push(Change {
             target: Target::Range(n),
             type_index: 1,
+            origin: 0,
             remaining_secs: 14_400,
         });
     }
@@ -99,6 +102,7 @@ fn full_batch() -> Batch {
         new,
         deleted: Vec::new(),
         types: vec!["ban".into(), "captcha".into()],
+        origins: vec!["crowdsec".into()],
         skipped: 0,
     }
 }
@@ -154,11 +158,13 @@ fn lookups(c: &mut Criterion) {
             .map(|i| Change {
                 target: Target::V4(v4(i)),
                 type_index: 0,
+                origin: 0,
                 remaining_secs: 14_400,
             })
             .collect(),
         deleted: Vec::new(),
         types: vec!["ban".into()],
+        origins: vec!["crowdsec".into()],
         skipped: 0,
     };
     let snap = store.replace_all(v4_only, 0);
@@ -166,7 +172,7 @@ fn lookups(c: &mut Criterion) {
     drop(snap);
     let bytes = LIVE.load(Ordering::Relaxed) - before;
     eprintln!(
-        "\nheap: {:.1} bytes per IPv4 single-IP decision (1,000,000 decisions, type and expiry included; {} bytes total)",
+        "\nheap: {:.1} bytes per IPv4 single-IP decision (1,000,000 decisions, expiry and kind (type, origin) included; {} bytes total)",
         bytes as f64 / V4 as f64,
         held
     );
@@ -257,6 +263,7 @@ fn delta(_c: &mut Criterion) {
                 .map(|a| Change {
                     target: Target::V4(a),
                     type_index: 0,
+                    origin: 0,
                     remaining_secs: 0,
                 })
                 .collect(),
@@ -265,10 +272,12 @@ fn delta(_c: &mut Criterion) {
                 .map(|a| Change {
                     target: Target::V4(a),
                     type_index: 0,
+                    origin: 0,
                     remaining_secs: 3600,
                 })
                 .collect(),
             types: vec!["ban".into()],
+            origins: vec!["crowdsec".into()],
             skipped: 0,
         }
     };

@@ -11,8 +11,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use nb_proxy::internals::{
-    ClientAddressPolicy, CountryCode, CountryLookup, CountrySet, CrowdSecMode, Filter, IpSet,
-    Reputation,
+    AccessLog, AccessLogEntry, ClientAddressPolicy, CountryCode, CountryLookup, CountrySet,
+    CrowdSecMode, DecisionKind, Filter, IpSet, Protocol, Reputation, Verdict,
 };
 
 struct OneCountry(CountryCode);
@@ -79,5 +79,42 @@ fn client_address(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, filter_check, client_address);
+/// What recording an entry adds to the metrics (no log file: the counters alone). An entry
+/// without a service only bumps the global counters, as before per-service metrics; one with a
+/// service also bumps its verdict counter and duration histogram, and CrowdSec's usage counts.
+fn record(c: &mut Criterion) {
+    let log = AccessLog::default();
+    let ts = std::time::SystemTime::now();
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    let service: std::sync::Arc<str> = "web".into();
+    let entry = |id: std::sync::Arc<str>| {
+        let mut e = AccessLogEntry::connection(ts, Protocol::Tcp, id, ip);
+        e.duration = std::time::Duration::from_micros(420);
+        e
+    };
+    c.bench_function("record, no service (global counters only)", |b| {
+        b.iter(|| log.record(black_box(entry("".into()))))
+    });
+    c.bench_function("record, per-service counters and duration histogram", |b| {
+        b.iter(|| log.record(black_box(entry(service.clone()))))
+    });
+    let filter = Filter::new(
+        IpSet::default(),
+        IpSet::default(),
+        CountrySet::default(),
+        CountrySet::default(),
+        CrowdSecMode::Enforce,
+    );
+    c.bench_function("record, CrowdSec drop counted by decision kind", |b| {
+        b.iter(|| {
+            let mut e = entry(service.clone());
+            e.outcome = filter.check(ip, None, |_| {
+                Reputation::Flagged(Verdict::CrowdsecBan, DecisionKind(3))
+            });
+            log.record(black_box(e))
+        })
+    });
+}
+
+criterion_group!(benches, filter_check, client_address, record);
 criterion_main!(benches);

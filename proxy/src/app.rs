@@ -169,6 +169,7 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         }
         None => None,
     };
+    let usage: Arc<dyn crate::crowdsec::UsageCounts> = access_log.counts().clone();
     let state = ProxyState {
         routes: ArcSwap::from_pointee(Routes::default()),
         geo: ArcSwapOption::empty(),
@@ -176,7 +177,11 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         access_log,
         clients: settings.clients.clone(),
         limits: settings.limits.clone(),
-        crowdsec: CrowdSec::new(settings.lapi.clone(), tokio::runtime::Handle::current()),
+        crowdsec: CrowdSec::new(
+            settings.lapi.clone(),
+            tokio::runtime::Handle::current(),
+            usage,
+        ),
         captcha: captcha(&settings.captcha),
         appsec: settings.appsec.clone().map(crate::appsec::AppSec::new),
         admission: Admission::new(max_connections, per_ip),

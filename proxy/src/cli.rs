@@ -251,6 +251,11 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_CROWDSEC_RESYNC_INTERVAL", default_value = "1h", value_parser = duration)]
     pub crowdsec_resync_interval: Duration,
 
+    /// How often to push usage metrics (requests processed, and dropped by decision origin and
+    /// type) to the LAPI (`POST /v1/usage-metrics`, CrowdSec 1.6.3 and later); 0 turns it off.
+    #[arg(long, env = "NB_PROXY_CROWDSEC_USAGE_METRICS_INTERVAL", default_value = "30m", value_parser = duration)]
+    pub crowdsec_usage_metrics_interval: Duration,
+
     /// The longest a full decision sync may take, however the answer trickles in; then the
     /// poll counts as failed and is retried.
     #[arg(long, env = "NB_PROXY_CROWDSEC_SYNC_TIMEOUT", default_value = "2m", value_parser = duration)]
@@ -339,6 +344,7 @@ mod tests {
         // A missed delta is repaired within the hour (it was 4 h).
         assert_eq!(a.crowdsec_resync_interval, Duration::from_secs(3600));
         assert_eq!(a.crowdsec_sync_timeout, Duration::from_secs(120));
+        assert_eq!(a.crowdsec_usage_metrics_interval, Duration::from_secs(1800));
         assert_eq!(a.max_connections_per_ip, 1024);
         assert!(!a.proxy_protocol);
         assert!(Args::try_parse_from(["nb-proxy", "--idle-timeout", "soon"]).is_err());

@@ -37,13 +37,16 @@ pub(crate) mod workers;
 /// What the benches and fuzz targets reach into. Not an API: it changes with the code.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::accesslog::{AccessLog, AccessLogEntry};
     pub use crate::clientip::{read_header, walk_forwarded_for, ClientAddressPolicy};
+    pub use crate::config::Protocol;
     pub use crate::config::{compile, parse_services, CompileOptions, ServiceSpec};
     pub use crate::crowdsec::store::{Snapshot, Store};
     pub use crate::crowdsec::{
         parse_go_duration, parse_stream, Batch, Change, DecisionFilter, Target,
     };
     pub use crate::restrict::{
-        CountryCode, CountryLookup, CountrySet, CrowdSecMode, Filter, IpSet, Reputation,
+        CountryCode, CountryLookup, CountrySet, CrowdSecMode, DecisionKind, Filter, IpSet,
+        Reputation, Verdict,
     };
 }

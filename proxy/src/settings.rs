@@ -301,6 +301,7 @@ fn lapi_config(
     cfg.insecure_skip_verify = args.crowdsec_insecure_skip_verify;
     cfg.update_interval = args.crowdsec_update_interval;
     cfg.resync_interval = args.crowdsec_resync_interval;
+    cfg.usage_metrics_interval = args.crowdsec_usage_metrics_interval;
     cfg.timeout = args.crowdsec_timeout;
     cfg.sync_timeout = args.crowdsec_sync_timeout;
     cfg.max_decisions = args.crowdsec_max_decisions;

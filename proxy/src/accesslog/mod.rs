@@ -1,5 +1,6 @@
 //! The access log: one entry per HTTP request and per TCP connection, written in one place.
 
+mod counts;
 mod entry;
 mod sink;
 mod writer;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::counts::Counts;
 use super::writer::{Destination, Writer};
 use super::AccessLogEntry;
 
@@ -48,62 +49,6 @@ impl ShipQueue {
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
-}
-
-/// Entries by verdict (the deny reason, or `allow`) and protocol, for metrics; requests the
-/// proxy refused before deciding (client errors) by status instead.
-#[derive(Default)]
-pub struct Counts {
-    by_verdict: [[AtomicU64; crate::restrict::Verdict::ALL.len()]; 2],
-    client_errors: [AtomicU64; CLIENT_ERROR_STATUSES.len()],
-}
-
-/// The statuses of proxy-generated answers to client mistakes.
-pub const CLIENT_ERROR_STATUSES: [u16; 4] = [400, 405, 408, 431];
-
-impl Counts {
-    fn add(&self, e: &AccessLogEntry) {
-        if e.client_error.is_some() {
-            let i = CLIENT_ERROR_STATUSES
-                .iter()
-                .position(|s| Some(*s) == e.status)
-                .unwrap_or(0);
-            self.client_errors[i].fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let p = matches!(e.protocol, crate::config::Protocol::Tcp) as usize;
-        self.by_verdict[p][verdict_index(e.outcome.verdict)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (status, count) of client errors.
-    pub fn client_errors(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        CLIENT_ERROR_STATUSES
-            .iter()
-            .zip(&self.client_errors)
-            .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
-    }
-
-    /// (protocol, verdict, count) for every combination.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut out = Vec::new();
-        for (p, proto) in ["http", "tcp"].into_iter().enumerate() {
-            for v in crate::restrict::Verdict::ALL {
-                out.push((
-                    proto,
-                    v.as_str(),
-                    self.by_verdict[p][verdict_index(v)].load(Ordering::Relaxed),
-                ));
-            }
-        }
-        out
-    }
-}
-
-fn verdict_index(v: crate::restrict::Verdict) -> usize {
-    crate::restrict::Verdict::ALL
-        .iter()
-        .position(|x| *x == v)
-        .unwrap_or(0)
 }
 
 impl AccessLog {
@@ -168,7 +113,7 @@ impl AccessLog {
         }
     }
 
-    pub fn counts(&self) -> &Counts {
+    pub fn counts(&self) -> &Arc<Counts> {
         &self.counts
     }
 

@@ -5,7 +5,7 @@
 //! `restrict::appsec_outcome` turns the answer into the verdict.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,7 +58,19 @@ pub struct AppSec {
     http: reqwest::Client,
     /// A refused key is said once, not per request.
     said_refused: AtomicBool,
+    /// Calls by outcome, in [`CALL_OUTCOMES`] order.
+    calls: [AtomicU64; CALL_OUTCOMES.len()],
 }
+
+/// How a call to the AppSec component ended, as metrics label it.
+pub const CALL_OUTCOMES: [&str; 6] = [
+    "allow",
+    "block",
+    "key_refused",
+    "timeout",
+    "unreachable",
+    "unexpected_status",
+];
 
 impl AppSec {
     pub fn new(config: AppSecConfig) -> Self {
@@ -74,14 +86,35 @@ impl AppSec {
             config,
             http,
             said_refused: AtomicBool::new(false),
+            calls: Default::default(),
         }
+    }
+
+    /// (outcome, calls) since start.
+    pub fn calls(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        CALL_OUTCOMES
+            .into_iter()
+            .zip(&self.calls)
+            .map(|(o, n)| (o, n.load(Ordering::Relaxed)))
+    }
+
+    fn count(&self, outcome: &'static str) {
+        if let Some(i) = CALL_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.calls[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub async fn inspect(&self, r: Inspected<'_>) -> AppSecAnswer {
+        let (answer, outcome) = self.call(r).await;
+        self.count(outcome);
+        answer
     }
 
     pub fn max_body(&self) -> usize {
         self.config.max_body
     }
 
-    pub async fn inspect(&self, r: Inspected<'_>) -> AppSecAnswer {
+    async fn call(&self, r: Inspected<'_>) -> (AppSecAnswer, &'static str) {
         let method = if r.body.is_some() {
             reqwest::Method::POST
         } else {
@@ -124,12 +157,12 @@ impl AppSec {
                     "unreachable"
                 };
                 tracing::debug!("AppSec component at {}: {why}", self.config.url);
-                return AppSecAnswer::Unavailable;
+                return (AppSecAnswer::Unavailable, why);
             }
         };
         match resp.status().as_u16() {
-            200 => AppSecAnswer::Allow,
-            403 => AppSecAnswer::Block,
+            200 => (AppSecAnswer::Allow, "allow"),
+            403 => (AppSecAnswer::Block, "block"),
             401 => {
                 if !self.said_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -137,11 +170,11 @@ impl AppSec {
                         self.config.url
                     );
                 }
-                AppSecAnswer::Unavailable
+                (AppSecAnswer::Unavailable, "key_refused")
             }
             other => {
                 tracing::debug!("AppSec component at {}: HTTP {other}", self.config.url);
-                AppSecAnswer::Unavailable
+                (AppSecAnswer::Unavailable, "unexpected_status")
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::client::{LapiClient, LapiConfig, LapiError};
-use super::shared::Shared;
+use super::shared::{Call, Shared};
 use super::store::Store;
 use crate::backoff::backoff;
 
@@ -16,7 +16,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
     let cfg = client.config().clone();
     tracing::info!(url = %cfg.url, "connecting to CrowdSec LAPI at {}", cfg.url);
-    let mut store = Some(Store::new());
+    let mut store = Some(Store::continuing(&shared.snapshot()));
     let mut need_full = true;
     let mut last_full = Instant::now();
     let mut last_purge = Instant::now();
@@ -25,12 +25,19 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
     let mut unmatched_said = (false, false);
     loop {
         let full = need_full || last_full.elapsed() >= cfg.resync_interval;
-        match client.stream(full).await {
+        let polled = client.stream(full).await;
+        shared.count_call(
+            Call::Stream,
+            polled.as_ref().map_or_else(|e| e.kind(), |_| "ok"),
+        );
+        match polled {
             Ok(batch) => {
                 let (skipped, new, deleted) = (batch.skipped, batch.new.len(), batch.deleted.len());
                 let purge = last_purge.elapsed() >= PURGE_EVERY;
                 // Building a snapshot of a million decisions takes a while: off the runtime.
-                let mut s = store.take().unwrap_or_default();
+                let mut s = store
+                    .take()
+                    .unwrap_or_else(|| Store::continuing(&shared.snapshot()));
                 let sh = shared.clone();
                 let built = tokio::task::spawn_blocking(move || {
                     let now = sh.tick();

@@ -60,6 +60,8 @@ pub struct LapiConfig {
     pub insecure_skip_verify: bool,
     pub update_interval: Duration,
     pub resync_interval: Duration,
+    /// How often usage metrics are pushed; zero: never.
+    pub usage_metrics_interval: Duration,
     /// Per request: whole delta polls, and the longest silence within a startup answer.
     pub timeout: Duration,
     /// A whole startup (full) answer, however it trickles in.
@@ -88,6 +90,7 @@ impl LapiConfig {
             insecure_skip_verify: false,
             update_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(3600),
+            usage_metrics_interval: Duration::from_secs(1800),
             timeout: Duration::from_secs(10),
             sync_timeout: Duration::from_secs(120),
             filter: DecisionFilter::default(),
@@ -174,9 +177,11 @@ impl LapiError {
 /// `NAME/vVERSION`: the LAPI stores it as the bouncer's type and version (`cscli bouncers list`).
 pub const USER_AGENT: &str = concat!("crowdsec-nb-proxy-bouncer/v", env!("CARGO_PKG_VERSION"));
 
+#[derive(Clone)]
 pub struct LapiClient {
     http: reqwest::Client,
     stream_url: Url,
+    usage_url: Url,
     cfg: LapiConfig,
 }
 
@@ -269,18 +274,34 @@ impl LapiClient {
             b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| LapiError::Config(e.to_string()))?;
-        let mut stream_url = cfg.url.clone();
-        {
-            let mut segs = stream_url
-                .path_segments_mut()
-                .map_err(|_| LapiError::Config(format!("{} cannot be a base URL", cfg.url)))?;
-            segs.pop_if_empty().extend(["v1", "decisions", "stream"]);
-        }
+        let endpoint = |path: &[&str]| {
+            let mut url = cfg.url.clone();
+            url.path_segments_mut()
+                .map_err(|_| LapiError::Config(format!("{} cannot be a base URL", cfg.url)))?
+                .pop_if_empty()
+                .extend(path);
+            Ok::<_, LapiError>(url)
+        };
         Ok(Self {
             http,
-            stream_url,
+            stream_url: endpoint(&["v1", "decisions", "stream"])?,
+            usage_url: endpoint(&["v1", "usage-metrics"])?,
             cfg,
         })
+    }
+
+    /// `POST /v1/usage-metrics` with a JSON body; the answer's status.
+    pub async fn push_usage_metrics(&self, body: Vec<u8>) -> Result<StatusCode, LapiError> {
+        let resp = self
+            .http
+            .post(self.usage_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(self.cfg.timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| LapiError::classify(&e))?;
+        Ok(resp.status())
     }
 
     pub fn config(&self) -> &LapiConfig {

@@ -8,6 +8,7 @@ mod filter;
 mod registry;
 mod shared;
 pub mod store;
+mod usage;
 mod wire;
 
 pub use client::{ApiKey, LapiConfig, LapiError};
@@ -15,6 +16,7 @@ pub use duration::parse_go_duration;
 pub use filter::DecisionFilter;
 pub use registry::{BouncerRef, CrowdSec};
 pub use store::Network;
+pub use usage::UsageCounts;
 pub use wire::{parse_stream, Batch, Change, Target};
 
 #[cfg(test)]

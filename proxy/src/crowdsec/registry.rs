@@ -11,12 +11,14 @@ use tokio::task::JoinHandle;
 use super::bouncer;
 use super::client::{LapiClient, LapiConfig};
 use super::shared::{BouncerStatus, Shared};
-use super::store::Network;
+use super::store::{Network, Snapshot};
+use super::usage::{self, UsageCounts};
 use crate::restrict::{CrowdSecMode, Reputation};
 
 pub struct CrowdSec {
     config: Option<LapiConfig>,
     shared: Arc<Shared>,
+    usage: Arc<dyn UsageCounts>,
     runtime: Handle,
     inner: Mutex<Inner>,
 }
@@ -38,7 +40,11 @@ impl Drop for BouncerRef {
 
 impl CrowdSec {
     /// `config` is `None` when no LAPI is configured. Tasks run on `runtime`.
-    pub fn new(config: Option<LapiConfig>, runtime: Handle) -> Arc<Self> {
+    pub fn new(
+        config: Option<LapiConfig>,
+        runtime: Handle,
+        usage: Arc<dyn UsageCounts>,
+    ) -> Arc<Self> {
         let shared = Shared::new();
         if let Ok(mut st) = shared.status.lock() {
             st.configured = config.is_some();
@@ -46,6 +52,7 @@ impl CrowdSec {
         Arc::new(Self {
             config,
             shared,
+            usage,
             runtime,
             inner: Mutex::new(Inner::default()),
         })
@@ -64,6 +71,21 @@ impl CrowdSec {
     /// Sees each new set of decisions after this call.
     pub fn decision_changes(&self) -> tokio::sync::watch::Receiver<()> {
         self.shared.snapshots()
+    }
+
+    /// The decisions in use, for metrics.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot()
+    }
+
+    /// The store's clock (seconds since its epoch), to judge expiry in [`Self::snapshot`].
+    pub fn now(&self) -> u32 {
+        self.shared.now()
+    }
+
+    /// LAPI calls by (call, outcome).
+    pub fn calls(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.shared.calls()
     }
 
     pub fn status(&self) -> BouncerStatus {
@@ -157,6 +179,14 @@ impl CrowdSec {
         inner
             .tasks
             .push(self.runtime.spawn(bouncer::tick_clock(self.shared.clone())));
+        if !cfg.usage_metrics_interval.is_zero() {
+            inner.tasks.push(self.runtime.spawn(usage::run(
+                client.clone(),
+                self.shared.clone(),
+                self.usage.clone(),
+                cfg.usage_metrics_interval,
+            )));
+        }
         inner.tasks.push(
             self.runtime
                 .spawn(bouncer::run(client, self.shared.clone())),

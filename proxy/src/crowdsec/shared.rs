@@ -25,6 +25,41 @@ pub struct BouncerStatus {
     pub last_error: Option<String>,
 }
 
+/// A kind of call to the LAPI, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Stream,
+    UsageMetrics,
+}
+
+impl Call {
+    pub const ALL: [Call; 2] = [Call::Stream, Call::UsageMetrics];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Stream => "decisions_stream",
+            Call::UsageMetrics => "usage_metrics",
+        }
+    }
+}
+
+/// How a LAPI call ended: `ok`, or why not (the [`super::LapiError::kind`] labels, and
+/// `not_found` for a LAPI without the endpoint).
+pub const CALL_OUTCOMES: [&str; 12] = [
+    "ok",
+    "not_found",
+    "key",
+    "status",
+    "certificate",
+    "dns",
+    "refused",
+    "timeout",
+    "answer",
+    "incomplete",
+    "other",
+    "config",
+];
+
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     synced: AtomicBool,
@@ -36,6 +71,7 @@ pub struct Shared {
     pub(super) status: Mutex<BouncerStatus>,
     /// Told at each new snapshot, so that open connections re-check their clients.
     published: tokio::sync::watch::Sender<()>,
+    calls: [[AtomicU64; CALL_OUTCOMES.len()]; Call::ALL.len()],
 }
 
 impl Shared {
@@ -48,7 +84,36 @@ impl Shared {
             last_ok_ms: AtomicU64::new(0),
             status: Mutex::new(BouncerStatus::default()),
             published: tokio::sync::watch::Sender::new(()),
+            calls: Default::default(),
         })
+    }
+
+    pub(super) fn count_call(&self, call: Call, outcome: &str) {
+        let i = CALL_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(CALL_OUTCOMES.len() - 2);
+        self.calls[call as usize][i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (call, outcome, count) for every combination.
+    pub fn calls(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for c in Call::ALL {
+            for (i, o) in CALL_OUTCOMES.iter().enumerate() {
+                out.push((
+                    c.as_str(),
+                    *o,
+                    self.calls[c as usize][i].load(Ordering::Relaxed),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The store's clock: seconds since its epoch.
+    pub fn now(&self) -> u32 {
+        self.now.load(Ordering::Relaxed)
     }
 
     /// The hot path: no lock, no allocation, no await. `network` (the address's AS and
@@ -67,7 +132,7 @@ impl Shared {
                 .and_then(|n| snap.lookup_network(n, now))
         });
         match found {
-            Some(v) => Reputation::Flagged(v),
+            Some((v, kind)) => Reputation::Flagged(v, kind),
             None => Reputation::Clean,
         }
     }
@@ -114,6 +179,11 @@ impl Shared {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// The decisions in use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
     pub fn decisions(&self) -> usize {
         self.snapshot.load().len()
     }
@@ -129,6 +199,7 @@ impl Shared {
     pub(super) fn reset(&self) {
         self.set_synced(false);
         self.last_ok_ms.store(0, Ordering::Relaxed);
-        self.publish(Arc::new(Snapshot::empty()));
+        let kept = Snapshot::empty_keeping_kinds(&self.snapshot.load());
+        self.publish(Arc::new(kept));
     }
 }

@@ -5,9 +5,10 @@
 //! The writer ([`Store`]) applies a batch by copying only the buckets it touches and sharing
 //! the rest, then publishes a new snapshot; readers never wait.
 //!
-//! A single-address slot is 8 bytes for IPv4 (address + 28-bit expiry + 4-bit type) and 20 for
-//! IPv6. The rare address with several decision types is tracked writer-side in `multi`; the
-//! slot holds the winner (ban > captcha > throttle, then the longest).
+//! A single-address slot is 12 bytes for IPv4 (address, expiry, kind) and 24 for IPv6. A kind
+//! is a (type, origin) pair, so that usage metrics can say which origin dropped a request. The
+//! rare address with several decisions of different kinds is tracked writer-side in `multi`;
+//! the slot holds the winner (ban > captcha > throttle, then the longest).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,25 +16,31 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::wire::{Batch, Target, MAX_TYPES};
-use crate::restrict::Verdict;
+use super::wire::{Batch, Change, Target, MAX_TYPES, OTHER_ORIGIN};
+use crate::restrict::{DecisionKind, Verdict};
 
-const TYPE_BITS: u32 = 4;
-const TYPE_MASK: u32 = (1 << TYPE_BITS) - 1;
-/// Expiries are seconds since the store's epoch in 28 bits (8.5 years); longer saturate.
-const MAX_EXPIRY: u32 = u32::MAX >> TYPE_BITS;
+/// Distinct (type, origin) pairs a process keeps apart; later ones count under origin
+/// `other`. The last [`MAX_TYPES`] + 1 are kept for those.
+pub const MAX_KINDS: usize = 1024;
+
+/// A slot's value: when the decision expires (seconds since the store's epoch) and its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Meta {
+    expires: u32,
+    kind: u16,
+}
 
 #[inline]
-fn meta(expires: u32, type_index: u8) -> u32 {
-    (expires.min(MAX_EXPIRY) << TYPE_BITS) | (type_index as u32 & TYPE_MASK)
+fn meta(expires: u32, kind: u16) -> Meta {
+    Meta { expires, kind }
 }
 #[inline]
-fn meta_expires(m: u32) -> u32 {
-    m >> TYPE_BITS
+fn meta_expires(m: Meta) -> u32 {
+    m.expires
 }
 #[inline]
-fn meta_type(m: u32) -> u8 {
-    (m & TYPE_MASK) as u8
+fn meta_type(m: Meta) -> u16 {
+    m.kind
 }
 
 /// A single-address key.
@@ -76,7 +83,7 @@ impl SlotKey for V6Key {
 #[repr(C)]
 struct Slot<K> {
     key: K,
-    meta: u32,
+    meta: Meta,
 }
 
 /// A hash table of buckets shared between snapshots.
@@ -105,7 +112,7 @@ impl<K: SlotKey> Table<K> {
     }
 
     #[inline]
-    fn get(&self, key: K) -> Option<u32> {
+    fn get(&self, key: K) -> Option<Meta> {
         self.buckets[self.index(key)]
             .iter()
             .find(|s| s.key == key)
@@ -159,14 +166,14 @@ impl<'t, K: SlotKey> Edit<'t, K> {
             .or_insert_with(|| table.buckets[i].to_vec())
     }
 
-    fn get(&mut self, key: K) -> Option<u32> {
+    fn get(&mut self, key: K) -> Option<Meta> {
         self.bucket(key)
             .iter()
             .find(|s| s.key == key)
             .map(|s| s.meta)
     }
 
-    fn set(&mut self, key: K, meta: Option<u32>) {
+    fn set(&mut self, key: K, meta: Option<Meta>) {
         let b = self.bucket(key);
         let pos = b.iter().position(|s| s.key == key);
         match (pos, meta) {
@@ -202,7 +209,7 @@ impl<'t, K: SlotKey> Edit<'t, K> {
 struct RangeEntry<K> {
     start: K,
     end: K,
-    meta: u32,
+    meta: Meta,
     /// Index of the nearest enclosing range, or `u32::MAX`.
     parent: u32,
 }
@@ -217,7 +224,7 @@ struct RangeTable<K> {
 }
 
 impl<K: Copy + Ord> RangeTable<K> {
-    fn build(mut ranges: Vec<(K, K, u32)>) -> Self {
+    fn build(mut ranges: Vec<(K, K, Meta)>) -> Self {
         ranges.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut entries: Vec<RangeEntry<K>> = Vec::with_capacity(ranges.len());
         let mut open: Vec<u32> = Vec::new();
@@ -245,7 +252,7 @@ impl<K: Copy + Ord> RangeTable<K> {
     }
 
     #[inline]
-    fn get(&self, x: K, now: u32) -> Option<u32> {
+    fn get(&self, x: K, now: u32) -> Option<Meta> {
         let mut i = self.starts.partition_point(|s| *s <= x);
         while i > 0 {
             let e = &self.entries[i - 1];
@@ -266,18 +273,20 @@ pub struct Snapshot {
     r6: Arc<RangeTable<u128>>,
     /// `AS` and `Country` decisions, few: sorted for a bisection.
     scoped: Arc<Scoped>,
-    verdicts: [Verdict; MAX_TYPES + 1],
+    /// By kind: the verdict, and the (type, origin) names metrics report.
+    verdicts: Arc<[Verdict]>,
+    kinds: Arc<[(Box<str>, Box<str>)]>,
 }
 
 /// Decisions on an autonomous system or a country, by key, with their slot value.
 #[derive(Default)]
 struct Scoped {
-    asns: Box<[(u32, u32)]>,
-    countries: Box<[([u8; 2], u32)]>,
+    asns: Box<[(u32, Meta)]>,
+    countries: Box<[([u8; 2], Meta)]>,
 }
 
 impl Scoped {
-    fn get<K: Ord>(list: &[(K, u32)], key: &K, now: u32) -> Option<u32> {
+    fn get<K: Ord>(list: &[(K, Meta)], key: &K, now: u32) -> Option<Meta> {
         let i = list.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
         Some(list[i].1).filter(|m| meta_expires(*m) > now)
     }
@@ -298,8 +307,60 @@ impl Snapshot {
             r4: Arc::new(RangeTable::build(Vec::new())),
             r6: Arc::new(RangeTable::build(Vec::new())),
             scoped: Arc::default(),
-            verdicts: [Verdict::CrowdsecBan; MAX_TYPES + 1],
+            verdicts: Arc::from([]),
+            kinds: Arc::from([]),
         }
+    }
+
+    /// An empty snapshot that keeps `old`'s kinds, so that counters by kind keep their
+    /// meaning across a bouncer restart.
+    pub fn empty_keeping_kinds(old: &Snapshot) -> Self {
+        Self {
+            verdicts: old.verdicts.clone(),
+            kinds: old.kinds.clone(),
+            ..Self::empty()
+        }
+    }
+
+    #[inline]
+    fn found(&self, m: Meta) -> (Verdict, DecisionKind) {
+        // A kind is always in the table; were it not, deny as a ban (fail closed).
+        let v = self.verdicts.get(m.kind as usize).copied();
+        (v.unwrap_or(Verdict::CrowdsecBan), DecisionKind(m.kind))
+    }
+
+    /// The (type, origin) a kind stands for.
+    pub fn kind_names(&self, kind: DecisionKind) -> Option<(&str, &str)> {
+        let (t, o) = self.kinds.get(kind.0 as usize)?;
+        Some((t, o))
+    }
+
+    /// Live decisions by kind (an address or network held with several kinds counts once,
+    /// under the kind that decides).
+    pub fn count_by_kind(&self, now: u32) -> Vec<u64> {
+        let mut n = vec![0u64; self.kinds.len()];
+        let mut add = |m: Meta| {
+            if m.expires > now {
+                if let Some(c) = n.get_mut(m.kind as usize) {
+                    *c += 1;
+                }
+            }
+        };
+        self.v4
+            .buckets
+            .iter()
+            .flat_map(|b| b.iter())
+            .for_each(|s| add(s.meta));
+        self.v6
+            .buckets
+            .iter()
+            .flat_map(|b| b.iter())
+            .for_each(|s| add(s.meta));
+        self.r4.entries.iter().for_each(|e| add(e.meta));
+        self.r6.entries.iter().for_each(|e| add(e.meta));
+        self.scoped.asns.iter().for_each(|(_, m)| add(*m));
+        self.scoped.countries.iter().for_each(|(_, m)| add(*m));
+        n
     }
 
     /// Whether any AS or country decision is held: only then is the address's network asked.
@@ -310,7 +371,7 @@ impl Snapshot {
 
     /// The decision on the address's autonomous system, else on its country. Asked only
     /// after [`Snapshot::lookup`] found nothing: an address or a range is more specific.
-    pub fn lookup_network(&self, net: Network, now: u32) -> Option<Verdict> {
+    pub fn lookup_network(&self, net: Network, now: u32) -> Option<(Verdict, DecisionKind)> {
         let asn = net
             .asn
             .and_then(|a| Scoped::get(&self.scoped.asns, &a, now));
@@ -318,7 +379,7 @@ impl Snapshot {
             net.country
                 .and_then(|c| Scoped::get(&self.scoped.countries, &c, now))
         })?;
-        Some(self.verdicts[meta_type(m) as usize])
+        Some(self.found(m))
     }
 
     /// AS and country decisions held.
@@ -329,7 +390,7 @@ impl Snapshot {
     /// The decision covering `addr` (canonical) at `now` (seconds since the store's epoch).
     /// Single addresses are the most specific; then the narrowest live range.
     #[inline]
-    pub fn lookup(&self, addr: IpAddr, now: u32) -> Option<Verdict> {
+    pub fn lookup(&self, addr: IpAddr, now: u32) -> Option<(Verdict, DecisionKind)> {
         let m = match addr {
             IpAddr::V4(a) => {
                 let k = u32::from(a);
@@ -346,7 +407,12 @@ impl Snapshot {
                 }
             }
         }?;
-        Some(self.verdicts[meta_type(m) as usize])
+        Some(self.found(m))
+    }
+
+    #[cfg(test)]
+    pub fn verdict_at(&self, addr: IpAddr, now: u32) -> Option<Verdict> {
+        self.lookup(addr, now).map(|(v, _)| v)
     }
 
     /// Decisions held (expired ones not yet purged included).
@@ -375,10 +441,20 @@ fn rank(v: Verdict) -> u8 {
 }
 
 /// The slot value for a target with several decisions: the severest type, then the longest.
-fn winner(list: &[(u8, u32)], verdicts: &[Verdict; MAX_TYPES + 1]) -> Option<u32> {
+fn winner(list: &[(u16, u32)], verdicts: &[Verdict]) -> Option<Meta> {
     list.iter()
-        .max_by_key(|(t, e)| (rank(verdicts[*t as usize]), *e))
-        .map(|(t, e)| meta(*e, *t))
+        .max_by_key(|(k, e)| {
+            (
+                rank(
+                    verdicts
+                        .get(*k as usize)
+                        .copied()
+                        .unwrap_or(Verdict::CrowdsecBan),
+                ),
+                *e,
+            )
+        })
+        .map(|(k, e)| meta(*e, *k))
 }
 
 fn verdict_for(type_name: &str) -> Verdict {
@@ -393,14 +469,17 @@ fn verdict_for(type_name: &str) -> Verdict {
 /// The writer: owns the authoritative extras and builds snapshots.
 pub struct Store {
     snapshot: Arc<Snapshot>,
-    /// Global type table; a slot's 4-bit type indexes it.
-    types: Vec<String>,
-    /// Single targets with decisions of more than one type: every (type, expiry).
-    multi: HashMap<Target, Vec<(u8, u32)>>,
-    /// All range decisions by network: every (type, expiry).
-    ranges: HashMap<IpNet, Vec<(u8, u32)>>,
-    /// All AS and country decisions: every (type, expiry).
-    scoped: HashMap<Target, Vec<(u8, u32)>>,
+    /// Global kind table, append-only: a slot's kind indexes it.
+    kinds: Vec<(String, String)>,
+    kind_ids: HashMap<(String, String), u16>,
+    /// By kind, kept in step with `kinds`.
+    verdicts: Arc<[Verdict]>,
+    /// Single targets with decisions of more than one kind: every (kind, expiry).
+    multi: HashMap<Target, Vec<(u16, u32)>>,
+    /// All range decisions by network: every (kind, expiry).
+    ranges: HashMap<IpNet, Vec<(u16, u32)>>,
+    /// All AS and country decisions: every (kind, expiry).
+    scoped: HashMap<Target, Vec<(u16, u32)>>,
 }
 
 impl Default for Store {
@@ -411,9 +490,26 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Self {
+        Self::continuing(&Snapshot::empty())
+    }
+
+    /// A new store that numbers kinds as `previous` did.
+    pub fn continuing(previous: &Snapshot) -> Self {
+        let kinds: Vec<(String, String)> = previous
+            .kinds
+            .iter()
+            .map(|(t, o)| (t.to_string(), o.to_string()))
+            .collect();
+        let kind_ids = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u16))
+            .collect();
         Self {
-            snapshot: Arc::new(Snapshot::empty()),
-            types: Vec::new(),
+            snapshot: Arc::new(Snapshot::empty_keeping_kinds(previous)),
+            kinds,
+            kind_ids,
+            verdicts: previous.verdicts.clone(),
             multi: HashMap::new(),
             ranges: HashMap::new(),
             scoped: HashMap::new(),
@@ -424,42 +520,85 @@ impl Store {
         self.snapshot.clone()
     }
 
-    fn global_type(&mut self, name: &str) -> u8 {
-        if let Some(i) = self.types.iter().position(|t| t == name) {
-            return i as u8;
+    /// The kind of a (type, origin) pair, numbered on first sight.
+    fn global_kind(&mut self, type_name: &str, origin: &str) -> u16 {
+        let key = (type_name.to_owned(), origin.to_owned());
+        if let Some(&k) = self.kind_ids.get(&key) {
+            return k;
         }
-        if self.types.len() >= MAX_TYPES {
-            // Out of type slots: the extra types share the last one, which denies as a ban.
-            return MAX_TYPES as u8;
+        let spare = MAX_KINDS - (MAX_TYPES + 1);
+        if self.kinds.len() >= spare && origin != OTHER_ORIGIN {
+            return self.global_kind(type_name, OTHER_ORIGIN);
         }
-        self.types.push(name.to_owned());
-        (self.types.len() - 1) as u8
+        if self.kinds.len() >= MAX_KINDS {
+            // Only reachable with more than MAX_TYPES + 1 types under `other`: share the last.
+            return (MAX_KINDS - 1) as u16;
+        }
+        let k = self.kinds.len() as u16;
+        self.kinds.push(key.clone());
+        self.kind_ids.insert(key, k);
+        self.verdicts = self.kinds.iter().map(|(t, _)| verdict_for(t)).collect();
+        k
     }
 
-    fn verdicts(&self) -> [Verdict; MAX_TYPES + 1] {
-        let mut v = [Verdict::CrowdsecBan; MAX_TYPES + 1];
-        for (i, t) in self.types.iter().enumerate() {
-            v[i] = verdict_for(t);
+    /// The global kind of each change, through a (type, origin) table built lazily per batch.
+    fn batch_kinds(&mut self, batch: &Batch) -> BatchKinds {
+        BatchKinds {
+            origins: batch.origins.len().max(1),
+            table: vec![u16::MAX; batch.types.len().max(1) * batch.origins.len().max(1)],
         }
-        v
     }
 
-    fn winner(&self, list: &[(u8, u32)]) -> Option<u32> {
-        winner(list, &self.verdicts())
+    fn kind_of(&mut self, kinds: &mut BatchKinds, batch: &Batch, c: &Change) -> u16 {
+        let i = c.type_index as usize * kinds.origins + c.origin as usize;
+        match kinds.table.get(i) {
+            Some(&k) if k != u16::MAX => k,
+            _ => {
+                let t = batch
+                    .types
+                    .get(c.type_index as usize)
+                    .map_or("ban", |t| t.as_str());
+                let o = batch
+                    .origins
+                    .get(c.origin as usize)
+                    .map_or("", |o| o.as_str());
+                let k = self.global_kind(t, o);
+                if let Some(slot) = kinds.table.get_mut(i) {
+                    *slot = k;
+                }
+                k
+            }
+        }
+    }
+
+    fn winner(&self, list: &[(u16, u32)]) -> Option<Meta> {
+        winner(list, &self.verdicts)
+    }
+
+    fn kind_names(&self) -> Arc<[(Box<str>, Box<str>)]> {
+        if self.snapshot.kinds.len() == self.kinds.len() {
+            return self.snapshot.kinds.clone();
+        }
+        self.kinds
+            .iter()
+            .map(|(t, o)| (t.as_str().into(), o.as_str().into()))
+            .collect()
     }
 
     /// Replaces everything with a startup (full) answer.
     pub fn replace_all(&mut self, batch: Batch, now: u32) -> Arc<Snapshot> {
-        self.types.clear();
         self.multi.clear();
         self.ranges.clear();
         self.scoped.clear();
-        let map: Vec<u8> = batch.types.iter().map(|t| self.global_type(t)).collect();
-        let verdicts = self.verdicts();
-        let mut v4: HashMap<u32, u32> = HashMap::with_capacity(batch.new.len());
-        let mut v6: HashMap<u128, u32> = HashMap::new();
+        let mut kinds = self.batch_kinds(&batch);
         for c in &batch.new {
-            let t = map[c.type_index as usize];
+            self.kind_of(&mut kinds, &batch, c);
+        }
+        let verdicts = self.verdicts.clone();
+        let mut v4: HashMap<u32, Meta> = HashMap::with_capacity(batch.new.len());
+        let mut v6: HashMap<u128, Meta> = HashMap::new();
+        for c in &batch.new {
+            let t = self.kind_of(&mut kinds, &batch, c);
             let exp = now.saturating_add(c.remaining_secs);
             if c.remaining_secs == 0 {
                 continue;
@@ -498,13 +637,17 @@ impl Store {
             r6,
             scoped: self.scoped_table(),
             verdicts,
+            kinds: self.kind_names(),
         });
         self.snapshot.clone()
     }
 
     /// Applies a delta: `deleted` before `new`, one batch, one new snapshot.
     pub fn apply(&mut self, batch: Batch, now: u32) -> Arc<Snapshot> {
-        let map: Vec<u8> = batch.types.iter().map(|t| self.global_type(t)).collect();
+        let mut kinds = self.batch_kinds(&batch);
+        for c in batch.deleted.iter().chain(&batch.new) {
+            self.kind_of(&mut kinds, &batch, c);
+        }
         let old = self.snapshot.clone();
         let mut e4 = Edit::new(&old.v4);
         let mut e6 = Edit::new(&old.v6);
@@ -516,7 +659,7 @@ impl Store {
             .map(|c| (c, true))
             .chain(batch.new.iter().map(|c| (c, false)))
         {
-            let t = map[c.type_index as usize];
+            let t = self.kind_of(&mut kinds, &batch, c);
             let exp = now.saturating_add(c.remaining_secs);
             let op = if deleted || c.remaining_secs == 0 {
                 Op::Delete(t)
@@ -568,7 +711,8 @@ impl Store {
             r4,
             r6,
             scoped,
-            verdicts: self.verdicts(),
+            verdicts: self.verdicts.clone(),
+            kinds: self.kind_names(),
         };
         // Grow the tables when buckets get long.
         if snap.v4.len > snap.v4.buckets.len() * 32 || snap.v6.len > snap.v6.buckets.len() * 32 {
@@ -585,7 +729,7 @@ impl Store {
             list.retain(|(_, e)| *e > now);
             list.len() > 1
         });
-        let live = |list: &mut Vec<(u8, u32)>| {
+        let live = |list: &mut Vec<(u16, u32)>| {
             list.retain(|(_, e)| *e > now);
             !list.is_empty()
         };
@@ -610,7 +754,8 @@ impl Store {
             r4: s.r4.clone(),
             r6: s.r6.clone(),
             scoped: s.scoped.clone(),
-            verdicts: self.verdicts(),
+            verdicts: self.verdicts.clone(),
+            kinds: self.kind_names(),
         }
     }
 
@@ -679,13 +824,19 @@ impl Store {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Op {
-    Add(u8, u32),
-    Delete(u8),
+/// Per batch: its (type, origin) pairs to global kinds, filled on first use.
+struct BatchKinds {
+    origins: usize,
+    table: Vec<u16>,
 }
 
-fn upsert(list: &mut Vec<(u8, u32)>, t: u8, e: u32) {
+#[derive(Clone, Copy)]
+enum Op {
+    Add(u16, u32),
+    Delete(u16),
+}
+
+fn upsert(list: &mut Vec<(u16, u32)>, t: u16, e: u32) {
     match list.iter_mut().find(|(lt, _)| *lt == t) {
         Some(slot) => slot.1 = slot.1.max(e),
         None => list.push((t, e)),
@@ -693,13 +844,13 @@ fn upsert(list: &mut Vec<(u8, u32)>, t: u8, e: u32) {
 }
 
 fn merge_single<K: Eq + std::hash::Hash>(
-    map: &mut HashMap<K, u32>,
-    multi: &mut HashMap<Target, Vec<(u8, u32)>>,
+    map: &mut HashMap<K, Meta>,
+    multi: &mut HashMap<Target, Vec<(u16, u32)>>,
     target: Target,
     key: K,
-    t: u8,
+    t: u16,
     e: u32,
-    verdicts: &[Verdict; MAX_TYPES + 1],
+    verdicts: &[Verdict],
 ) {
     let Some(m) = map.get(&key).copied() else {
         map.insert(key, meta(e, t));

@@ -14,6 +14,7 @@ fn batch(new: Vec<Change>, deleted: Vec<Change>) -> Batch {
             "throttle".into(),
             "custom".into(),
         ],
+        origins: vec![],
         skipped: 0,
     }
 }
@@ -45,25 +46,25 @@ fn full_sync_covers_ips_and_ranges_of_both_families() {
     );
     assert_eq!(snap.len(), 5);
     assert_eq!(
-        snap.lookup(ip("192.0.2.1"), 100),
+        snap.verdict_at(ip("192.0.2.1"), 100),
         Some(Verdict::CrowdsecBan)
     );
-    assert_eq!(snap.lookup(ip("192.0.2.2"), 100), None);
+    assert_eq!(snap.verdict_at(ip("192.0.2.2"), 100), None);
     assert_eq!(
-        snap.lookup(ip("2001:db8::1"), 100),
+        snap.verdict_at(ip("2001:db8::1"), 100),
         Some(Verdict::CrowdsecCaptcha)
     );
     assert_eq!(
-        snap.lookup(ip("10.200.3.4"), 100),
+        snap.verdict_at(ip("10.200.3.4"), 100),
         Some(Verdict::CrowdsecThrottle)
     );
     assert_eq!(
-        snap.lookup(ip("2001:db8:1:ffff::5"), 100),
+        snap.verdict_at(ip("2001:db8:1:ffff::5"), 100),
         Some(Verdict::CrowdsecBan)
     );
-    assert_eq!(snap.lookup(ip("2001:db8:2::5"), 100), None);
+    assert_eq!(snap.verdict_at(ip("2001:db8:2::5"), 100), None);
     assert_eq!(
-        snap.lookup(ip("198.51.100.9"), 100),
+        snap.verdict_at(ip("198.51.100.9"), 100),
         Some(Verdict::CrowdsecBan),
         "custom type denies as ban"
     );
@@ -86,41 +87,41 @@ fn most_specific_decision_wins_and_expiry_falls_back_to_the_parent() {
         0,
     );
     assert_eq!(
-        snap.lookup(ip("10.1.2.3"), 0),
+        snap.verdict_at(ip("10.1.2.3"), 0),
         Some(Verdict::CrowdsecCaptcha),
         "single address"
     );
     assert_eq!(
-        snap.lookup(ip("10.1.2.4"), 0),
+        snap.verdict_at(ip("10.1.2.4"), 0),
         Some(Verdict::CrowdsecThrottle),
         "/24"
     );
     assert_eq!(
-        snap.lookup(ip("10.1.9.9"), 0),
+        snap.verdict_at(ip("10.1.9.9"), 0),
         Some(Verdict::CrowdsecCaptcha),
         "/16"
     );
     assert_eq!(
-        snap.lookup(ip("10.3.0.1"), 0),
+        snap.verdict_at(ip("10.3.0.1"), 0),
         Some(Verdict::CrowdsecBan),
         "/8"
     );
     assert_eq!(
-        snap.lookup(ip("10.2.0.1"), 0),
+        snap.verdict_at(ip("10.2.0.1"), 0),
         Some(Verdict::CrowdsecThrottle),
         "sibling /16"
     );
-    assert_eq!(snap.lookup(ip("11.0.0.0"), 0), None);
+    assert_eq!(snap.verdict_at(ip("11.0.0.0"), 0), None);
     // Expiry is local: the /32 and the /24 expire, the /16 takes over.
     assert_eq!(
-        snap.lookup(ip("10.1.2.3"), 2),
+        snap.verdict_at(ip("10.1.2.3"), 2),
         Some(Verdict::CrowdsecThrottle)
     );
     assert_eq!(
-        snap.lookup(ip("10.1.2.3"), 5),
+        snap.verdict_at(ip("10.1.2.3"), 5),
         Some(Verdict::CrowdsecCaptcha)
     );
-    assert_eq!(snap.lookup(ip("10.1.2.3"), 1000), None);
+    assert_eq!(snap.verdict_at(ip("10.1.2.3"), 1000), None);
 }
 
 #[test]
@@ -144,29 +145,35 @@ fn deltas_apply_deleted_before_new_and_share_untouched_data() {
         ),
         1,
     );
-    assert_eq!(snap.lookup(ip("192.0.2.1"), 1), Some(Verdict::CrowdsecBan));
-    assert_eq!(snap.lookup(ip("192.0.2.2"), 1), None);
     assert_eq!(
-        snap.lookup(ip("192.0.2.3"), 1),
+        snap.verdict_at(ip("192.0.2.1"), 1),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(snap.verdict_at(ip("192.0.2.2"), 1), None);
+    assert_eq!(
+        snap.verdict_at(ip("192.0.2.3"), 1),
         Some(Verdict::CrowdsecCaptcha)
     );
     // The old snapshot is untouched: readers holding it see a consistent view.
-    assert_eq!(first.lookup(ip("192.0.2.2"), 1), Some(Verdict::CrowdsecBan));
-    assert_eq!(first.lookup(ip("192.0.2.3"), 1), None);
+    assert_eq!(
+        first.verdict_at(ip("192.0.2.2"), 1),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(first.verdict_at(ip("192.0.2.3"), 1), None);
     // Deleting a type the address does not have changes nothing.
     let snap = s.apply(batch(vec![], vec![change("192.0.2.3", BAN, 0)]), 2);
     assert_eq!(
-        snap.lookup(ip("192.0.2.3"), 2),
+        snap.verdict_at(ip("192.0.2.3"), 2),
         Some(Verdict::CrowdsecCaptcha)
     );
     // Ranges too.
     let snap = s.apply(batch(vec![change("2001:db8::/32", BAN, 60)], vec![]), 3);
     assert_eq!(
-        snap.lookup(ip("2001:db8::77"), 3),
+        snap.verdict_at(ip("2001:db8::77"), 3),
         Some(Verdict::CrowdsecBan)
     );
     let snap = s.apply(batch(vec![], vec![change("2001:db8::/32", BAN, 0)]), 4);
-    assert_eq!(snap.lookup(ip("2001:db8::77"), 4), None);
+    assert_eq!(snap.verdict_at(ip("2001:db8::77"), 4), None);
 }
 
 #[test]
@@ -183,19 +190,22 @@ fn several_types_on_one_address_the_severest_holds_until_deleted() {
         ),
         0,
     );
-    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
+    assert_eq!(
+        snap.verdict_at(ip("192.0.2.1"), 0),
+        Some(Verdict::CrowdsecBan)
+    );
     let snap = s.apply(batch(vec![], vec![change("192.0.2.1", BAN, 0)]), 1);
     assert_eq!(
-        snap.lookup(ip("192.0.2.1"), 1),
+        snap.verdict_at(ip("192.0.2.1"), 1),
         Some(Verdict::CrowdsecCaptcha)
     );
     let snap = s.apply(batch(vec![], vec![change("192.0.2.1", CAPTCHA, 0)]), 1);
     assert_eq!(
-        snap.lookup(ip("192.0.2.1"), 1),
+        snap.verdict_at(ip("192.0.2.1"), 1),
         Some(Verdict::CrowdsecThrottle)
     );
     let snap = s.apply(batch(vec![], vec![change("192.0.2.1", THROTTLE, 0)]), 1);
-    assert_eq!(snap.lookup(ip("192.0.2.1"), 1), None);
+    assert_eq!(snap.verdict_at(ip("192.0.2.1"), 1), None);
     // Same in a full sync.
     let snap = s.replace_all(
         batch(
@@ -207,9 +217,12 @@ fn several_types_on_one_address_the_severest_holds_until_deleted() {
         ),
         0,
     );
-    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
     assert_eq!(
-        snap.lookup(ip("192.0.2.1"), 10),
+        snap.verdict_at(ip("192.0.2.1"), 0),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(
+        snap.verdict_at(ip("192.0.2.1"), 10),
         None,
         "the winner's expiry is the slot's"
     );
@@ -219,7 +232,10 @@ fn several_types_on_one_address_the_severest_holds_until_deleted() {
 fn ipv4_mapped_addresses_are_the_same_as_ipv4() {
     let mut s = Store::new();
     let snap = s.replace_all(batch(vec![change("::ffff:192.0.2.1", BAN, 60)], vec![]), 0);
-    assert_eq!(snap.lookup(ip("192.0.2.1"), 0), Some(Verdict::CrowdsecBan));
+    assert_eq!(
+        snap.verdict_at(ip("192.0.2.1"), 0),
+        Some(Verdict::CrowdsecBan)
+    );
 }
 
 #[test]
@@ -230,16 +246,23 @@ fn tables_grow_and_purge_frees_expired() {
         .map(|i| Change {
             target: Target::V4(0x0a00_0000 + i),
             type_index: BAN,
+            origin: 0,
             remaining_secs: if i % 2 == 0 { 10 } else { 1000 },
         })
         .collect();
     let snap = s.apply(batch(adds, vec![]), 0);
     assert_eq!(snap.len(), 50_000);
-    assert_eq!(snap.lookup(ip("10.0.0.7"), 0), Some(Verdict::CrowdsecBan));
+    assert_eq!(
+        snap.verdict_at(ip("10.0.0.7"), 0),
+        Some(Verdict::CrowdsecBan)
+    );
     let snap = s.purge_expired(20);
     assert_eq!(snap.len(), 25_000);
-    assert_eq!(snap.lookup(ip("10.0.0.7"), 20), Some(Verdict::CrowdsecBan));
-    assert_eq!(snap.lookup(ip("10.0.0.8"), 20), None);
+    assert_eq!(
+        snap.verdict_at(ip("10.0.0.7"), 20),
+        Some(Verdict::CrowdsecBan)
+    );
+    assert_eq!(snap.verdict_at(ip("10.0.0.8"), 20), None);
 }
 
 fn change(target: &str, type_index: u8, remaining_secs: u32) -> Change {
@@ -254,6 +277,7 @@ fn change(target: &str, type_index: u8, remaining_secs: u32) -> Change {
     Change {
         target,
         type_index,
+        origin: 0,
         remaining_secs,
     }
 }
@@ -266,6 +290,7 @@ fn as_and_country_decisions_come_after_addresses_and_ranges() {
     let change = |target, type_index| Change {
         target,
         type_index,
+        origin: 0,
         remaining_secs: 3600,
     };
     let batch = Batch {
@@ -286,7 +311,8 @@ fn as_and_country_decisions_come_after_addresses_and_ranges() {
     };
     let lookup = |ip: &str, n: Network| {
         let ip: IpAddr = ip.parse().unwrap();
-        snap.lookup(ip, 1).or_else(|| snap.lookup_network(n, 1))
+        snap.verdict_at(ip, 1)
+            .or_else(|| snap.lookup_network(n, 1).map(|(v, _)| v))
     };
     // The address decision is the most specific; then the AS; then the country.
     assert_eq!(
@@ -313,9 +339,77 @@ fn as_and_country_decisions_come_after_addresses_and_ranges() {
     );
     assert_eq!(snap.lookup_network(net(Some(64500), None), 1), None);
     assert_eq!(
-        snap.lookup_network(net(None, Some(b"RU")), 3601),
+        snap.lookup_network(net(None, Some(b"RU")), 3601)
+            .map(|(v, _)| v),
         None,
         "expired"
     );
     assert_eq!(store.purge_expired(4000).scoped_len(), (0, 0));
+}
+
+#[test]
+fn each_type_and_origin_pair_is_a_kind_that_survives_a_restart() {
+    use crate::restrict::DecisionKind;
+    let body = r#"{"new":[
+        {"origin":"crowdsec","scenario":"ssh-bf","type":"ban","scope":"Ip","value":"192.0.2.1","duration":"1h"},
+        {"origin":"cscli","type":"ban","scope":"Ip","value":"192.0.2.2","duration":"1h"},
+        {"origin":"lists","scenario":"firehol","type":"ban","scope":"Range","value":"198.51.100.0/24","duration":"1h"},
+        {"origin":"cscli","type":"captcha","scope":"Ip","value":"2001:db8::1","duration":"1h"},
+        {"origin":"cscli","type":"ban","scope":"Country","value":"RU","duration":"1h"},
+        {"origin":"cscli","type":"ban","scope":"Ip","value":"192.0.2.3","duration":"1s"}
+    ]}"#;
+    let parse = |b: &str| {
+        super::wire::parse_stream(b.as_bytes(), &super::DecisionFilter::default(), 100).unwrap()
+    };
+    let mut store = Store::new();
+    let snap = store.replace_all(parse(body), 0);
+    let names = |addr: &str| {
+        let (_, kind) = snap.lookup(ip(addr), 10).unwrap();
+        snap.kind_names(kind).unwrap()
+    };
+    assert_eq!(names("192.0.2.1"), ("ban", "crowdsec"));
+    assert_eq!(names("192.0.2.2"), ("ban", "cscli"));
+    assert_eq!(names("198.51.100.77"), ("ban", "lists:firehol"));
+    assert_eq!(names("2001:db8::1"), ("captcha", "cscli"));
+    let counts = snap.count_by_kind(10);
+    let cscli_ban = snap.lookup(ip("192.0.2.2"), 10).unwrap().1;
+    assert_eq!(
+        counts[cscli_ban.0 as usize], 2,
+        "192.0.2.2 and RU; 192.0.2.3 has expired"
+    );
+    assert_eq!(counts.iter().sum::<u64>(), 5);
+
+    // A restarted bouncer numbers kinds as before, so counters by kind keep their meaning.
+    let mut again = Store::continuing(&super::store::Snapshot::empty_keeping_kinds(&snap));
+    let later = again.replace_all(
+        parse(r#"{"new":[{"origin":"cscli","type":"ban","scope":"Ip","value":"192.0.2.9","duration":"1h"}]}"#),
+        0,
+    );
+    assert_eq!(later.lookup(ip("192.0.2.9"), 1).unwrap().1, cscli_ban);
+    assert_eq!(later.kind_names(DecisionKind::NONE), None);
+}
+
+#[test]
+fn kinds_beyond_the_table_count_under_other_and_keep_their_type() {
+    use super::store::MAX_KINDS;
+    let mut store = Store::new();
+    let mut snap = store.replace_all(batch(vec![], vec![]), 0);
+    for i in 0..MAX_KINDS + 50 {
+        let b = format!(
+            r#"{{"new":[{{"origin":"o{i}","type":"{}","scope":"Ip","value":"10.1.{}.{}","duration":"1h"}}]}}"#,
+            if i % 2 == 0 { "ban" } else { "captcha" },
+            i / 256,
+            i % 256
+        );
+        let b =
+            super::wire::parse_stream(b.as_bytes(), &super::DecisionFilter::default(), 10).unwrap();
+        snap = store.apply(b, 0);
+    }
+    let last = MAX_KINDS + 49;
+    let (verdict, kind) = snap
+        .lookup(ip(&format!("10.1.{}.{}", last / 256, last % 256)), 1)
+        .unwrap();
+    assert_eq!(verdict, Verdict::CrowdsecCaptcha, "the type still decides");
+    assert_eq!(snap.kind_names(kind), Some(("captcha", "other")));
+    assert!(snap.count_by_kind(1).len() <= MAX_KINDS);
 }

@@ -1,6 +1,7 @@
 //! The `/v1/decisions/stream` body, parsed as a stream: each decision becomes a compact change
 //! as soon as it is read, so memory follows the number of decisions kept, not the body size.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::net::IpAddr;
@@ -23,12 +24,14 @@ pub enum Target {
     As(u32),
 }
 
-/// One decision, compact: its target, its type (an index into [`Batch::types`]) and the
-/// seconds it has left (0 when already expired or deleted).
+/// One decision, compact: its target, its type (an index into [`Batch::types`]), its origin
+/// (an index into [`Batch::origins`]) and the seconds it has left (0 when already expired or
+/// deleted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     pub target: Target,
     pub type_index: u8,
+    pub origin: u16,
     pub remaining_secs: u32,
 }
 
@@ -38,6 +41,9 @@ pub struct Batch {
     pub new: Vec<Change>,
     /// Type names seen in this batch (`ban`, `captcha`, …), indexed by `Change::type_index`.
     pub types: Vec<String>,
+    /// Origins seen in this batch, as usage metrics name them (`crowdsec`, `cscli`, `CAPI`, and
+    /// `lists:<scenario>` for blocklists), indexed by `Change::origin`.
+    pub origins: Vec<String>,
     /// Decisions ignored: unknown scope, unparseable value or duration, filtered out.
     pub skipped: u64,
 }
@@ -54,8 +60,13 @@ pub enum ParseError {
     TooManyTypes(usize),
 }
 
-/// At most this many distinct types per batch (the store keeps 4 bits per decision).
+/// At most this many distinct types per batch.
 pub const MAX_TYPES: usize = 15;
+
+/// Origins beyond this many in one batch are counted under [`OTHER_ORIGIN`] (never an error:
+/// origins only label metrics).
+pub const MAX_ORIGINS: usize = 4096;
+pub const OTHER_ORIGIN: &str = "other";
 
 /// Parses a whole stream body as it arrives. A small state machine walks the envelope
 /// (`{"new": [...], "deleted": [...]}`, either list possibly `null`) and cuts out each decision
@@ -72,6 +83,10 @@ pub fn parse_stream<R: Read>(
         filter,
         max_decisions,
         error: None,
+        origin_ids: HashMap::default(),
+        last_origin: 0,
+        scenario: String::new(),
+        label: String::new(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(128 * 1024);
     let mut pos = 0usize;
@@ -293,6 +308,12 @@ struct Ctx<'b> {
     max_decisions: usize,
     /// A limit error, kept apart from serde's so it reaches the caller as itself.
     error: Option<ParseError>,
+    /// Interned origin labels: a hit allocates nothing.
+    origin_ids: HashMap<Box<str>, u16>,
+    last_origin: u16,
+    /// The current decision's scenario, kept while its origin may still turn out `lists`.
+    scenario: String,
+    label: String,
 }
 
 /// A decision's fields as read, before they are judged.
@@ -302,9 +323,20 @@ struct Fields {
     value: Option<Value>,
     remaining: Option<f64>,
     type_index: Option<Result<u8, ()>>,
+    origin: Origin,
     origin_ok: bool,
     scenario_ok: bool,
     type_ok: bool,
+}
+
+/// A decision's origin as read so far.
+#[derive(Clone, Copy, Default)]
+enum Origin {
+    #[default]
+    Unread,
+    /// `lists`: the label needs the scenario (the blocklist's name).
+    Lists,
+    Label(u16),
 }
 
 #[derive(Clone, Copy)]
@@ -341,6 +373,53 @@ impl Ctx<'_> {
         Ok((types.len() - 1) as u8)
     }
 
+    fn origin_id(&mut self, label: &str) -> u16 {
+        // Decisions come in runs of one origin (a blocklist, CAPI's community list).
+        let last = self.last_origin as usize;
+        if self.batch.origins.get(last).is_some_and(|o| o == label) {
+            return self.last_origin;
+        }
+        let i = self.intern_origin(label);
+        self.last_origin = i;
+        i
+    }
+
+    fn intern_origin(&mut self, label: &str) -> u16 {
+        if let Some(&i) = self.origin_ids.get(label) {
+            return i;
+        }
+        let origins = &mut self.batch.origins;
+        let label = if origins.len() >= MAX_ORIGINS {
+            if let Some(&i) = self.origin_ids.get(OTHER_ORIGIN) {
+                return i;
+            }
+            OTHER_ORIGIN
+        } else {
+            label
+        };
+        origins.push(label.to_owned());
+        let i = (origins.len() - 1) as u16;
+        self.origin_ids.insert(label.into(), i);
+        i
+    }
+
+    /// The origin label of a decision whose fields are all read.
+    fn origin_label(&mut self, origin: Origin) -> u16 {
+        match origin {
+            Origin::Label(i) => i,
+            Origin::Lists => {
+                let mut label = std::mem::take(&mut self.label);
+                label.clear();
+                label.push_str("lists:");
+                label.push_str(&self.scenario);
+                let i = self.origin_id(&label);
+                self.label = label;
+                i
+            }
+            Origin::Unread => self.origin_id(""),
+        }
+    }
+
     fn accept(&mut self, f: Fields, deleted: bool) -> Result<(), &'static str> {
         let type_index = match f.type_index {
             Some(Ok(i)) => i,
@@ -372,6 +451,7 @@ impl Ctx<'_> {
         let change = Change {
             target,
             type_index,
+            origin: self.origin_label(f.origin),
             // Never expire early: round up, saturate for decades-long bans.
             remaining_secs: secs.max(0.0).ceil().min(u32::MAX as f64) as u32,
         };
@@ -467,6 +547,7 @@ impl<'de> Visitor<'de> for DecisionSeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let ctx = self.0;
         let filter = ctx.filter;
+        ctx.scenario.clear();
         let mut f = Fields {
             origin_ok: filter.origin_ok(""),
             scenario_ok: filter.scenario_ok(""),
@@ -484,10 +565,26 @@ impl<'de> Visitor<'de> for DecisionSeed<'_, '_> {
                     f.type_index = Some(index);
                 }
                 Key::Origin => {
-                    f.origin_ok = map.next_value_seed(WithStr(|o: &str| filter.origin_ok(o)))?
+                    let (ok, origin) = map.next_value_seed(WithStr(|o: &str| {
+                        let origin = if o == "lists" {
+                            Origin::Lists
+                        } else {
+                            Origin::Label(ctx.origin_id(o))
+                        };
+                        (filter.origin_ok(o), origin)
+                    }))?;
+                    f.origin_ok = ok;
+                    f.origin = origin;
                 }
                 Key::Scenario => {
-                    f.scenario_ok = map.next_value_seed(WithStr(|s: &str| filter.scenario_ok(s)))?
+                    let keep = !matches!(f.origin, Origin::Label(_));
+                    f.scenario_ok = map.next_value_seed(WithStr(|s: &str| {
+                        if keep {
+                            ctx.scenario.clear();
+                            ctx.scenario.push_str(s);
+                        }
+                        filter.scenario_ok(s)
+                    }))?
                 }
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -620,6 +717,61 @@ mod tests {
         );
         assert_eq!(b.types, ["ban", "captcha", "throttle", "custom"]);
         assert_eq!(b.new[4].type_index, 3);
+        let origin = |c: &Change| b.origins[c.origin as usize].as_str();
+        assert_eq!(origin(&b.deleted[0]), "cscli");
+        assert_eq!(
+            b.new.iter().map(origin).collect::<Vec<_>>(),
+            ["crowdsec", "CAPI", "lists:s", "cscli", "cscli", "cscli"]
+        );
+    }
+
+    #[test]
+    fn a_blocklist_origin_is_named_by_its_scenario_in_any_key_order() {
+        let b = parse(
+            r#"{"new":[
+                 {"origin":"lists","scenario":"firehol_l1","type":"ban","scope":"Ip","value":"192.0.2.1","duration":"1h"},
+                 {"scenario":"tor_exits","type":"ban","scope":"Ip","value":"192.0.2.2","duration":"1h","origin":"lists"},
+                 {"origin":"lists","type":"ban","scope":"Ip","value":"192.0.2.3","duration":"1h"},
+                 {"scenario":"ssh-bf","origin":"crowdsec","type":"ban","scope":"Ip","value":"192.0.2.4","duration":"1h"},
+                 {"type":"ban","scope":"Ip","value":"192.0.2.5","duration":"1h"}
+               ]}"#,
+        );
+        let names: Vec<&str> = b
+            .new
+            .iter()
+            .map(|c| b.origins[c.origin as usize].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "lists:firehol_l1",
+                "lists:tor_exits",
+                "lists:",
+                "crowdsec",
+                ""
+            ],
+            "a list without a scenario does not inherit the previous decision's"
+        );
+    }
+
+    #[test]
+    fn too_many_origins_fold_into_other_without_failing_the_batch() {
+        let body = format!(
+            r#"{{"new":[{}]}}"#,
+            (0..MAX_ORIGINS + 10)
+                .map(|i| format!(
+                    r#"{{"origin":"o{i}","type":"ban","scope":"Ip","value":"10.0.{}.{}","duration":"1h"}}"#,
+                    i / 256,
+                    i % 256
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let b = parse_stream(body.as_bytes(), &DecisionFilter::default(), 10_000).unwrap();
+        assert_eq!(b.new.len(), MAX_ORIGINS + 10);
+        assert_eq!(b.origins.len(), MAX_ORIGINS + 1);
+        let last = b.new.last().unwrap();
+        assert_eq!(b.origins[last.origin as usize], OTHER_ORIGIN);
     }
 
     #[test]

@@ -12,14 +12,24 @@ pub trait CountryLookup {
     fn country(&self, addr: IpAddr) -> Option<CountryCode>;
 }
 
+/// Which (type, origin) pair a decision is, as the bouncer numbers them: usage metrics count
+/// dropped requests by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecisionKind(pub u16);
+
+impl DecisionKind {
+    /// No decision: the bouncer was unavailable.
+    pub const NONE: Self = Self(u16::MAX);
+}
+
 /// What the CrowdSec layer learns about an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reputation {
     /// No bouncer configured, or not synced once yet.
     Unavailable,
     Clean,
-    /// A decision covers the address; the verdict it maps to (`crowdsec_ban`, …).
-    Flagged(Verdict),
+    /// A decision covers the address: the verdict it maps to (`crowdsec_ban`, …) and its kind.
+    Flagged(Verdict, DecisionKind),
 }
 
 /// What the CrowdSec layer would have said, for the access log's metadata.
@@ -27,6 +37,7 @@ pub enum Reputation {
 pub struct CrowdSecFlag {
     pub verdict: Verdict,
     pub mode: CrowdSecMode,
+    pub kind: DecisionKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +47,8 @@ pub struct Outcome {
     pub crowdsec: Option<CrowdSecFlag>,
     /// The address is on the service's bypass list: country and CrowdSec were not consulted.
     pub bypass: bool,
+    /// The CrowdSec layer was asked (usage metrics' `processed`).
+    pub reputation_checked: bool,
 }
 
 impl Outcome {
@@ -44,6 +57,22 @@ impl Outcome {
             verdict,
             crowdsec: None,
             bypass: false,
+            reputation_checked: false,
+        }
+    }
+
+    /// The decision that denied this request, for usage metrics' `dropped`: present only when
+    /// a CrowdSec decision is what the client got (enforce, not answered by a solved captcha).
+    pub const fn dropped_by(&self) -> Option<DecisionKind> {
+        match self.crowdsec {
+            Some(flag)
+                if !self.verdict.is_allow()
+                    && flag.kind.0 != DecisionKind::NONE.0
+                    && matches!(flag.mode, CrowdSecMode::Enforce) =>
+            {
+                Some(flag.kind)
+            }
+            _ => None,
         }
     }
 
@@ -156,14 +185,20 @@ impl Filter {
         }
 
         if self.crowdsec.is_on() {
-            let would = match reputation(addr) {
-                Reputation::Clean => return Outcome::plain(Verdict::Allow),
-                Reputation::Unavailable => Verdict::CrowdsecUnavailable,
-                Reputation::Flagged(v) => v,
+            let (would, kind) = match reputation(addr) {
+                Reputation::Clean => {
+                    return Outcome {
+                        reputation_checked: true,
+                        ..Outcome::plain(Verdict::Allow)
+                    }
+                }
+                Reputation::Unavailable => (Verdict::CrowdsecUnavailable, DecisionKind::NONE),
+                Reputation::Flagged(v, kind) => (v, kind),
             };
             let flag = Some(CrowdSecFlag {
                 verdict: would,
                 mode: self.crowdsec,
+                kind,
             });
             let verdict = match self.crowdsec {
                 CrowdSecMode::Enforce => would,
@@ -173,6 +208,7 @@ impl Filter {
                 verdict,
                 crowdsec: flag,
                 bypass: false,
+                reputation_checked: true,
             };
         }
 

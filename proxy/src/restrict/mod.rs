@@ -7,7 +7,7 @@ mod ipset;
 
 pub use appsec::{appsec_outcome, AppSecAnswer};
 pub use country::{CountryCode, CountrySet};
-pub use filter::{CountryLookup, Filter, Outcome, Reputation};
+pub use filter::{CountryLookup, DecisionKind, Filter, Outcome, Reputation};
 pub use ipset::IpSet;
 pub use nb_api::{CrowdSecMode, Verdict};
 

@@ -255,18 +255,33 @@ fn crowdsec_enforce_denies_with_the_decision_verdict() {
         Verdict::CrowdsecCaptcha,
         Verdict::CrowdsecThrottle,
     ] {
-        let out = f.check(ip, None, |_| Reputation::Flagged(v));
+        let out = f.check(ip, None, |_| Reputation::Flagged(v, DecisionKind(7)));
         assert_eq!(out.verdict, v);
         assert_eq!(
             out.crowdsec,
             Some(CrowdSecFlag {
                 verdict: v,
-                mode: CrowdSecMode::Enforce
+                mode: CrowdSecMode::Enforce,
+                kind: DecisionKind(7),
             })
+        );
+        assert_eq!(out.dropped_by(), Some(DecisionKind(7)));
+        assert!(out.reputation_checked);
+        assert_eq!(
+            out.captcha_solved().dropped_by(),
+            (v != Verdict::CrowdsecCaptcha).then_some(DecisionKind(7)),
+            "a solved captcha drops nothing"
         );
     }
     let out = f.check(ip, None, |_| Reputation::Clean);
-    assert_eq!(out, Outcome::plain(Verdict::Allow));
+    assert_eq!(
+        out,
+        Outcome {
+            reputation_checked: true,
+            ..Outcome::plain(Verdict::Allow)
+        }
+    );
+    assert_eq!(out.dropped_by(), None);
 }
 
 #[test]
@@ -276,6 +291,7 @@ fn crowdsec_enforce_fails_closed_while_unavailable() {
         Reputation::Unavailable
     });
     assert_eq!(out.verdict, Verdict::CrowdsecUnavailable);
+    assert_eq!(out.dropped_by(), None, "no decision to count it under");
 }
 
 #[test]
@@ -283,10 +299,11 @@ fn crowdsec_observe_never_denies_but_records() {
     let f = crowdsec_filter(CrowdSecMode::Observe, &[]);
     for r in [
         Reputation::Unavailable,
-        Reputation::Flagged(Verdict::CrowdsecBan),
+        Reputation::Flagged(Verdict::CrowdsecBan, DecisionKind(1)),
     ] {
         let out = f.check("192.0.2.1".parse().unwrap(), None, |_| r);
         assert_eq!(out.verdict, Verdict::Allow);
+        assert_eq!(out.dropped_by(), None, "observe drops nothing");
         let flag = out.crowdsec.expect("observe records the would-be verdict");
         assert_eq!(flag.mode, CrowdSecMode::Observe);
         assert!(!flag.verdict.is_allow());
@@ -332,7 +349,7 @@ fn bypass_skips_country_and_crowdsec_but_not_the_cidr_lists() {
     let table = geo();
     let ask = |addr: &str| {
         f.check(addr.parse().unwrap(), Some(&table), |_| {
-            Reputation::Flagged(Verdict::CrowdsecBan)
+            Reputation::Flagged(Verdict::CrowdsecBan, DecisionKind(0))
         })
     };
     // 10.1.2.3 is in DE (not allowed) and flagged: the bypass lets it in, consulting neither.
@@ -364,7 +381,7 @@ fn a_solved_captcha_allows_only_a_captcha_verdict() {
     let f = crowdsec_filter(CrowdSecMode::Enforce, &["10.0.0.0/8"]);
     let flagged = |v| {
         f.check("192.0.2.1".parse().unwrap(), None, |_| {
-            Reputation::Flagged(v)
+            Reputation::Flagged(v, DecisionKind(0))
         })
     };
     let solved = flagged(Verdict::CrowdsecCaptcha).captcha_solved();

@@ -502,3 +502,43 @@ async fn bypass_clients_skip_country_and_crowdsec_but_not_the_deny_list() {
     assert!(e[1]["metadata"].get("bypass").is_none());
     assert_eq!(e[2]["deny_reason"], "geo_unavailable");
 }
+
+/// CrowdSec 1.4.6 has no usage-metrics endpoint: the 404 is said once at info and pushing
+/// stops, while the bouncer goes on.
+#[tokio::test]
+async fn a_lapi_without_usage_metrics_is_said_once_and_no_longer_pushed_to() {
+    let up = Upstream::start("u").await;
+    let lapi = Lapi::start_new(None);
+    lapi.add(&["--ip", "127.0.0.5"]);
+    let proxy = ProxyBuilder::new(&services(&up))
+        .metrics()
+        .arg("--crowdsec-api-url")
+        .arg(lapi.url())
+        .arg("--crowdsec-api-key")
+        .arg(KEY)
+        .arg("--crowdsec-update-interval")
+        .arg("300ms")
+        .arg("--crowdsec-usage-metrics-interval")
+        .arg("1s")
+        .start()
+        .await;
+    let said = "has no usage-metrics endpoint (404; it needs CrowdSec 1.6.3 or later)";
+    proxy.wait_log_count(said, 1).await;
+    let series = "nb_proxy_crowdsec_lapi_calls_total{call=\"usage_metrics\",outcome=\"not_found\"}";
+    assert_eq!(proxy.metric(series).await, 1.0);
+    assert_eq!(status_of(&proxy, "127.0.0.5", "enforce.test").await, 403);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(proxy.metric(series).await, 1.0, "no push after the 404");
+    let ok = "nb_proxy_crowdsec_lapi_calls_total{call=\"usage_metrics\",outcome=\"ok\"}";
+    assert_eq!(proxy.metric(ok).await, 0.0);
+    assert_eq!(
+        proxy.stderr_text().matches(said).count(),
+        1,
+        "said once, at info"
+    );
+    assert!(proxy
+        .stderr_text()
+        .lines()
+        .any(|l| l.contains(said) && l.contains("INFO")));
+    assert_eq!(status_of(&proxy, "127.0.0.6", "enforce.test").await, 200);
+}

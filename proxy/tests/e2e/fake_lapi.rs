@@ -42,7 +42,21 @@ pub struct Seen {
 pub struct FakeLapi {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub usage: Arc<UsageEndpoint>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// `POST /v1/usage-metrics`: what was pushed, and how to answer (statuses in turn, then 201).
+#[derive(Default)]
+pub struct UsageEndpoint {
+    pub pushes: Mutex<Vec<(Seen, serde_json::Value)>>,
+    pub replies: Mutex<VecDeque<u16>>,
+}
+
+impl UsageEndpoint {
+    pub fn pushes(&self) -> Vec<(Seen, serde_json::Value)> {
+        self.pushes.lock().unwrap().clone()
+    }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -56,18 +70,24 @@ impl FakeLapi {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let usage = Arc::new(UsageEndpoint::default());
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let (seen2, script2) = (seen.clone(), script.clone());
+        let (seen2, script2, usage2) = (seen.clone(), script.clone(), usage.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (seen, script) = (seen2.clone(), script2.clone());
+                let (seen, script, usage) = (seen2.clone(), script2.clone(), usage2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let (seen, script) = (seen.clone(), script.clone());
-                        async move { Ok::<_, Infallible>(respond(req, &seen, &script).await) }
+                        let (seen, script, usage) = (seen.clone(), script.clone(), usage.clone());
+                        async move {
+                            if req.uri().path() == "/v1/usage-metrics" {
+                                return Ok::<_, Infallible>(usage_metrics(req, &usage).await);
+                            }
+                            Ok::<_, Infallible>(respond(req, &seen, &script).await)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -75,7 +95,12 @@ impl FakeLapi {
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            seen,
+            usage,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -103,6 +128,25 @@ impl Drop for FakeLapi {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+async fn usage_metrics(
+    req: Request<hyper::body::Incoming>,
+    usage: &UsageEndpoint,
+) -> Response<Body> {
+    let h = |n: &str| crate::harness::header(&req, n);
+    let seen = Seen {
+        startup: false,
+        user_agent: h("user-agent"),
+        api_key: h("x-api-key"),
+        query: format!("{} {}", req.method(), h("content-type")),
+    };
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("not JSON ({e}): {body:?}")));
+    usage.pushes.lock().unwrap().push((seen, value));
+    let status = usage.replies.lock().unwrap().pop_front().unwrap_or(201);
+    Response::builder().status(status).body(full("")).unwrap()
 }
 
 async fn respond(

@@ -19,3 +19,4 @@ mod reload;
 mod remediation;
 mod tcp;
 mod tls;
+mod usage_metrics;
