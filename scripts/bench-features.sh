@@ -16,6 +16,7 @@
 # configuration (e.g. a build of an earlier commit), for before/after.
 #
 #   scripts/bench-features.sh        # DURATION=5s ROUNDS=5 CONNECTIONS=50 by default
+#   CONFIGS="base plain metrics" ROUNDS=15 NB_BENCH_BASE=... scripts/bench-features.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -57,6 +58,8 @@ d.append({"duration": "4h", "id": 10001, "origin": "cscli", "scenario": "bench",
 open(f"{sys.argv[1]}/flagged.json", "w").write(json.dumps({"new": d, "deleted": None}))
 PY
 mkdir -p "$work/ng"
+# nginx's workers read the bodies as another user.
+chmod a+rx "$work"; chmod a+r "$work"/*.json
 cat > "$work/ng/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/ng/nginx.pid;
@@ -68,12 +71,14 @@ http {
   server {
     listen 127.0.0.1:$LAPI;
     location = /v1/usage-metrics { return 201; }
-    location / { default_type application/json; alias $work/clean.json; }
+    root $work;
+    location / { default_type application/json; try_files /clean.json =500; }
   }
   server {
     listen 127.0.0.1:$LAPI_FLAGGED;
     location = /v1/usage-metrics { return 201; }
-    location / { default_type application/json; alias $work/flagged.json; }
+    root $work;
+    location / { default_type application/json; try_files /flagged.json =500; }
   }
   server { listen 127.0.0.1:$APPSEC; location / { return 200; } }
 }
@@ -103,7 +108,7 @@ EXPIRES=$(( $(date +%s) + 86400 ))
 COOKIE="nb_proxy_captcha=$EXPIRES.$(python3 -c '
 import hmac, hashlib, sys
 key = open(sys.argv[1]).readline().strip().encode()
-print(hmac.new(key, f"bench\0127.0.0.1\0{sys.argv[2]}".encode(), hashlib.sha256).hexdigest())' "$work/cookie.key" "$EXPIRES")"
+print(hmac.new(key, f"bench\x00127.0.0.1\x00{sys.argv[2]}".encode(), hashlib.sha256).hexdigest())' "$work/cookie.key" "$EXPIRES")"
 
 declare -A PORT PID HEADER
 start() { # name binary yaml extra-args...
@@ -136,6 +141,10 @@ start appsec "$NBPROXY" appsec.yaml --metrics-listen "127.0.0.1:$MPORT_APPSEC" $
 if [ -n "${NB_BENCH_BASE:-}" ]; then
   start base "$NB_BENCH_BASE" plain.yaml
   names=(base "${names[@]}")
+fi
+# CONFIGS="base plain" measures only those (more rounds for a closer look).
+if [ -n "${CONFIGS:-}" ]; then
+  read -r -a names <<<"$CONFIGS"
 fi
 sleep 2
 # The metrics endpoints are scraped every second, as a Prometheus would (more often).

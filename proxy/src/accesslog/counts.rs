@@ -18,6 +18,8 @@ pub const CLIENT_ERROR_STATUSES: [u16; 4] = [400, 405, 408, 431];
 
 const VERDICTS: usize = Verdict::ALL.len();
 
+pub type ServiceMap = HashMap<Arc<str>, Arc<ServiceCounts>, rustc_hash::FxBuildHasher>;
+
 /// Entries by verdict (the deny reason, or `allow`) and protocol; requests the proxy refused
 /// before deciding (client errors) by status instead; per service, verdicts and durations; and
 /// what CrowdSec's usage metrics report.
@@ -29,8 +31,9 @@ pub struct Counts {
     /// Entries a CrowdSec decision denied, by the decision's kind.
     crowdsec_dropped: Box<[AtomicU64]>,
     /// By service id. A new id is added on first sight (a copy of the map, once per service);
-    /// ids only come from the configuration, so the map stays as small as it is.
-    services: ArcSwap<HashMap<Arc<str>, Arc<ServiceCounts>>>,
+    /// ids only come from the configuration, so the map stays as small as it is, and a fast
+    /// non-keyed hash is safe.
+    services: ArcSwap<ServiceMap>,
 }
 
 impl Default for Counts {
@@ -179,7 +182,7 @@ impl Counts {
     }
 
     /// Every service seen, by id.
-    pub fn services(&self) -> Arc<HashMap<Arc<str>, Arc<ServiceCounts>>> {
+    pub fn services(&self) -> Arc<ServiceMap> {
         self.services.load_full()
     }
 
