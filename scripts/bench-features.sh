@@ -23,14 +23,9 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_tools
 echo "== building nb-proxy (release)"
 cargo build --release -q -p nb-proxy
 NBPROXY=target/release/nb-proxy
@@ -44,7 +39,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); LAPI=$(free_port); LAPI_FLAGGED=$(free_port); APPSEC=$(free_port)
 
 # 10,000 bans on 10.x addresses; the flagged list also has a captcha for the client.
@@ -155,25 +149,16 @@ sleep 2
   done ) &
 pids+=($!)
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 run() { # name -> "rps p99_ms cpu_us_per_req"
-  local name=$1 port=${PORT[$1]} out before after rps reqs non2xx p99
-  local status
+  local name=$1 port=${PORT[$1]} out before after status
   status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/")
   [ "$status" = 200 ] || { echo "$name answers $status, not 200" >&2; exit 1; }
   wrk -t1 -c"$CONNECTIONS" -d1s -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/" >/dev/null
   before=$(cpu_ticks "${PID[$name]}")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/")
   after=$(cpu_ticks "${PID[$name]}")
-  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  [ -z "$non2xx" ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
-  awk -v r="$rps" -v p="$p99" -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%s %s %.2f\n", r, p, t / hz * 1e6 / n}'
+  wrk_figures "$name" "$out" $((after - before))
 }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
 for n in "${names[@]}"; do : > "$work/$n.txt"; done

@@ -15,14 +15,9 @@ ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+bench_tools
 
 # NB_BENCH_PROXY=PATH measures another nb-proxy binary (e.g. an older build) instead.
 NBPROXY=${NB_BENCH_PROXY:-target/release/nb-proxy}
@@ -43,7 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port); NGINX_PORT=$(free_port); NB_PORT=$(free_port)
 
 # The upstream: a single nginx worker answering a small body.
@@ -110,38 +104,18 @@ pids+=($!)
 NB_PID=$!
 sleep 1
 
-# CPU ticks (user+system) of a process and its children that are alive now.
-cpu_ticks() {
-  local total=0 p
-  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
-    if [ -r "/proc/$p/stat" ]; then
-      total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    fi
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 # run NAME PORT PIDS... -> prints "rps p99_ms cpu_us_per_req"
 run() {
   local name=$1 port=$2; shift 2
   curl -fsS -o /dev/null -H 'Host: bench.local' "http://127.0.0.1:$port/" || { echo "$name does not answer" >&2; exit 1; }
   wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
-  local before after out rps p99 reqs non2xx
+  local before after out
   before=$(cpu_ticks "$@")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "http://127.0.0.1:$port/")
   after=$(cpu_ticks "$@")
-  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  [ -z "$non2xx" ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
-  local cpu_us
-  cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
-  echo "$rps $p99 $cpu_us"
+  wrk_figures "$name" "$out" $((after - before))
 }
-
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
 NGINX_MASTER=$(cat "$work/px/nginx.pid")
 echo "== wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"

@@ -114,7 +114,7 @@ impl fmt::Debug for ProxyCollector {
 }
 
 /// One metric family: its descriptor, then each (labels, value).
-fn family<'a, L, M>(
+fn family<L, M>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -122,7 +122,7 @@ fn family<'a, L, M>(
     series: impl IntoIterator<Item = (L, M)>,
 ) -> fmt::Result
 where
-    L: prometheus_client::encoding::EncodeLabelSet + 'a,
+    L: prometheus_client::encoding::EncodeLabelSet,
     M: EncodeMetric,
 {
     let mut e = encoder.encode_descriptor(name, help, None, kind)?;
@@ -166,7 +166,7 @@ impl Collector for ProxyCollector {
         let services = counts.services();
         let mut ids: Vec<&Arc<str>> = services.keys().collect();
         ids.sort();
-        let protocol = |id: &Arc<str>| services[id].protocol.get().map_or("http", |p| p.as_str());
+        let protocol = |id: &Arc<str>| services[id].protocol.as_str();
         family(
             &mut e,
             "nb_proxy_service_requests",

@@ -49,9 +49,8 @@ impl Default for Counts {
 }
 
 /// One service's entries by verdict, and how long they took.
-#[derive(Default)]
 pub struct ServiceCounts {
-    pub protocol: std::sync::OnceLock<Protocol>,
+    pub protocol: Protocol,
     by_verdict: [AtomicU64; VERDICTS],
     pub duration: Histogram,
 }
@@ -148,8 +147,11 @@ impl Counts {
 
     #[cold]
     fn first_seen(&self, id: &Arc<str>, protocol: Protocol) -> Arc<ServiceCounts> {
-        let fresh = Arc::new(ServiceCounts::default());
-        let _ = fresh.protocol.set(protocol);
+        let fresh = Arc::new(ServiceCounts {
+            protocol,
+            by_verdict: Default::default(),
+            duration: Histogram::default(),
+        });
         self.services.rcu(|map| {
             let mut map = HashMap::clone(map);
             map.entry(id.clone()).or_insert_with(|| fresh.clone());

@@ -89,10 +89,8 @@ impl Shared {
     }
 
     pub(super) fn count_call(&self, call: Call, outcome: &str) {
-        let i = CALL_OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(CALL_OUTCOMES.len() - 2);
+        let at = |label: &str| CALL_OUTCOMES.iter().position(|o| *o == label);
+        let i = at(outcome).or_else(|| at("other")).unwrap_or(0);
         self.calls[call as usize][i].fetch_add(1, Ordering::Relaxed);
     }
 

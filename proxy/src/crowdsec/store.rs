@@ -541,14 +541,7 @@ impl Store {
         k
     }
 
-    /// The global kind of each change, through a (type, origin) table built lazily per batch.
-    fn batch_kinds(&mut self, batch: &Batch) -> BatchKinds {
-        BatchKinds {
-            origins: batch.origins.len().max(1),
-            table: vec![u16::MAX; batch.types.len().max(1) * batch.origins.len().max(1)],
-        }
-    }
-
+    /// The global kind of a change, through the batch's (type, origin) table.
     fn kind_of(&mut self, kinds: &mut BatchKinds, batch: &Batch, c: &Change) -> u16 {
         let i = c.type_index as usize * kinds.origins + c.origin as usize;
         match kinds.table.get(i) {
@@ -590,11 +583,7 @@ impl Store {
         self.multi.clear();
         self.ranges.clear();
         self.scoped.clear();
-        let mut kinds = self.batch_kinds(&batch);
-        for c in &batch.new {
-            self.kind_of(&mut kinds, &batch, c);
-        }
-        let verdicts = self.verdicts.clone();
+        let mut kinds = BatchKinds::new(&batch);
         let mut v4: HashMap<u32, Meta> = HashMap::with_capacity(batch.new.len());
         let mut v6: HashMap<u128, Meta> = HashMap::new();
         for c in &batch.new {
@@ -604,12 +593,24 @@ impl Store {
                 continue;
             }
             match c.target {
-                Target::V4(k) => {
-                    merge_single(&mut v4, &mut self.multi, c.target, k, t, exp, &verdicts)
-                }
-                Target::V6(k) => {
-                    merge_single(&mut v6, &mut self.multi, c.target, k, t, exp, &verdicts)
-                }
+                Target::V4(k) => merge_single(
+                    &mut v4,
+                    &mut self.multi,
+                    c.target,
+                    k,
+                    t,
+                    exp,
+                    &self.verdicts,
+                ),
+                Target::V6(k) => merge_single(
+                    &mut v6,
+                    &mut self.multi,
+                    c.target,
+                    k,
+                    t,
+                    exp,
+                    &self.verdicts,
+                ),
                 Target::Range(n) => upsert(self.ranges.entry(n).or_default(), t, exp),
                 Target::Country(_) | Target::As(_) => {
                     upsert(self.scoped.entry(c.target).or_default(), t, exp)
@@ -636,7 +637,7 @@ impl Store {
             r4,
             r6,
             scoped: self.scoped_table(),
-            verdicts,
+            verdicts: self.verdicts.clone(),
             kinds: self.kind_names(),
         });
         self.snapshot.clone()
@@ -644,10 +645,7 @@ impl Store {
 
     /// Applies a delta: `deleted` before `new`, one batch, one new snapshot.
     pub fn apply(&mut self, batch: Batch, now: u32) -> Arc<Snapshot> {
-        let mut kinds = self.batch_kinds(&batch);
-        for c in batch.deleted.iter().chain(&batch.new) {
-            self.kind_of(&mut kinds, &batch, c);
-        }
+        let mut kinds = BatchKinds::new(&batch);
         let old = self.snapshot.clone();
         let mut e4 = Edit::new(&old.v4);
         let mut e6 = Edit::new(&old.v6);
@@ -828,6 +826,16 @@ impl Store {
 struct BatchKinds {
     origins: usize,
     table: Vec<u16>,
+}
+
+impl BatchKinds {
+    fn new(batch: &Batch) -> Self {
+        let origins = batch.origins.len().max(1);
+        Self {
+            origins,
+            table: vec![u16::MAX; batch.types.len().max(1) * origins],
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

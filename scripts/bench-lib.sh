@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Shared by the benchmark scripts (sourced, not run): tools, ports, CPU accounting, wrk figures.
+
+# Installs wrk and nginx when missing; sets NGINX to nginx's path.
+bench_tools() {
+  local need=()
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "== installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  # shellcheck disable=SC2034 # used by the scripts that source this file
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+
+# CPU ticks (user+system) of processes and their children that are alive now.
+cpu_ticks() {
+  local total=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    if [ -r "/proc/$p/stat" ]; then
+      total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    fi
+  done
+  echo "$total"
+}
+
+# wrk_figures NAME WRK_OUTPUT CPU_TICKS -> "rps p99_ms cpu_us_per_req"; fails on non-2xx answers.
+wrk_figures() {
+  local name=$1 out=$2 ticks=$3 rps reqs non2xx p99
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  [ -z "$non2xx" ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  awk -v r="$rps" -v p="$p99" -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
+    'BEGIN {printf "%s %s %.2f\n", r, p, t / hz * 1e6 / n}'
+}
