@@ -2,9 +2,14 @@
 # One command brings up nb-management (SQLite), a managed nb-proxy, a demo service and,
 # optionally, a CrowdSec LAPI, wired together on this Debian/Ubuntu machine.
 #
-#   scripts/quickstart.sh [up]   start everything (again: reuses what exists)
-#   scripts/quickstart.sh status what runs, and the proxy's state as management sees it
-#   scripts/quickstart.sh stop   stop every process the quickstart started
+#   scripts/quickstart.sh [up]        start everything (again: reuses what exists)
+#   scripts/quickstart.sh status      what runs, and the proxy's state as management sees it
+#   scripts/quickstart.sh wait-sync   wait until the proxy has pulled decisions made before now
+#   scripts/quickstart.sh demo-mode off|observe|enforce
+#                                     switch the demo service's CrowdSec mode
+#   scripts/quickstart.sh stop        stop every process the quickstart started
+#   scripts/quickstart.sh uninstall [--yes]
+#                                     stop, delete its CrowdSec bouncers, remove its directory
 #
 # Settings (environment):
 #   NB_ENABLE_CROWDSEC=y|n         answer to "Enable CrowdSec?" (asked on a terminal otherwise)
@@ -16,6 +21,7 @@
 #   NB_QUICKSTART_MANAGEMENT_LISTEN  API and dashboard (default 127.0.0.1:8090)
 #   NB_QUICKSTART_HTTP_LISTEN      the proxy's HTTP listener (default 0.0.0.0:8000)
 #   NB_QUICKSTART_DEMO_LISTEN      the demo upstream (default 127.0.0.1:8001)
+#   NB_QUICKSTART_PROGRESS_SECONDS how often a build without a terminal reports progress (30)
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +39,9 @@ if [ "$DIR" != "$ROOT/quickstart-data" ]; then
   BOUNCER_NAME=$BOUNCER_NAME-$(printf '%s' "$DIR" | sha256sum | cut -c1-8)
 fi
 CROWDSEC_CONFIG=/etc/crowdsec/config.yaml
+# The demo pulls decisions and reports to management every 2 s (the defaults are 10 s), so a
+# test decision shows within seconds.
+DEMO_INTERVAL=2s
 # Written before installing crowdsec offline: its postinst registers with the Central API
 # unless credentials exist, which fails without internet.
 OFFLINE_CAPI_URL=http://127.0.0.1:1/
@@ -43,6 +52,7 @@ SUDO=""
 # --- output and failure -------------------------------------------------------------------
 STEP="start"
 STEP_N=0
+SUBCOMMAND=${1:-up}
 step() {
   STEP_N=$((STEP_N + 1))
   STEP=$1
@@ -51,7 +61,11 @@ step() {
 info() { printf '    %s\n' "$*"; }
 warn() { printf '    warning: %s\n' "$*" >&2; }
 fail() {
-  printf '\nquickstart failed at step [%d] "%s": %s\n' "$STEP_N" "$STEP" "$*" >&2
+  if [ "$STEP_N" -eq 0 ]; then
+    printf 'quickstart %s failed: %s\n' "$SUBCOMMAND" "$*" >&2
+  else
+    printf '\nquickstart failed at step [%d] "%s": %s\n' "$STEP_N" "$STEP" "$*" >&2
+  fi
   exit 1
 }
 # Anything not handled explicitly still names the step and the command that failed.
@@ -143,6 +157,15 @@ stop_process() {
     $as kill -KILL "$pid" 2>/dev/null || true
     sleep 0.2
   fi
+  # Gone from the process table, not only exited: until its parent collects it, an exited
+  # process stays listed as <defunct>.
+  for _ in $(seq 50); do
+    [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" = Z ] || break
+    sleep 0.1
+  done
+  if [ "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" = Z ]; then
+    warn "$name (pid $pid) exited, but its parent (pid $(awk '/^PPid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)) has not collected it yet"
+  fi
   rm -f "$RUN/$name.pid" "$RUN/$name.fingerprint"
 }
 
@@ -194,13 +217,29 @@ api() {
   [[ $API_STATUS =~ ^[0-9]{3}$ ]] || { API_STATUS=000; API_BODY=""; }
 }
 
-# Answers from a LAPI: the HTTP status of an authenticated decisions query, 000 if unreachable.
-lapi_status() {
-  local url=$1 key=$2
-  printf 'X-Api-Key: %s\n' "$key" | curl -s -m 5 -o /dev/null -w '%{http_code}' -H @- \
-    "$url/v1/decisions?ip=127.0.0.1" || true
+# Whether anything answers HTTP at a LAPI's URL (no key: the LAPI records nothing).
+lapi_answers() {
+  [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$1/v1/decisions?ip=127.0.0.1" || true)" != 000 ]
 }
-lapi_answers() { [ "$(lapi_status "$1" "")" != 000 ]; }
+
+# Asks the LAPI whether it accepts a bouncer key, as the proxy does (`nb-proxy crowdsec check`:
+# the proxy's User-Agent, so `cscli bouncers list` shows crowdsec-nb-proxy-bouncer and its
+# version). Prints "accepted", "rejected" or what went wrong. The key travels in the
+# environment, never on a command line.
+key_check() {
+  local out
+  if out=$(
+    unset NB_PROXY_CROWDSEC_API_KEY_FILE
+    export NB_PROXY_CROWDSEC_API_URL=$1 NB_PROXY_CROWDSEC_API_KEY=$2
+    "$BIN_DIR/nb-proxy" crowdsec check 2>&1
+  ); then
+    echo accepted
+  elif [[ $out == *"key rejected"* ]]; then
+    echo rejected
+  else
+    echo "${out#nb-proxy: crowdsec check: }"
+  fi
+}
 
 served() { [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' -H "Host: $DEMO_HOST" "$PROXY_URL/")" = 200 ]; }
 proxy_reported() {
@@ -258,6 +297,9 @@ choose_crowdsec() {
   fi
 }
 
+# Installed and configured: a package whose postinst failed is "half-configured", not installed.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
 install_packages() {
   step "Installing what is missing from the distribution"
   local wanted=(curl jq python3 procps) missing=() p
@@ -267,25 +309,35 @@ install_packages() {
     command -v cc >/dev/null || wanted+=(gcc libc6-dev)
   fi
   for p in "${wanted[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    installed "$p" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
     info "already installed: ${wanted[*]}"
     return 0
   fi
-  if [[ " ${missing[*]} " == *" crowdsec "* ]] && ! curl -s -m 10 -o /dev/null https://api.crowdsec.net/; then
-    # Offline: a placeholder lets the package install; the LAPI works without the Central API.
-    warn "the CrowdSec Central API is unreachable: installing crowdsec offline (no community blocklist or console until \`cscli capi register\`)"
-    $SUDO mkdir -p /etc/crowdsec
+  info "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq >"$LOGS/apt.log" 2>&1 || fail "apt-get update failed; see $LOGS/apt.log"
+  if apt_install "${missing[@]}"; then
+    return 0
+  fi
+  # crowdsec's postinst registers with the Central API, which fails without internet; the LAPI
+  # works without it. Its own convention: a non-empty credentials file skips the registration.
+  if [[ " ${missing[*]} " == *" crowdsec "* ]] && dpkg-query -W -f='${Status}' crowdsec 2>/dev/null | grep -q -e half-configured -e unpacked; then
+    warn "crowdsec could not register with the CrowdSec Central API (see $LOGS/apt.log): finishing its install without it. The local LAPI works; there is no community blocklist and no console until \`cscli capi register\` succeeds (then restart crowdsec)"
     if ! $SUDO test -s /etc/crowdsec/online_api_credentials.yaml; then
+      $SUDO mkdir -p /etc/crowdsec
       printf 'url: %s\nlogin: offline\npassword: offline\n' "$OFFLINE_CAPI_URL" |
         $SUDO tee /etc/crowdsec/online_api_credentials.yaml >/dev/null
     fi
+    DEBIAN_FRONTEND=noninteractive $SUDO dpkg --configure -a >>"$LOGS/apt.log" 2>&1 ||
+      fail "dpkg --configure -a failed after the offline fallback; see $LOGS/apt.log"
+    apt_install "${missing[@]}" && return 0
   fi
-  info "apt-get install ${missing[*]}"
-  $SUDO apt-get update -qq >"$LOGS/apt.log" 2>&1 || fail "apt-get update failed; see $LOGS/apt.log"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >>"$LOGS/apt.log" 2>&1 ||
-    fail "apt-get install ${missing[*]} failed; see $LOGS/apt.log"
+  fail "apt-get install ${missing[*]} failed; see $LOGS/apt.log"
+}
+
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >>"$LOGS/apt.log" 2>&1
 }
 
 # The cargo to build with: this user's, or (under sudo) the invoking user's rustup install.
@@ -319,6 +371,49 @@ dashboard_is_built() {
     [ -z "$(find "$d/src" "$d/index.html" "$d/openapi.json" "$d/package.json" "$d/package-lock.json" -newer "$d/dist/index.html" 2>/dev/null | head -n 1)" ]
 }
 
+# Where cargo puts its output: CARGO_TARGET_DIR (relative to the checkout) or target/.
+target_dir() {
+  local dir=${CARGO_TARGET_DIR:-target}
+  case $dir in /*) echo "$dir" ;; *) echo "$ROOT/$dir" ;; esac
+}
+
+# Runs a build with its output appended to LOG and its progress shown: on a terminal one line,
+# refreshed every second; otherwise a line every NB_QUICKSTART_PROGRESS_SECONDS. Arguments: log,
+# command.
+build_with_progress() {
+  local log=$1 from pid started=$SECONDS last=$SECONDS every=${NB_QUICKSTART_PROGRESS_SECONDS:-30}
+  shift
+  from=$(($(stat -c %s "$log") + 1))
+  (cd "$ROOT" && "$@") >>"$log" 2>&1 &
+  pid=$!
+  local compiled crate elapsed
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    compiled=$(tail -c "+$from" "$log" | grep -c '^ *Compiling ' || true)
+    crate=$(tail -c "+$from" "$log" | sed -n 's/^ *Compiling \([^ ]*\) .*/\1/p' | tail -n 1)
+    elapsed=$(duration $((SECONDS - started)))
+    [ -n "$crate" ] || continue
+    if [ -t 1 ]; then
+      printf '\r    building: %s, %d crates compiled, now %s\033[K' "$elapsed" "$compiled" "$crate"
+    elif [ $((SECONDS - last)) -ge "$every" ]; then
+      info "still building: $elapsed, $compiled crates compiled, now $crate"
+      last=$SECONDS
+    fi
+  done
+  if [ -t 1 ] && [ -n "${crate:-}" ]; then printf '\r\033[K'; fi
+  if ! wait "$pid"; then
+    return 1
+  fi
+  compiled=$(tail -c "+$from" "$log" | grep -c '^ *Compiling ' || true)
+  if [ "$compiled" -eq 0 ]; then
+    info "nothing to rebuild: the binaries are up to date"
+  else
+    info "built in $(duration $((SECONDS - started))) ($compiled crates compiled)"
+  fi
+}
+
+duration() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
 find_binaries() {
   step "Finding or building nb-proxy and nb-management"
   if [ -n "${NB_QUICKSTART_BIN_DIR:-}" ]; then
@@ -328,17 +423,23 @@ find_binaries() {
     if dashboard_is_built; then
       info "the dashboard build is up to date"
     elif node_is_recent 2>/dev/null; then
-      info "building the dashboard (npm install, npm run build): it is embedded in nb-management"
-      (cd "$ROOT/dashboard" && as_builder npm install --no-audit --no-fund --loglevel=error &&
+      info "building the dashboard (npm ci, npm run build): it is embedded in nb-management"
+      (cd "$ROOT/dashboard" && as_builder npm ci --no-audit --no-fund --loglevel=error &&
         as_builder npm run build --silent) >"$LOGS/build.log" 2>&1 ||
         fail "the dashboard build failed; see $LOGS/build.log"
     else
       warn "Node.js 20.19 or newer is needed to build the dashboard (found $(node --version 2>/dev/null || echo none)); nb-management runs without it and its / page says how to build it"
     fi
-    info "cargo build --release (the first build takes several minutes)"
-    (cd "$ROOT" && as_builder cargo build --release --locked -p nb-proxy -p nb-management) >>"$LOGS/build.log" 2>&1 ||
-      fail "cargo build failed; see $LOGS/build.log"
-    BIN_DIR=$ROOT/target/release
+    BIN_DIR=$(target_dir)/release
+    if [ -x "$BIN_DIR/nb-proxy" ] && [ -x "$BIN_DIR/nb-management" ]; then
+      info "cargo build --release: rebuilding what changed, if anything (output in $LOGS/build.log)"
+    else
+      info "cargo build --release: the first build takes about 6 minutes on 2 cores (output in $LOGS/build.log)"
+    fi
+    touch "$LOGS/build.log"
+    build_with_progress "$LOGS/build.log" as_builder cargo build --release --locked -p nb-proxy -p nb-management ||
+      fail "cargo build failed; last lines of $LOGS/build.log:
+$(tail -n 15 "$LOGS/build.log")"
   elif command -v nb-proxy >/dev/null && command -v nb-management >/dev/null; then
     BIN_DIR=$(dirname "$(command -v nb-proxy)")
     info "no Rust toolchain; using the installed binaries in $BIN_DIR"
@@ -425,11 +526,10 @@ start_local_lapi() {
 # Reuses the bouncer key in proxy.env when the LAPI still accepts it; otherwise replaces the
 # quickstart's bouncer with a new one.
 bouncer_key() {
-  local key status
+  local key
   key=$(env_value "$DIR/proxy.env" NB_PROXY_CROWDSEC_API_KEY)
   if [ -n "$key" ] && [ "$(env_value "$DIR/proxy.env" NB_PROXY_CROWDSEC_API_URL)" = "$LAPI_URL" ]; then
-    status=$(lapi_status "$LAPI_URL" "$key")
-    if [ "$status" = 200 ]; then
+    if [ "$(key_check "$LAPI_URL" "$key")" = accepted ]; then
       info "reusing bouncer \"$BOUNCER_NAME\" (its key in proxy.env is accepted)"
       BOUNCER_KEY=$key
       return 0
@@ -479,12 +579,12 @@ setup_crowdsec() {
     bouncer_key
     enroll
   fi
-  local status
-  status=$(lapi_status "$LAPI_URL" "$BOUNCER_KEY")
-  case $status in
-    200) info "the LAPI accepts the bouncer key" ;;
-    403) fail "the LAPI at $LAPI_URL rejected the bouncer key (403): check it with \`cscli bouncers list\` on the LAPI's host" ;;
-    *) fail "the LAPI at $LAPI_URL answered HTTP $status to a decisions query" ;;
+  local said
+  said=$(key_check "$LAPI_URL" "$BOUNCER_KEY")
+  case $said in
+    accepted) info "the LAPI accepts the bouncer key (checked with \`nb-proxy crowdsec check\`)" ;;
+    rejected) fail "the LAPI at $LAPI_URL rejected the bouncer key (403): check it with \`cscli bouncers list\` on the LAPI's host" ;;
+    *) fail "checking the bouncer key failed: $said" ;;
   esac
 }
 
@@ -527,9 +627,11 @@ start_proxy() {
     "NB_PROXY_MANAGEMENT_CACHE=$DIR/nb-proxy-services.json"
     "NB_PROXY_HTTP_LISTEN=$HTTP_LISTEN"
     "NB_PROXY_ACCESS_LOG=$LOGS/access.log"
+    "NB_PROXY_MANAGEMENT_REPORT_INTERVAL=$DEMO_INTERVAL"
   )
   if [ "$CROWDSEC" = y ]; then
-    lines+=("NB_PROXY_CROWDSEC_API_URL=$LAPI_URL" "NB_PROXY_CROWDSEC_API_KEY=$BOUNCER_KEY")
+    lines+=("NB_PROXY_CROWDSEC_API_URL=$LAPI_URL" "NB_PROXY_CROWDSEC_API_KEY=$BOUNCER_KEY"
+      "NB_PROXY_CROWDSEC_UPDATE_INTERVAL=$DEMO_INTERVAL")
   fi
   info "$DIR/proxy.env (mode 0600): $(write_env "$DIR/proxy.env" "${lines[@]}")"
   ensure_running nb-proxy nb-proxy "$DIR/proxy.env" "$BIN_DIR/nb-proxy"
@@ -639,21 +741,50 @@ nb-proxy quickstart is running.
 EOF
   second_proxy "$cscli"
   [ "$CROWDSEC" = y ] || return 0
-  local where="on this machine"
+  local where="on this machine" events
   [ "$EXTERNAL_LAPI" = n ] || where="on the LAPI's host"
   cat <<EOF
 
 Verify the CrowdSec integration:
   1. Flag a test address ($where):
   \$ $cscli decisions add --ip $TEST_IP --duration 5m --reason "test"
-  2. Within 10 s (the proxy pulls decisions every 10 s), send a request from that address:
+  2. Wait until the proxy has pulled that decision (it pulls every $DEMO_INTERVAL here; a few seconds):
+  \$ $(again wait-sync)
+  3. Send a request from that address:
   \$ curl -s -o /dev/null -w '%{http_code}\n' --interface $TEST_IP -H 'Host: $DEMO_HOST' $PROXY_URL/
-  3. In observe mode the answer stays 200, and the verdict is recorded: in the dashboard under
-     Events, "Observe only", as $TEST_IP with the badge "observe · ban"; or through the API:
-  \$ curl -s -H 'Authorization: Bearer $(admin_token)' '$MANAGEMENT_URL/api/v1/events?observe=true&source_ip=$TEST_IP'
-  4. To deny instead: in the dashboard, Services, demo, Access Control, CrowdSec IP Reputation:
-     Enforce (or PUT /api/v1/services/demo with "crowdsec_mode": "enforce"). The same request
-     then gets 403, and the event log shows deny reason crowdsec_ban. Clean up with:
+EOF
+  events="curl -s -H 'Authorization: Bearer $(admin_token)' '$MANAGEMENT_URL/api/v1/events?source_ip=$TEST_IP"
+  case $DEMO_MODE in
+    enforce)
+      cat <<EOF
+  4. The demo service is in enforce mode: the answer is 403, and the event log shows deny
+     reason crowdsec_ban (dashboard: Events), or through the API:
+  \$ $events&verdict=crowdsec_ban'
+  5. To only record verdicts instead of denying (observe mode):
+  \$ $(again "demo-mode observe")
+EOF
+      ;;
+    observe)
+      cat <<EOF
+  4. The demo service is in observe mode: the answer stays 200, and the verdict is recorded: in
+     the dashboard under Events, "Observe only", as $TEST_IP with the badge "observe · ban"; or
+     through the API:
+  \$ $events&observe=true'
+  5. To deny instead, switch the demo to enforce (or in the dashboard: Services, demo, Access
+     Control, CrowdSec IP Reputation). The same request then gets 403, deny reason crowdsec_ban:
+  \$ $(again "demo-mode enforce")
+EOF
+      ;;
+    *)
+      cat <<EOF
+  4. The demo service has CrowdSec off: the answer stays 200 and no verdict is recorded. To
+     record verdicts without denying (observe mode):
+  \$ $(again "demo-mode observe")
+EOF
+      ;;
+  esac
+  cat <<EOF
+  Clean up with:
   \$ $cscli decisions delete --ip $TEST_IP
 EOF
 }
@@ -703,11 +834,9 @@ status() {
       all=3
     fi
   done
-  local id url
+  local id
   id=$(env_value "$DIR/quickstart.state" PROXY_ID)
-  # The address the last run used, whatever this shell's settings say.
-  url=$(env_value "$DIR/proxy.env" NB_PROXY_MANAGEMENT_URL)
-  [ -z "$url" ] || MANAGEMENT_URL=$url
+  use_installation
   if [ -n "$id" ] && pid_of nb-management nb-management >/dev/null; then
     local body
     api GET "/api/v1/proxies/$id"
@@ -716,6 +845,7 @@ status() {
       jq -r '"  proxy          " + (if .live then "live" else "offline" end) + ", last seen " + (.last_seen // "never")
         + ", CrowdSec " + (if .supports_crowdsec then "configured" else "off" end)
         + (if .bouncer then ", bouncer " + (if .bouncer.synced then "synced, decisions: \(.bouncer.decisions)" elif .bouncer.running then "not synced yet" else "idle" end)
+           + (if .bouncer.last_sync then ", last pull " + .bouncer.last_sync else "" end)
            + (if .bouncer.last_error then " (last error: " + .bouncer.last_error + ")" else "" end) else "" end)
         + (if .config_error then ", config error: " + .config_error else "" end)' <<<"$body"
     fi
@@ -724,13 +854,115 @@ status() {
   return $all
 }
 
-case ${1:-up} in
+# The addresses the last run used, whatever this shell's settings say.
+use_installation() {
+  local url
+  url=$(env_value "$DIR/proxy.env" NB_PROXY_MANAGEMENT_URL)
+  [ -z "$url" ] || MANAGEMENT_URL=$url
+}
+
+wait_sync() {
+  local id started last decisions
+  id=$(env_value "$DIR/quickstart.state" PROXY_ID)
+  [ -n "$id" ] || fail "no quickstart installation in $DIR: run \`$(again up)\` first"
+  [ -n "$(env_value "$DIR/proxy.env" NB_PROXY_CROWDSEC_API_URL)" ] ||
+    fail "CrowdSec is off in this installation (run \`NB_ENABLE_CROWDSEC=y $(again up)\` to enable it)"
+  use_installation
+  started=$(date +%s.%N)
+  echo "waiting for nb-proxy to pull decisions from the LAPI (at most 60 s)"
+  for _ in $(seq 240); do
+    api GET "/api/v1/proxies/$id"
+    [ "$API_STATUS" != 000 ] || fail "nb-management does not answer at $MANAGEMENT_URL: is the quickstart running? ($(again status))"
+    last=$(jq -r '.bouncer.last_sync // empty' <<<"$API_BODY" 2>/dev/null || true)
+    # A pull that ended over a second after this command began started after it, so it holds
+    # every decision made before it.
+    if [ -n "$last" ] && awk -v t="$(date -d "$last" +%s.%N)" -v s="$started" 'BEGIN { exit !(t > s + 1) }'; then
+      decisions=$(jq -r '.bouncer.decisions' <<<"$API_BODY")
+      echo "nb-proxy pulled decisions at $last: every decision made before this command is in force ($decisions active)"
+      return 0
+    fi
+    sleep 0.25
+  done
+  fail "nb-proxy did not pull decisions within 60 s; \`$(again status)\` shows the bouncer's last error"
+}
+
+demo_mode() {
+  local mode=${1:-} before body
+  case $mode in
+    off | observe | enforce) ;;
+    *) fail "demo-mode takes off, observe or enforce (got \"$mode\")" ;;
+  esac
+  use_installation
+  api GET /api/v1/services/demo
+  [ "$API_STATUS" = 200 ] || fail "no demo service in nb-management at $MANAGEMENT_URL (HTTP $API_STATUS): run \`$(again up)\` first"
+  before=$(jq -r '.restrictions.crowdsec_mode // "off"' <<<"$API_BODY")
+  body=$(jq -c --arg m "$mode" '.restrictions.crowdsec_mode = $m' <<<"$API_BODY")
+  api PUT /api/v1/services/demo "$body"
+  [ "$API_STATUS" = 200 ] || fail "nb-management refused the change (HTTP $API_STATUS): $API_BODY"
+  echo "demo service: CrowdSec $before -> $mode (the proxy applies it within a second or two)"
+}
+
+# Deletes a bouncer from the local LAPI's database if it is there.
+delete_bouncer() {
+  local name=$1
+  command -v cscli >/dev/null || return 1
+  $SUDO cscli -c "$CROWDSEC_CONFIG" bouncers list -o json 2>/dev/null |
+    jq -e --arg n "$name" '.[]? | select(.name == $n)' >/dev/null || return 1
+  $SUDO cscli -c "$CROWDSEC_CONFIG" bouncers delete "$name" >/dev/null 2>&1 ||
+    fail "cscli bouncers delete $name failed"
+  echo "deleted CrowdSec bouncer \"$name\" (cscli bouncers delete)"
+}
+
+uninstall() {
+  local yes=n answer url
+  case ${1:-} in
+    --yes | -y) yes=y ;;
+    "") ;;
+    *) fail "uninstall takes --yes or nothing (got \"$1\")" ;;
+  esac
+  if [ ! -d "$DIR" ]; then
+    echo "nothing to uninstall: $DIR does not exist"
+    return 0
+  fi
+  case $(cd "$DIR" && pwd -P) in
+    / | "$(cd "$ROOT" && pwd -P)" | "$(cd ~ && pwd -P)") fail "refusing to remove $DIR: set NB_QUICKSTART_DIR to the quickstart's own directory" ;;
+  esac
+  if [ "$yes" = n ]; then
+    [ -t 0 ] || fail "uninstall removes $DIR (database, tokens, logs) and the quickstart's CrowdSec bouncers; confirm with \`$(again "uninstall --yes")\`"
+    read -r -p "Stop the quickstart, delete its CrowdSec bouncers and remove $DIR (database, tokens, logs)? [y/N] " answer || answer=n
+    case ${answer,,} in
+      y | yes) ;;
+      *)
+        echo "nothing removed"
+        return 1
+        ;;
+    esac
+  fi
+  stop
+  url=$(env_value "$DIR/proxy.env" NB_PROXY_CROWDSEC_API_URL)
+  if [ -n "$url" ]; then
+    delete_bouncer "$BOUNCER_NAME" ||
+      echo "bouncer \"$BOUNCER_NAME\" is not in this machine's LAPI; if $url is on another host, delete it there: cscli bouncers delete $BOUNCER_NAME"
+    # The second proxy's bouncer, when the printed recipe made one here.
+    if [ -f "$DIR/edge-2.key" ]; then delete_bouncer nb-proxy-edge-2 || true; fi
+  fi
+  rm -rf -- "$DIR"
+  echo "removed $DIR"
+  if installed crowdsec; then
+    echo "the crowdsec package stays installed (apt-get remove crowdsec removes it)"
+  fi
+}
+
+case $SUBCOMMAND in
   up | start) up ;;
   stop) stop ;;
   status) status || exit $? ;;
+  wait-sync) wait_sync ;;
+  demo-mode) demo_mode "${2:-}" ;;
+  uninstall) uninstall "${2:-}" ;;
   -h | --help | help) sed -n '2,/^set -E/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *)
-    echo "unknown command \"$1\": use up, status or stop" >&2
+    echo "unknown command \"$1\": use up, status, wait-sync, demo-mode, stop or uninstall" >&2
     exit 2
     ;;
 esac

@@ -40,11 +40,13 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 
-# The dashboard is built first: nb-management embeds it.
-# `npm install` with the committed lock rather than `npm ci`: the lock records only this
-# platform's optional packages (rollup's native builds), which `npm ci` refuses as out of sync.
-echo "== dashboard: npm install, type check, build"
-(cd dashboard && npm install --no-audit --no-fund --loglevel=error && npm run build --silent)
+# The run must leave the work tree as it found it (ignored files aside).
+tree_before=$(git status --porcelain 2>/dev/null; git diff 2>/dev/null | sha256sum)
+
+# The dashboard is built first: nb-management embeds it. `npm ci` installs exactly the
+# committed lock, which lists every platform's optional packages (rollup's native builds).
+echo "== dashboard: npm ci, type check, build"
+(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -58,3 +60,11 @@ echo "== deploy/: static checks"
 bash scripts/check-deploy.sh
 echo "== dashboard: browser tests (screenshots in dashboard/screenshots/)"
 (cd dashboard && npm test --silent)
+
+echo "== the work tree is as the run found it"
+tree_after=$(git status --porcelain 2>/dev/null; git diff 2>/dev/null | sha256sum)
+if [ "$tree_after" != "$tree_before" ]; then
+  echo "the test run changed the work tree (git status --porcelain):" >&2
+  diff <(printf '%s\n' "$tree_before") <(printf '%s\n' "$tree_after") >&2 || true
+  exit 1
+fi

@@ -16,10 +16,11 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error("{0}")]
     AdminTokenFile(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{holder}")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
+        holder: nb_os::PortHolder,
     },
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
@@ -60,6 +61,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .await
         .map_err(|source| RunError::Listen {
             addr: config.listen,
+            holder: nb_os::PortHolder::find(config.listen, &source),
             source,
         })?;
     let bound = listener.local_addr().map_err(RunError::Serve)?;

@@ -40,10 +40,11 @@ pub enum StartupError {
     Workers(std::io::Error),
     #[error(transparent)]
     Listen(#[from] StartError),
-    #[error("cannot listen on {addr} (metrics): {source}")]
+    #[error("cannot listen on {addr} (metrics): {source}{holder}")]
     Metrics {
         addr: SocketAddr,
         source: std::io::Error,
+        holder: nb_os::PortHolder,
     },
     #[error(transparent)]
     Configuration(#[from] ReconfigureError),
@@ -239,7 +240,11 @@ async fn start(
     if let Some(addr) = settings.metrics_listen {
         let l = crate::metrics::bind(addr)
             .await
-            .map_err(|source| StartupError::Metrics { addr, source })?;
+            .map_err(|source| StartupError::Metrics {
+                addr,
+                holder: nb_os::PortHolder::find(addr, &source),
+                source,
+            })?;
         metrics = l.local_addr().ok();
         tokio::spawn(crate::metrics::serve(l, state.clone()));
     }

@@ -63,8 +63,9 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_EVENT_QUEUE_SIZE", default_value_t = 65_536)]
     pub event_queue_size: usize,
 
-    /// Listener for HTTP services, routed by Host.
-    #[arg(long, env = "NB_PROXY_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    /// Listener for HTTP services, routed by Host (port 8000: clear of the CrowdSec LAPI's 8080
+    /// and nb-management's 8090 on the same machine).
+    #[arg(long, env = "NB_PROXY_HTTP_LISTEN", default_value = "0.0.0.0:8000")]
     pub http_listen: SocketAddr,
 
     /// Listener for HTTP services that terminate TLS (certificate chosen by SNI).
@@ -166,17 +167,23 @@ pub struct Args {
 
     /// CrowdSec LAPI base URL (http or https). Without it, services with CrowdSec enforce deny
     /// everything (crowdsec_unavailable) and observe records that.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_API_URL")]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_API_URL")]
     pub crowdsec_api_url: Option<String>,
 
     /// Bouncer key from `cscli bouncers add` (one per proxy: proxies sharing a key miss each
     /// other's decisions). Prefer --crowdsec-api-key-file or an env file.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "NB_PROXY_CROWDSEC_API_KEY",
+        hide_env_values = true
+    )]
     pub crowdsec_api_key: Option<String>,
 
     /// Read the bouncer key from a file (first line).
     #[arg(
         long,
+        global = true,
         env = "NB_PROXY_CROWDSEC_API_KEY_FILE",
         conflicts_with = "crowdsec_api_key"
     )]
@@ -262,23 +269,23 @@ pub struct Args {
     pub crowdsec_sync_timeout: Duration,
 
     /// Per LAPI request: the whole of a delta poll, the longest silence within a full sync.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub crowdsec_timeout: Duration,
 
     /// PEM file of the CA that signed the LAPI's certificate (private PKI).
-    #[arg(long, env = "NB_PROXY_CROWDSEC_CA_CERT")]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_CA_CERT")]
     pub crowdsec_ca_cert: Option<PathBuf>,
 
     /// Client certificate for LAPI mutual TLS (its OU must be in the LAPI's bouncers_allowed_ou).
-    #[arg(long, env = "NB_PROXY_CROWDSEC_CLIENT_CERT")]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_CLIENT_CERT")]
     pub crowdsec_client_cert: Option<PathBuf>,
 
     /// Private key of --crowdsec-client-cert.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_CLIENT_KEY")]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_CLIENT_KEY")]
     pub crowdsec_client_key: Option<PathBuf>,
 
     /// Do not verify the LAPI's certificate. Insecure; logged loudly.
-    #[arg(long, env = "NB_PROXY_CROWDSEC_INSECURE_SKIP_VERIFY")]
+    #[arg(long, global = true, env = "NB_PROXY_CROWDSEC_INSECURE_SKIP_VERIFY")]
     pub crowdsec_insecure_skip_verify: bool,
 
     /// Only decisions from these origins (comma-separated: crowdsec,cscli,CAPI,lists,…).
@@ -322,6 +329,31 @@ pub struct Args {
     /// Log filter (tracing syntax), e.g. `info` or `nb_proxy=debug`.
     #[arg(long, env = "NB_PROXY_LOG", default_value = "info")]
     pub log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools beside the proxy; without one, nb-proxy serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Talk to the CrowdSec LAPI as the bouncer does, without starting the proxy.
+    Crowdsec {
+        #[command(subcommand)]
+        action: CrowdSecCommand,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CrowdSecCommand {
+    /// Check that the LAPI accepts the bouncer key (--crowdsec-api-url with --crowdsec-api-key,
+    /// its file or a client certificate; the same variables as the proxy). Safe beside a
+    /// running proxy with the same key: it does not pull the decision stream.
+    Check {
+        /// Also show the decisions covering this address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+    },
 }
 
 #[cfg(test)]
@@ -338,7 +370,7 @@ mod tests {
             "10.0.0.0/8,::1",
         ])
         .unwrap();
-        assert_eq!(a.http_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(a.http_listen.to_string(), "0.0.0.0:8000");
         assert_eq!(a.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
         assert_eq!(a.idle_timeout, Duration::from_secs(60));
         // A missed delta is repaired within the hour (it was 4 h).

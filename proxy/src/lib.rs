@@ -34,6 +34,9 @@ pub(crate) mod tls;
 pub(crate) mod upstream;
 pub(crate) mod workers;
 
+/// `nb-proxy crowdsec check`: the binary's one way into the bouncer's LAPI client.
+pub use crate::crowdsec::check::run as crowdsec_check;
+
 /// What the benches and fuzz targets reach into. Not an API: it changes with the code.
 #[doc(hidden)]
 pub mod internals {

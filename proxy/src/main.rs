@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use nb_proxy::cli::Args;
+use nb_proxy::cli::{Args, Command, CrowdSecCommand};
 use nb_proxy::settings::Settings;
 
 // The request path allocates a little per request (headers, log entry); mimalloc's per-thread
@@ -11,7 +11,14 @@ use nb_proxy::settings::Settings;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let settings = match Settings::try_from(Args::parse()) {
+    let args = Args::parse();
+    if let Some(Command::Crowdsec {
+        action: CrowdSecCommand::Check { ip },
+    }) = &args.command
+    {
+        return crowdsec_check(&args, *ip);
+    }
+    let settings = match Settings::try_from(args) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -34,6 +41,24 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             fail(&e)
         }
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    }
+}
+
+fn crowdsec_check(args: &Args, ip: Option<std::net::IpAddr>) -> ExitCode {
+    let cfg = match nb_proxy::settings::lapi_only(args) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(&format!("crowdsec check: {e}")),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime.map(|rt| rt.block_on(nb_proxy::crowdsec_check(cfg, ip))) {
+        Ok(Ok(said)) => {
+            print!("{said}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => fail(&format!("crowdsec check: {e}")),
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
     }
 }

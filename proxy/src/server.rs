@@ -23,12 +23,13 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what}): {source}{holder}")]
     Bind {
         addr: SocketAddr,
         what: &'static str,
         #[source]
         source: std::io::Error,
+        holder: nb_os::PortHolder,
     },
 }
 
@@ -65,7 +66,14 @@ impl Server {
         let mut tasks = Vec::new();
         let mut http_addr = None;
         let mut https_addr = None;
-        let bind_err = |addr, what| move |source| StartError::Bind { addr, what, source };
+        let bind_err = |addr, what| {
+            move |source| StartError::Bind {
+                addr,
+                what,
+                holder: nb_os::PortHolder::find(addr, &source),
+                source,
+            }
+        };
         if let Some(addr) = listeners.http {
             let l = workers
                 .bind(addr)
@@ -148,7 +156,10 @@ impl Server {
                 Err(e) => problems.push(Problem {
                     service: Some(service.id.to_string()),
                     field: Some("listen"),
-                    message: format!("cannot listen on {addr}: {e}"),
+                    message: format!(
+                        "cannot listen on {addr}: {e}{}",
+                        nb_os::PortHolder::find(*addr, &e)
+                    ),
                 }),
             }
         }

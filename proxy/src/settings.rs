@@ -156,6 +156,10 @@ pub enum SettingsError {
     EmptySecret { flag: &'static str, path: PathBuf },
     #[error("CrowdSec: {0}")]
     Lapi(#[from] LapiError),
+    #[error(
+        "--crowdsec-api-url (NB_PROXY_CROWDSEC_API_URL) is not set: there is no LAPI to check"
+    )]
+    NoLapi,
     #[error("--captcha-provider needs --captcha-site-key and --captcha-secret-key(-file)")]
     IncompleteCaptcha,
     #[error("--appsec-url needs --appsec-api-key(-file) or --crowdsec-api-key (a bouncer key)")]
@@ -266,6 +270,12 @@ fn managed(args: &Args) -> Result<Option<ManagedSettings>, SettingsError> {
         report_interval: args.management_report_interval,
         event_queue_size: args.event_queue_size,
     }))
+}
+
+/// The LAPI settings alone, for `nb-proxy crowdsec check`: the proxy's other flags play no
+/// part there.
+pub fn lapi_only(args: &Args) -> Result<LapiConfig, SettingsError> {
+    lapi_config(args, &mut Vec::new())?.ok_or(SettingsError::NoLapi)
 }
 
 fn lapi_config(

@@ -134,6 +134,40 @@ fn service(upstream: &str, cidr_deny: &[&str], crowdsec_mode: &str) -> Value {
     })
 }
 
+/// A second nb-management on a taken address exits at once, naming the one that holds it.
+#[tokio::test]
+async fn a_taken_listen_address_names_the_process_that_holds_it() {
+    let first = Management::start_new().await;
+    let holder = first.child.as_ref().unwrap().id();
+    let other = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(management_binary());
+    cmd.args(["--listen", &format!("127.0.0.1:{}", first.port)])
+        .arg("--data-dir")
+        .arg(other.path())
+        .args(["--admin-token", ADMIN]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NB_MANAGEMENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::from(cmd).output(),
+    )
+    .await
+    .expect("the second nb-management exits")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{}: Address already in use (os error 98); held by nb-management (pid {holder})",
+            first.port
+        )),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn services_from_management_events_back_and_serving_through_outages() {
     let lapi = Lapi::start_new(None);

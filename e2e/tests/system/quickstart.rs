@@ -39,11 +39,14 @@ struct Quickstart {
     management_port: u16,
     http_port: u16,
     demo_port: u16,
+    /// Resolved once, up front: a missing build fails here rather than in `Drop`.
+    bin_dir: PathBuf,
 }
 
 impl Quickstart {
     fn new() -> Self {
         Self {
+            bin_dir: bin_dir(),
             dir: tempfile::tempdir().unwrap(),
             management_port: reserve_port(),
             http_port: reserve_port(),
@@ -60,7 +63,7 @@ impl Quickstart {
             ),
             (
                 "NB_QUICKSTART_BIN_DIR".into(),
-                bin_dir().display().to_string(),
+                self.bin_dir.display().to_string(),
             ),
             (
                 "NB_QUICKSTART_MANAGEMENT_LISTEN".into(),
@@ -206,14 +209,119 @@ impl Drop for Quickstart {
     }
 }
 
-/// A process that is gone or a zombie (exited, waiting for its new parent to reap it).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Err(_) => true,
-        Ok(status) => status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z')),
+/// A process that is gone from the process table: not even a zombie (`<defunct>`) is left.
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `git status --porcelain` of the checkout the script belongs to.
+fn git_status() -> String {
+    let root = script().parent().unwrap().parent().unwrap().to_path_buf();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["status", "--porcelain"])
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git status: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The type and version `cscli bouncers list` shows for a bouncer of the machine's LAPI.
+fn bouncer_identity(cscli: &str, name: &str) -> Option<(String, String)> {
+    let list: Value =
+        serde_json::from_str(&shell(&format!("{cscli} bouncers list -o json"))).unwrap();
+    list.as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+        .map(|b| {
+            let field = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+            (field("type"), field("version"))
+        })
+}
+
+/// A directory of stand-ins put first on the quickstart's PATH: executable scripts by name.
+fn stand_ins(scripts: &[(&str, String)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in scripts {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/bash\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    dir
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Stand-ins for a machine without the crowdsec package and without internet: `dpkg-query`
+/// says crowdsec is not installed; `apt-get install crowdsec` fails in the package's
+/// postinst (the Central API registration) and leaves it half-configured, as it does offline;
+/// `dpkg --configure` then completes when the credentials file exists. Every other package
+/// and command is the real one; `curl` is the real one too, with each call logged.
+fn offline_install(state: &Path) -> tempfile::TempDir {
+    let st = state.display();
+    std::fs::write(state.join("crowdsec"), "absent").unwrap();
+    stand_ins(&[
+        (
+            "dpkg-query",
+            format!(
+                r#"for a in "$@"; do last=$a; done
+if [ "$last" = crowdsec ]; then
+  case $(cat {st}/crowdsec) in
+    installed) printf 'install ok installed' ;;
+    half) printf 'install ok half-configured' ;;
+    *) echo "dpkg-query: no packages found matching crowdsec" >&2; exit 1 ;;
+  esac
+  exit 0
+fi
+exec /usr/bin/dpkg-query "$@"
+"#
+            ),
+        ),
+        (
+            "apt-get",
+            format!(
+                r#"echo "apt-get $*" >>{st}/calls
+[ "$1" = update ] && exit 0
+if [[ " $* " == *" crowdsec "* ]] && [ "$(cat {st}/crowdsec)" != installed ]; then
+  echo half >{st}/crowdsec
+  echo 'I: Registering to CAPI (/etc/crowdsec/online_api_credentials.yaml)'
+  echo 'level=fatal msg="api client register: dial tcp: lookup api.crowdsec.net: no such host"'
+  echo 'dpkg: error processing package crowdsec (--configure):'
+  exit 100
+fi
+exit 0
+"#
+            ),
+        ),
+        (
+            "dpkg",
+            format!(
+                r#"echo "dpkg $*" >>{st}/calls
+if [ "$1" = --configure ]; then
+  [ -s /etc/crowdsec/online_api_credentials.yaml ] || exit 1
+  echo installed >{st}/crowdsec
+  exit 0
+fi
+exec /usr/bin/dpkg "$@"
+"#
+            ),
+        ),
+        (
+            "curl",
+            format!(
+                r#"printf '%s\n' "$*" >>{st}/curl
+exec /usr/bin/curl "$@"
+"#
+            ),
+        ),
+    ])
 }
 
 /// The `$ ` command lines of the printed verification recipe, in order.
@@ -262,12 +370,55 @@ async fn eventually<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Opti
 }
 
 #[tokio::test]
-async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_rerun() {
+async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_rerun_and_uninstall() {
     let qs = Quickstart::new();
+    let before = git_status();
+    // The first run meets a machine without crowdsec and without internet (stand-ins for
+    // dpkg-query, apt-get and dpkg; see offline_install).
+    let state = tempfile::tempdir().unwrap();
+    let fakes = offline_install(state.path());
+    let path = path_with(fakes.path());
     let out = qs.up(&[
         ("NB_ENABLE_CROWDSEC", "y"),
         ("NB_CROWDSEC_ENROLL_KEY", "not-a-real-enrollment-key"),
+        ("PATH", &path),
     ]);
+
+    // The normal install was tried first; its failed registration led to the offline one,
+    // said plainly. Nothing was asked of any host but loopback (apt-get's sources aside).
+    let calls = std::fs::read_to_string(state.path().join("calls")).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "apt-get update -qq",
+            "apt-get install -y -qq crowdsec",
+            "dpkg --configure -a",
+            "apt-get install -y -qq crowdsec"
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("crowdsec could not register with the CrowdSec Central API")
+            && out.contains(
+                "no community blocklist and no console until `cscli capi register` succeeds"
+            ),
+        "{out}"
+    );
+    let curled = std::fs::read_to_string(state.path().join("curl")).unwrap();
+    assert!(!curled.is_empty());
+    for call in curled.lines() {
+        // curl's URL is a word of its own; JSON bodies also hold URLs (the upstream) but are
+        // sent, not contacted.
+        let urls = call
+            .split_whitespace()
+            .filter(|w| w.starts_with("http://") || w.starts_with("https://"));
+        for url in urls {
+            assert!(
+                url.starts_with("http://127.0.0.1:") || url.starts_with("http://[::1]:"),
+                "the quickstart contacted {url}"
+            );
+        }
+    }
 
     // Every step says what it does; the console cannot be reached here, which is reported and
     // does not stop the quickstart.
@@ -301,34 +452,51 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     let proxy_token = qs.env_value("proxy.env", "NB_PROXY_TOKEN");
     assert!(!proxy_token.is_empty());
 
-    // The recipe, executed as printed: flag the test address, send a request from it.
+    // The key was checked as the proxy checks it: the LAPI lists the bouncer as nb-proxy.
     let steps = recipe(&out);
-    assert_eq!(steps.len(), 4, "recipe: {steps:?}");
+    assert_eq!(steps.len(), 6, "recipe: {steps:?}");
+    let cscli = steps[0].split(" decisions add").next().unwrap().to_owned();
+    let nb_proxy = (
+        "crowdsec-nb-proxy-bouncer".to_owned(),
+        format!("v{}", env!("CARGO_PKG_VERSION")),
+    );
+    assert_eq!(bouncer_identity(&cscli, &bouncer), Some(nb_proxy.clone()));
+
+    // The recipe, executed as printed: flag the test address, wait until the proxy has the
+    // decision, then the first request from that address is already flagged.
     assert!(steps[0].contains("cscli decisions add --ip 127.0.0.9 --duration 5m --reason \"test\""));
+    assert!(
+        out.contains("4. The demo service is in observe mode: the answer stays 200"),
+        "{out}"
+    );
     shell(&steps[0]);
-    let (request, events) = (steps[1].clone(), steps[2].clone());
+    assert!(steps[1].ends_with(" wait-sync"), "{steps:?}");
+    let synced = shell(&steps[1]);
+    assert!(synced.contains("nb-proxy pulled decisions at"), "{synced}");
+    let (request, events) = (steps[2].clone(), steps[3].clone());
+    // Observe never denies.
+    assert_eq!(shell(&request), "200");
     let observed = eventually(30, "an observe entry for 127.0.0.9", || {
-        // Observe never denies.
-        assert_eq!(shell(&request), "200");
         let page: Value = serde_json::from_str(&shell(&events)).unwrap();
-        page["events"]
-            .as_array()?
-            .iter()
-            .find(|e| e["metadata"]["crowdsec_verdict"] == "crowdsec_ban")
-            .cloned()
+        page["events"].as_array()?.first().cloned()
     })
     .await;
+    assert_eq!(
+        observed["metadata"]["crowdsec_verdict"], "crowdsec_ban",
+        "{observed}"
+    );
     assert_eq!(observed["service_id"], "demo");
     assert_eq!(observed["status"], 200);
     assert_eq!(observed["deny_reason"], "");
     assert_eq!(observed["metadata"]["crowdsec_mode"], "observe");
 
-    // Switched to enforce through the API: the same request gets 403, crowdsec_ban.
-    let (status, mut demo) = qs.call("GET", "/api/v1/services/demo", None).await;
-    assert_eq!(status, 200);
-    demo["restrictions"]["crowdsec_mode"] = "enforce".into();
-    let (status, body) = qs.call("PUT", "/api/v1/services/demo", Some(&demo)).await;
-    assert_eq!(status, 200, "{body}");
+    // Switched to enforce with the one printed command: the same request gets 403.
+    assert!(steps[4].ends_with(" demo-mode enforce"), "{steps:?}");
+    let switched = shell(&steps[4]);
+    assert!(
+        switched.contains("CrowdSec observe -> enforce"),
+        "{switched}"
+    );
     eventually(15, "403 for 127.0.0.9", || {
         (shell(&request) == "403").then_some(())
     })
@@ -399,11 +567,7 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     assert!(proxies.iter().any(|p| p["name"] == "edge-2"), "{proxies:?}");
     let _ = edge2.kill();
     let _ = edge2.wait();
-    let cscli = second[1]
-        .strip_prefix("(umask 077; ")
-        .and_then(|r| r.split(" bouncers add").next())
-        .unwrap();
-    shell(&format!("{cscli} bouncers delete nb-proxy-edge-2"));
+    assert!(bouncer_identity(&cscli, "nb-proxy-edge-2").is_some());
 
     // stop leaves no process behind: neither those it recorded nor anything else it started.
     let pids = qs.pid_files();
@@ -417,7 +581,7 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     let (code, stop_out) = qs.run("stop", &[]);
     assert_eq!(code, 0, "{stop_out}");
     for (name, pid) in &pids {
-        assert!(exited(*pid), "{name} (pid {pid}) still runs after stop");
+        assert!(gone(*pid), "{name} (pid {pid}) is still listed after stop");
     }
     assert_eq!(qs.processes_using_dir(), Vec::<String>::new());
     assert!(std::net::TcpStream::connect(("127.0.0.1", qs.http_port)).is_err());
@@ -438,6 +602,19 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
         assert!(again.contains(reused), "{reused:?} missing from:\n{again}");
     }
     assert_eq!(printed(&again, "Admin token:"), admin);
+    // Right after the key check of the rerun (the proxy kept running), the LAPI still names
+    // the bouncer nb-proxy; the recipe speaks of the mode the demo is actually in.
+    assert_eq!(bouncer_identity(&cscli, &bouncer), Some(nb_proxy));
+    assert!(
+        again.contains("4. The demo service is in enforce mode: the answer is 403"),
+        "{again}"
+    );
+    assert!(!again.contains("the answer stays 200"), "{again}");
+    let again_steps = recipe(&again);
+    assert!(
+        again_steps[4].ends_with(" demo-mode observe"),
+        "{again_steps:?}"
+    );
     assert_eq!(qs.env_value("proxy.env", "NB_PROXY_TOKEN"), proxy_token);
     assert_eq!(qs.env_value("proxy.env", "NB_PROXY_CROWDSEC_API_KEY"), key);
     // The SQLite store kept the events, and the service is still enforced.
@@ -450,13 +627,48 @@ async fn non_interactive_with_a_local_lapi_then_the_printed_recipe_stop_and_reru
     })
     .await;
 
-    shell(&steps[3]);
-    qs.run("stop", &[]);
-    // The bouncer the quickstart added to the machine's LAPI goes too (sudo as printed).
-    shell(&steps[3].replace(
-        "decisions delete --ip 127.0.0.9",
-        &format!("bouncers delete {bouncer}"),
-    ));
+    shell(&steps[5]);
+    // Nothing in the checkout changed.
+    assert_eq!(git_status(), before);
+
+    // uninstall: without a terminal it asks for --yes and removes nothing; with it, the
+    // processes, both bouncers it made and the whole directory go.
+    let (code, said) = qs.run("uninstall", &[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("confirm with") && said.contains("uninstall --yes"),
+        "{said}"
+    );
+    assert!(qs.path("proxy.env").exists());
+    let pids = qs.pid_files();
+    let (code, said) = {
+        let out = qs
+            .command("uninstall", &[])
+            .arg("--yes")
+            .output()
+            .expect("bash runs");
+        (out.status.code().unwrap_or(-1), text(&out))
+    };
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(&format!("deleted CrowdSec bouncer \"{bouncer}\"")),
+        "{said}"
+    );
+    assert!(
+        said.contains("deleted CrowdSec bouncer \"nb-proxy-edge-2\""),
+        "{said}"
+    );
+    assert!(!qs.path("").exists(), "{said}");
+    for (name, pid) in &pids {
+        assert!(
+            gone(*pid),
+            "{name} (pid {pid}) is still listed after uninstall"
+        );
+    }
+    assert_eq!(bouncer_identity(&cscli, &bouncer), None);
+    assert_eq!(bouncer_identity(&cscli, "nb-proxy-edge-2"), None);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", qs.management_port)).is_err());
+    assert_eq!(git_status(), before);
 }
 
 /// tmux on its own socket, so a test never touches anyone's tmux server.
@@ -592,4 +804,74 @@ async fn the_prompt_answered_on_a_terminal_with_a_given_lapi() {
     let (code, stop_out) = qs.run("stop", &[]);
     assert_eq!(code, 0, "{stop_out}");
     assert_eq!(qs.processes_using_dir(), Vec::<String>::new());
+}
+
+/// Building from the checkout (a stand-in `cargo` that compiles a few crates slowly, then puts
+/// this build's binaries in CARGO_TARGET_DIR): without a terminal the build reports progress
+/// at the set interval and says how long it took; a second run that builds nothing says so
+/// and does not speak of a first build.
+#[tokio::test]
+async fn a_build_reports_progress_and_a_rebuild_of_nothing_says_so() {
+    let qs = Quickstart::new();
+    let target = tempfile::tempdir().unwrap();
+    let bins = bin_dir();
+    let cargo = format!(
+        r#"[ "$1" = build ] || exit 2
+out=$CARGO_TARGET_DIR/release
+if [ -x "$out/nb-proxy" ] && [ -x "$out/nb-management" ]; then
+  echo '    Finished `release` profile [optimized] target(s) in 0.40s' >&2
+  exit 0
+fi
+for crate in libc tokio hyper nb-proxy; do
+  echo "   Compiling $crate v1.0.0" >&2
+  sleep 1.5
+done
+mkdir -p "$out"
+cp '{p}' '{m}' "$out/"
+echo '    Finished `release` profile [optimized] target(s) in 6.00s' >&2
+"#,
+        p = bins.join("nb-proxy").display(),
+        m = bins.join("nb-management").display()
+    );
+    let fakes = stand_ins(&[("cargo", cargo)]);
+    let path = path_with(fakes.path());
+    let target_dir = target.path().display().to_string();
+    let run = |qs: &Quickstart| {
+        let mut cmd = qs.command("up", &[]);
+        cmd.env_remove("NB_QUICKSTART_BIN_DIR")
+            .env("NB_ENABLE_CROWDSEC", "n")
+            .env("NB_QUICKSTART_PROGRESS_SECONDS", "1")
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("PATH", &path);
+        let out = cmd.output().expect("bash runs");
+        let said = text(&out);
+        assert!(out.status.success(), "{said}\n{}", qs.logs());
+        said
+    };
+
+    let first = run(&qs);
+    assert!(first.contains("the first build takes about"), "{first}");
+    assert!(first.contains("still building: 0m0"), "{first}");
+    assert!(first.contains("crates compiled, now tokio"), "{first}");
+    assert!(first.contains("built in 0m0"), "{first}");
+    assert!(first.contains("(4 crates compiled)"), "{first}");
+    // The binaries came from CARGO_TARGET_DIR, and they serve.
+    let (_, proxy_pid) = qs
+        .pid_files()
+        .into_iter()
+        .find(|(n, _)| n == "nb-proxy")
+        .unwrap();
+    let exe = std::fs::read_link(format!("/proc/{proxy_pid}/exe")).unwrap();
+    assert!(exe.starts_with(target.path()), "{}", exe.display());
+    assert!(std::fs::read_to_string(qs.path("logs/build.log"))
+        .unwrap()
+        .contains("Compiling nb-proxy v1.0.0"));
+
+    let second = run(&qs);
+    assert!(
+        second.contains("nothing to rebuild: the binaries are up to date"),
+        "{second}"
+    );
+    assert!(!second.contains("first build"), "{second}");
+    assert!(!second.contains("still building"), "{second}");
 }

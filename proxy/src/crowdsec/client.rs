@@ -174,6 +174,24 @@ impl LapiError {
     }
 }
 
+/// One decision as `GET /v1/decisions` lists it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LapiDecision {
+    #[serde(default)]
+    pub origin: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub value: String,
+    /// Go duration text: time left.
+    #[serde(default)]
+    pub duration: String,
+    #[serde(default)]
+    pub scenario: String,
+}
+
 /// `NAME/vVERSION`: the LAPI stores it as the bouncer's type and version (`cscli bouncers list`).
 pub const USER_AGENT: &str = concat!("crowdsec-nb-proxy-bouncer/v", env!("CARGO_PKG_VERSION"));
 
@@ -182,6 +200,7 @@ pub struct LapiClient {
     http: reqwest::Client,
     stream_url: Url,
     usage_url: Url,
+    decisions_url: Url,
     cfg: LapiConfig,
 }
 
@@ -286,6 +305,7 @@ impl LapiClient {
             http,
             stream_url: endpoint(&["v1", "decisions", "stream"])?,
             usage_url: endpoint(&["v1", "usage-metrics"])?,
+            decisions_url: endpoint(&["v1", "decisions"])?,
             cfg,
         })
     }
@@ -302,6 +322,33 @@ impl LapiClient {
             .await
             .map_err(|e| LapiError::classify(&e))?;
         Ok(resp.status())
+    }
+
+    /// `GET /v1/decisions?ip=`: the active decisions covering one address. Unlike a stream
+    /// pull it moves no cursor, so it is safe beside a running bouncer with the same key.
+    pub async fn decisions_for(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Vec<LapiDecision>, LapiError> {
+        let resp = self
+            .http
+            .get(self.decisions_url.clone())
+            .query(&[("ip", ip.to_string())])
+            .timeout(self.cfg.timeout)
+            .send()
+            .await
+            .map_err(|e| LapiError::classify(&e))?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => return Err(LapiError::KeyRejected),
+            s => return Err(LapiError::Status(s.as_u16())),
+        }
+        let body = resp.bytes().await.map_err(|e| LapiError::classify(&e))?;
+        // The LAPI answers `null` rather than `[]` when nothing matches.
+        let found: Option<Vec<LapiDecision>> = serde_json::from_slice(&body).map_err(|e| {
+            LapiError::Other(format!("the decisions answer is not the LAPI's JSON: {e}"))
+        })?;
+        Ok(found.unwrap_or_default())
     }
 
     pub fn config(&self) -> &LapiConfig {

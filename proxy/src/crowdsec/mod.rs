@@ -2,6 +2,7 @@
 //! reference-counted registry. The data plane sees only [`CrowdSec::reputation`].
 
 mod bouncer;
+pub mod check;
 mod client;
 mod duration;
 mod filter;

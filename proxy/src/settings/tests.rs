@@ -17,7 +17,7 @@ fn rejection(flags: &[&str]) -> String {
 fn a_services_file_with_defaults() {
     let s = settings(&["--config", "s.yaml"]).unwrap();
     assert!(matches!(&s.services, ServiceSource::File(p) if p == Path::new("s.yaml")));
-    assert_eq!(s.listeners.http.unwrap().to_string(), "0.0.0.0:8080");
+    assert_eq!(s.listeners.http.unwrap().to_string(), "0.0.0.0:8000");
     assert!(s.listeners.https.is_none());
     assert_eq!(s.limits.idle_timeout, Duration::from_secs(60));
     assert_eq!(s.connections.max, None, "0 means: from the open-file limit");

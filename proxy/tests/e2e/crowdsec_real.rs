@@ -542,3 +542,101 @@ async fn a_lapi_without_usage_metrics_is_said_once_and_no_longer_pushed_to() {
         .any(|l| l.contains(said) && l.contains("INFO")));
     assert_eq!(status_of(&proxy, "127.0.0.6", "enforce.test").await, 200);
 }
+
+/// `nb-proxy crowdsec check`, run as an operator would (the env file's variables).
+fn crowdsec_check(lapi_url: &str, key: &str, extra: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(nb_e2e::binaries::binary("nb-proxy"))
+        .args(["crowdsec", "check"])
+        .args(extra)
+        .env("NB_PROXY_CROWDSEC_API_URL", lapi_url)
+        .env("NB_PROXY_CROWDSEC_API_KEY", key)
+        .output()
+        .expect("nb-proxy runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn crowdsec_check_identifies_the_bouncer_and_names_a_rejected_key() {
+    let lapi = Lapi::start_new(None);
+    let bouncer_type = |lapi: &Lapi| {
+        let list: serde_json::Value =
+            serde_json::from_str(&lapi.cscli(&["bouncers", "list", "-o", "json"])).unwrap();
+        let b = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == "nb-proxy-test")
+            .cloned()
+            .unwrap();
+        (b["type"].clone(), b["version"].clone())
+    };
+    // Checked by something else first (curl, the LAPI's type until now).
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-H", &format!("X-Api-Key: {KEY}")])
+        .arg(format!("{}/v1/decisions?ip=127.0.0.1", lapi.url()))
+        .status()
+        .unwrap();
+    assert!(curl.success());
+    assert_eq!(bouncer_type(&lapi).0, "curl");
+
+    let (ok, out, err) = crowdsec_check(&lapi.url(), KEY, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("accepts the bouncer key"), "{out}");
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        bouncer_type(&lapi),
+        ("crowdsec-nb-proxy-bouncer".into(), version.as_str().into())
+    );
+
+    // With an address: the decisions covering it, as the LAPI holds them.
+    lapi.add(&["--ip", "127.0.0.9", "--duration", "5m"]);
+    lapi.add(&[
+        "--range",
+        "127.0.0.0/24",
+        "--type",
+        "captcha",
+        "--duration",
+        "1h",
+    ]);
+    let (ok, out, _) = crowdsec_check(&lapi.url(), KEY, &["--ip", "127.0.0.9"]);
+    assert!(ok);
+    assert!(
+        out.contains("127.0.0.9: ban (Ip 127.0.0.9) from cscli"),
+        "{out}"
+    );
+    assert!(
+        out.contains("127.0.0.9: captcha (Range 127.0.0.0/24) from cscli"),
+        "{out}"
+    );
+    assert!(out.contains("4m") && out.contains("59m"), "{out}");
+    let (ok, out, _) = crowdsec_check(&lapi.url(), KEY, &["--ip", "10.1.2.3"]);
+    assert!(ok);
+    assert!(out.contains("10.1.2.3: no active decision"), "{out}");
+
+    // A wrong key and an unreachable LAPI fail in the operator's words; no key is echoed.
+    let wrong = "0123456789abcdef0123456789abcdef";
+    let (ok, out, err) = crowdsec_check(&lapi.url(), wrong, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("key rejected (the LAPI answered 403)"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong) && !out.contains(wrong));
+    let closed = format!("http://127.0.0.1:{}", reserve_port());
+    let (ok, _, err) = crowdsec_check(&closed, KEY, &[]);
+    assert!(!ok);
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(!err.contains(KEY));
+    // Nothing to check without a URL.
+    let out = std::process::Command::new(nb_e2e::binaries::binary("nb-proxy"))
+        .args(["crowdsec", "check"])
+        .env_remove("NB_PROXY_CROWDSEC_API_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--crowdsec-api-url"));
+}

@@ -256,3 +256,36 @@ async fn wildcard_hosts_match_one_label_and_exact_names_win() {
     assert_eq!(e[0]["service_id"], "wild");
     assert_eq!(e[0]["host"], "one.apps.test");
 }
+
+/// A listener already taken: the proxy exits at once, and its error names the holder (here
+/// this test process) rather than only "address in use".
+#[tokio::test]
+async fn a_taken_listen_port_names_the_process_that_holds_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("services.yaml");
+    std::fs::write(&config, "services: []\n").unwrap();
+    let out = tokio::process::Command::new(nb_e2e::binaries::binary("nb-proxy"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--http-listen", &addr.to_string()])
+        .env_remove("NB_PROXY_HTTP_LISTEN")
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(15), out)
+        .await
+        .expect("nb-proxy exits")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (HTTP listener): Address already in use (os error 98); held by {} (pid {})",
+            comm.trim(),
+            std::process::id()
+        )),
+        "{err}"
+    );
+    drop(taken);
+}

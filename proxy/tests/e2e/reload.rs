@@ -94,7 +94,13 @@ async fn bad_reload_is_rejected_and_the_running_config_stays() {
         echo_up.addr
     );
     proxy.rewrite_config(&clash, "configuration rejected").await;
-    assert!(proxy.stderr_text().contains("cannot listen on"));
+    // The error names the process that holds the port: this test.
+    let log = proxy.stderr_text();
+    assert!(log.contains("cannot listen on"), "{log}");
+    assert!(
+        log.contains(&format!("(pid {})", std::process::id())),
+        "{log}"
+    );
     assert_eq!(
         status_of(&proxy, "127.0.0.61", "web.test").await,
         200,
