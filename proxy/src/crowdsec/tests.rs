@@ -413,3 +413,83 @@ fn kinds_beyond_the_table_count_under_other_and_keep_their_type() {
     assert_eq!(snap.kind_names(kind), Some(("captcha", "other")));
     assert!(snap.count_by_kind(1).len() <= MAX_KINDS);
 }
+
+mod ranges_against_a_model {
+    //! Ranges of every width, IPv4 and IPv6, against the plain answer: the longest prefix that
+    //! covers the address. Probes sit on each range's edges and one past them, where the
+    //! bisection and the coarse block filter could be off by one.
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use ipnet::IpNet;
+    use proptest::prelude::*;
+
+    use super::{batch, Store, Target};
+    use crate::crowdsec::wire::Change;
+
+    fn net() -> impl Strategy<Value = IpNet> {
+        // Few distinct high bits, so that ranges nest, touch and share blocks.
+        let v4 = (0u32..4, any::<u32>(), 0u8..=32).prop_map(|(hi, lo, len)| {
+            let a = (hi << 30) | (lo >> 2);
+            IpNet::new(IpAddr::V4(Ipv4Addr::from(a)), len)
+                .unwrap()
+                .trunc()
+        });
+        let v6 = (0u128..4, any::<u128>(), 0u8..=128).prop_map(|(hi, lo, len)| {
+            let a = (0x2001u128 << 112) | (hi << 94) | (lo >> 34);
+            IpNet::new(IpAddr::V6(Ipv6Addr::from(a)), len)
+                .unwrap()
+                .trunc()
+        });
+        prop_oneof![v4, v6]
+    }
+
+    fn around(n: &IpNet) -> Vec<IpAddr> {
+        match n {
+            IpNet::V4(n) => {
+                let (s, e) = (u32::from(n.network()), u32::from(n.broadcast()));
+                [s.wrapping_sub(1), s, e, e.wrapping_add(1), s ^ 0x0001_0000]
+                    .map(|a| IpAddr::V4(a.into()))
+                    .to_vec()
+            }
+            IpNet::V6(n) => {
+                let (s, e) = (u128::from(n.network()), u128::from(n.broadcast()));
+                [s.wrapping_sub(1), s, e, e.wrapping_add(1), s ^ (1 << 96)]
+                    .map(|a| IpAddr::V6(a.into()))
+                    .to_vec()
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_narrowest_covering_range_decides(
+            nets in proptest::collection::vec(net(), 1..40),
+            extra in proptest::collection::vec(net(), 0..10),
+        ) {
+            let mut store = Store::new();
+            let mut held: Vec<(IpNet, u8)> = Vec::new();
+            for (i, n) in nets.iter().enumerate() {
+                if n.prefix_len() == n.max_prefix_len() || held.iter().any(|(h, _)| h == n) {
+                    continue; // a single address is not a range; one decision per network
+                }
+                held.push((*n, (i % 3) as u8));
+            }
+            let changes = held
+                .iter()
+                .map(|(n, t)| Change { target: Target::Range(*n), type_index: *t, origin: 0, remaining_secs: 60 })
+                .collect();
+            let snap = store.replace_all(batch(changes, vec![]), 0);
+            let probes = nets.iter().chain(&extra).flat_map(around);
+            for a in probes {
+                let want = held
+                    .iter()
+                    .filter(|(n, _)| n.contains(&a))
+                    .max_by_key(|(n, _)| n.prefix_len())
+                    .map(|(_, t)| *t);
+                let got = snap.lookup(a, 1).map(|(_, kind)| snap.kind_names(kind).unwrap().0.to_owned());
+                let want = want.map(|t| ["ban", "captcha", "throttle"][t as usize].to_owned());
+                prop_assert_eq!(got, want, "address {}", a);
+            }
+        }
+    }
+}
