@@ -66,6 +66,20 @@ export const api = {
   capabilities: () => call<{ crowdsec: CrowdSecSupport; appsec: CrowdSecSupport }>("GET", "/api/v1/capabilities"),
   countries: () => call<string[]>("GET", "/api/v1/countries"),
   events: (query: URLSearchParams) => call<EventPage>("GET", `/api/v1/events?${query}`),
+  /** Every event the filters match, as a file (`csv` or `jsonl`). */
+  exportEvents: async (query: URLSearchParams): Promise<Blob> => {
+    let res: Response;
+    try {
+      res = await fetch(`/api/v1/events/export?${query}`, { headers: { Authorization: `Bearer ${session.token() ?? ""}` } });
+    } catch (e) {
+      throw new ApiError(0, `cannot reach nb-management: ${(e as Error).message}`);
+    }
+    if (!res.ok) {
+      const json = await res.json().catch(() => undefined);
+      throw new ApiError(res.status, json?.error ?? `HTTP ${res.status}`);
+    }
+    return res.blob();
+  },
 };
 
 /** Deny reasons as the proxies write them: every verdict but `allow`. */

@@ -38,5 +38,6 @@ export function clear(el: Element, ...children: (Child | Child[])[]): void {
 export function time(iso: string | null | undefined): string {
   if (!iso) return "never";
   const d = new Date(iso);
-  return d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+  // With the zone: an operator comparing with logs from elsewhere must know which one.
+  return d.toLocaleString(undefined, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
 }

@@ -5,9 +5,9 @@ import { showError } from "./main";
 
 const REFRESH_MS = 3000;
 
-function row(e: AccessEvent): HTMLElement[] {
+function row(e: AccessEvent, proxyNames: Map<string, string>): HTMLElement[] {
   const observed = observeBadge(e);
-  const details = h("tr", { class: "details", hidden: true }, h("td", { colspan: 6 }, h("pre", {}, JSON.stringify(e, null, 2))));
+  const details = h("tr", { class: "details", hidden: true }, h("td", { colspan: 7 }, h("pre", {}, JSON.stringify(e, null, 2))));
   const toggle = () => {
     details.hidden = !details.hidden;
     main.setAttribute("aria-expanded", String(!details.hidden));
@@ -28,6 +28,7 @@ function row(e: AccessEvent): HTMLElement[] {
       },
     },
     h("td", {}, time(e.ts)),
+    h("td", {}, proxyNames.get(e.proxy_id) ?? h("span", { class: "hint", title: e.proxy_id }, "(removed proxy)")),
     h("td", {}, e.service_id || h("span", { class: "hint" }, "(no service)")),
     h("td", {}, h("code", {}, e.source_ip)),
     h("td", {}, e.protocol === "tcp" ? "TCP" : `${e.host ?? ""}${e.path ?? ""}`),
@@ -42,8 +43,22 @@ function row(e: AccessEvent): HTMLElement[] {
   return [main, details];
 }
 
+/** What a load is for: a filter change replaces the rows; the timer's refresh leaves them
+ * while the reader has one open; "older" appends the next page. */
+type Load = "filter" | "refresh" | "older";
+
+function download(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 export async function renderEvents(page: HTMLElement): Promise<() => void> {
-  const services = await api.services();
+  const [services, proxies] = await Promise.all([api.services(), api.proxies()]);
+  const proxyNames = new Map(proxies.map((p) => [p.id, p.name]));
   const service = h("select", { id: "f-service" }, h("option", { value: "" }, "All services"), services.map((s) => h("option", { value: s.id }, s.name)));
   const verdict = h("select", { id: "f-verdict" }, h("option", { value: "" }, "Any verdict"), h("option", { value: "allow" }, "allowed"), VERDICTS.map((v) => h("option", { value: v }, v)));
   const observe = h("input", { id: "f-observe", type: "checkbox" });
@@ -54,22 +69,24 @@ export async function renderEvents(page: HTMLElement): Promise<() => void> {
   const errors = h("div", {});
   let cursor: string | null = null;
 
-  const query = (after?: string) => {
-    const q = new URLSearchParams({ limit: "50" });
+  const filters = () => {
+    const q = new URLSearchParams();
     if (service.value) q.set("service", service.value);
     if (verdict.value) q.set("verdict", verdict.value);
     if (observe.checked) q.set("observe", "true");
     if (source.value.trim()) q.set("source_ip", source.value.trim());
-    if (after) q.set("cursor", after);
     return q;
   };
-  const load = async (append: boolean) => {
+  const load = async (what: Load) => {
+    const q = filters();
+    q.set("limit", "50");
+    if (what === "older" && cursor) q.set("cursor", cursor);
     try {
-      const page = await api.events(query(append ? (cursor ?? undefined) : undefined));
+      const page = await api.events(q);
       clear(errors);
-      const rows = page.events.flatMap(row);
-      if (append) body.append(...rows);
-      else if (!body.querySelector('tr[aria-expanded="true"]')) clear(body, rows);
+      const rows = page.events.flatMap((e) => row(e, proxyNames));
+      if (what === "older") body.append(...rows);
+      else if (what === "filter" || !body.querySelector('tr[aria-expanded="true"]')) clear(body, rows);
       cursor = page.next_cursor ?? null;
       more.hidden = cursor === null;
       const shown = body.querySelectorAll("tr.event").length;
@@ -82,16 +99,25 @@ export async function renderEvents(page: HTMLElement): Promise<() => void> {
       showError(errors, e);
     }
   };
-  for (const el of [service, verdict, observe]) el.addEventListener("change", () => void load(false));
-  source.addEventListener("change", () => void load(false));
-  more.addEventListener("click", () => void load(true));
+  for (const el of [service, verdict, observe, source]) el.addEventListener("change", () => void load("filter"));
+  more.addEventListener("click", () => void load("older"));
+  const exportAs = async (format: "csv" | "jsonl") => {
+    const q = filters();
+    q.set("format", format);
+    try {
+      download(await api.exportEvents(q), `events.${format}`);
+    } catch (e) {
+      clear(errors);
+      showError(errors, e);
+    }
+  };
 
   clear(
     page,
     h("h1", {}, "Reverse-proxy event log"),
     h(
       "form",
-      { class: "filters", onsubmit: (e: Event) => (e.preventDefault(), void load(false)) },
+      { class: "filters", onsubmit: (e: Event) => (e.preventDefault(), void load("filter")) },
       h("label", { for: "f-service" }, "Service"),
       service,
       h("label", { for: "f-verdict" }, "Deny reason"),
@@ -100,18 +126,22 @@ export async function renderEvents(page: HTMLElement): Promise<() => void> {
       h("label", { for: "f-source" }, "Source IP"),
       source,
       h("button", { type: "submit" }, "Apply"),
+      h("span", { class: "export" },
+        h("button", { type: "button", id: "export-csv", title: "Every event these filters match", onclick: () => void exportAs("csv") }, "Export CSV"),
+        h("button", { type: "button", id: "export-jsonl", title: "Every event these filters match", onclick: () => void exportAs("jsonl") }, "Export JSON lines"),
+      ),
     ),
     errors,
     status,
     h(
       "table",
       { class: "events" },
-      h("thead", {}, h("tr", {}, ...["Time", "Service", "Source IP", "Host / path", "Status", "Deny reason"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ...["Time", "Proxy", "Service", "Source IP", "Host / path", "Status", "Deny reason"].map((t) => h("th", { scope: "col" }, t)))),
       body,
     ),
     more,
   );
-  await load(false);
-  const timer = window.setInterval(() => void load(false), REFRESH_MS);
+  await load("filter");
+  const timer = window.setInterval(() => void load("refresh"), REFRESH_MS);
   return () => window.clearInterval(timer);
 }

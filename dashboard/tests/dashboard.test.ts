@@ -2,7 +2,7 @@
 // real nb-proxy and CrowdSec LAPI). Screenshots of the main pages go to dashboard/screenshots/.
 import { afterAll, afterEach, describe, expect, test } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { browser, cleanup, cspViolations, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
@@ -140,14 +140,40 @@ describe("dashboard", () => {
     const observed = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
     await observed.waitFor({ timeout: 20_000 });
     expect(await observed.locator(".badge.observe").textContent()).toBe("observe · ban");
-    expect(await observed.locator("td").nth(4).textContent()).toBe("200");
+    expect(await observed.locator("td").nth(5).textContent()).toBe("200");
     expect(await observed.locator(".badge.deny").count()).toBe(0);
     await observed.focus();
     await page.keyboard.press("Enter");
     const details = page.locator("tr.details:not([hidden]) pre").first();
     expect(await details.textContent()).toContain('"crowdsec_mode": "observe"');
     expect(await page.locator("text=Load older").isVisible()).toBe(false);
+    // The proxy by its name, the time with its zone.
+    expect(await observed.locator("td").nth(1).textContent()).toBe(proxy.name);
+    expect(await observed.locator("td").nth(0).textContent()).toMatch(/\d{2}:\d{2}:\d{2}.*(UTC|GMT)/);
     await screenshot(page, "07-event-log-observe");
+
+    // Export: every event the filters match, as the file the API serves.
+    const csvDownload = page.waitForEvent("download");
+    await page.click("#export-csv");
+    const csvFile = await csvDownload;
+    expect(csvFile.suggestedFilename()).toBe("events.csv");
+    const csv = readFileSync((await csvFile.path())!, "utf8").split("\r\n");
+    expect(csv[0]).toMatch(/^id,ts,proxy_id,service_id,/);
+    expect(csv.some((r) => r.includes(",127.0.0.77,") && r.includes(",web,"))).toBe(true);
+    const jsonlDownload = page.waitForEvent("download");
+    await page.click("#export-jsonl");
+    const lines = readFileSync((await (await jsonlDownload).path())!, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.every((e) => e.metadata?.crowdsec_mode === "observe")).toBe(true);
+
+    // A filter changed while a row is open applies at once (the refresh alone keeps the row).
+    await page.fill("#f-source", "192.0.2.99");
+    await page.press("#f-source", "Enter");
+    await page.waitForSelector("text=No events match.");
+    expect(await page.locator("tr.details:not([hidden])").count()).toBe(0);
+    await page.fill("#f-source", "");
+    await page.press("#f-source", "Enter");
+    await observed.waitFor();
 
     // Enforce: the next request from that address is denied with crowdsec_ban.
     await page.goto(`${m.url}/#/services/web`);
@@ -162,7 +188,7 @@ describe("dashboard", () => {
     const denied = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
     await denied.waitFor({ timeout: 20_000 });
     expect(await denied.locator(".badge.deny").textContent()).toBe("crowdsec_ban");
-    expect(await denied.locator("td").nth(4).textContent()).toBe("403");
+    expect(await denied.locator("td").nth(5).textContent()).toBe("403");
     await screenshot(page, "08-event-log-enforce");
 
     await page.click("text=Proxies");

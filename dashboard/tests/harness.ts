@@ -78,8 +78,9 @@ export class Management {
 export class ManagedProxy {
   dir = mkdtempSync(join(tmpdir(), "nb-ui-proxy-"));
   port = 0;
+  name = `edge-${Math.random().toString(16).slice(2, 8)}`;
   async start(m: Management, lapi: { url: string; key: string }): Promise<this> {
-    const { token } = await m.call("POST", "/api/v1/proxies", { name: `edge-${Math.random().toString(16).slice(2, 8)}` });
+    const { token } = await m.call("POST", "/api/v1/proxies", { name: this.name });
     const ready = join(this.dir, "ready.json");
     start(
       bin("nb-proxy"),

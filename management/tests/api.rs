@@ -10,7 +10,7 @@ use nb_management::api::Settings;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{server, server_with, sqlite, Server};
+use common::{both, server, server_with, sqlite, Server};
 
 async fn body(res: reqwest::Response) -> Value {
     res.json().await.unwrap()
@@ -44,6 +44,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/capabilities"),
     ("GET", "/api/v1/countries"),
     ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/export"),
 ];
 const PROXY_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/proxy/stream"),
@@ -342,6 +343,41 @@ async fn validation_names_fields_and_changes_nothing() {
                    "remediation": {"throttle": {"retry_after_secs": 5}}}),
             vec!["remediation"],
             "applies to http services",
+        ),
+        // A field that does not parse no longer hides the others: every problem, one 422.
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "restrictions": {"cidr_allow": ["10.0.0.300/8"], "country_deny": ["Germany"], "crowdsec_mode": "maybe"}}),
+            vec![
+                "restrictions.crowdsec_mode",
+                "restrictions.cidr_allow",
+                "restrictions.country_deny",
+            ],
+            "unknown variant `maybe`",
+        ),
+        (
+            json!({"id": "a", "protocol": "http", "hosts": ["a.example.com", 7], "upstream": "ftp://x",
+                   "max_connections": -1, "colour": "red", "remediation": {"ban": {"status": "often"}}}),
+            vec![
+                "colour",
+                "hosts[1]",
+                "max_connections",
+                "remediation.ban.status",
+                "upstream",
+            ],
+            "expected a string",
+        ),
+        // A required field that does not parse stops there, with what came before it.
+        (
+            json!({"id": "a", "protocol": "udp", "upstream": "x:1", "restrictions": {"appsec_mode": "on"}}),
+            vec!["protocol", "restrictions.appsec_mode"],
+            "unknown variant `udp`",
+        ),
+        (
+            json!({"protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1",
+                   "restrictions": {"crowdsec_mode": "maybe"}}),
+            vec!["restrictions.crowdsec_mode", "id"],
+            "is required",
         ),
     ];
     for (i, (req, fields, needle)) in cases.into_iter().enumerate() {
@@ -747,6 +783,114 @@ async fn events_are_ingested_whole_and_queried_with_filters() {
     }
 }
 
+/// Reads a whole export; its content type and file name.
+async fn export(s: &Server, query: &str) -> (u16, String, String, String) {
+    let res = s
+        .admin(Method::GET, &format!("/api/v1/events/export?{query}"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let header = |h: &str| {
+        res.headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (kind, disposition) = (header("content-type"), header("content-disposition"));
+    (status, kind, disposition, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn events_export_as_csv_and_json_lines_across_pages_on_both_stores() {
+    for backend in both().await {
+        let s = server_with(backend, Settings::default()).await;
+        let (_, token) = s.create_proxy("edge").await;
+        // 2,500 events: more than two of the export's pages. Every tenth is denied; one has a
+        // hostile path a spreadsheet would run as a formula.
+        for batch in 0..5 {
+            let mut lines = String::new();
+            for j in 0..500 {
+                let i = batch * 500 + j;
+                let ts = format!("10:{:02}:{:02}.{:03}", i / 3600 % 60, i / 60 % 60, i % 60);
+                let mut line = LINE.replace("10:00:00.123", &ts);
+                if i % 10 == 0 {
+                    line = line.replace(r#""deny_reason":"""#, r#""deny_reason":"ip_restricted""#);
+                }
+                if i == 7 {
+                    line = line.replace(
+                        r#""path":"/""#,
+                        r#""path":"=HYPERLINK(\"http://x\",\"a,b\")""#,
+                    );
+                }
+                lines.push_str(&line);
+                lines.push('\n');
+            }
+            let res = s
+                .with_token(&token, Method::POST, "/api/v1/proxy/events")
+                .body(lines)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+
+        let (status, kind, disposition, csv) = export(&s, "format=csv").await;
+        assert_eq!(status, 200, "{csv}");
+        assert_eq!(kind, "text/csv; charset=utf-8");
+        assert_eq!(disposition, "attachment; filename=\"events.csv\"");
+        let rows: Vec<&str> = csv.split_terminator("\r\n").collect();
+        assert_eq!(rows.len(), 2501, "a header and every event once");
+        assert!(rows[0]
+            .starts_with("id,ts,proxy_id,service_id,protocol,source_ip,host,method,path,status"));
+        assert!(
+            rows[1].contains(",2026-11-22T10:00:41.039Z,"),
+            "newest first: {}",
+            rows[1]
+        );
+        let hostile: Vec<&&str> = rows.iter().filter(|r| r.contains("HYPERLINK")).collect();
+        assert_eq!(hostile.len(), 1);
+        assert!(
+            hostile[0].contains(r#","'=HYPERLINK(""http://x"",""a,b"")","#),
+            "quoted, and text rather than a formula: {}",
+            hostile[0]
+        );
+        let ids: std::collections::HashSet<&str> = rows[1..]
+            .iter()
+            .map(|r| r.split(',').next().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2500, "no event twice across pages");
+
+        // The event filters apply; JSON lines are the events as the query shows them.
+        let (status, kind, _, jsonl) = export(&s, "format=jsonl&verdict=ip_restricted").await;
+        assert_eq!((status, kind.as_str()), (200, "application/x-ndjson"));
+        let lines: Vec<Value> = jsonl
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 250);
+        assert!(lines.iter().all(|e| e["deny_reason"] == "ip_restricted"));
+        let (_, page) = s
+            .api
+            .call(
+                "GET",
+                "/api/v1/events?verdict=ip_restricted&limit=1000",
+                None,
+            )
+            .await;
+        assert_eq!(&lines[..250], page["events"].as_array().unwrap().as_slice());
+
+        for bad in [
+            "format=xml",
+            "",
+            "format=csv&limit=5",
+            "format=csv&verdict=nope",
+        ] {
+            assert_eq!(export(&s, bad).await.0, 400, "{bad}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_dashboard_is_served_beside_the_api() {
     let s = server().await;
@@ -789,6 +933,12 @@ async fn the_dashboard_is_served_beside_the_api() {
             .to_str()
             .unwrap()
             .starts_with("text/javascript"));
+        // The icon the page names is served, as an image.
+        assert!(html.contains(r#"<link rel="icon" type="image/svg+xml" href="/favicon.svg" />"#));
+        let res = s.http.get(s.url("/favicon.svg")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "image/svg+xml");
+        assert!(res.text().await.unwrap().starts_with("<svg"));
     } else {
         assert!(html.contains("The dashboard is not built"), "{html}");
     }
@@ -1032,5 +1182,5 @@ fn the_dashboards_types_come_from_the_current_openapi_document() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "duplicate operation ids: {ids:?}");
-    assert_eq!(n, 15);
+    assert_eq!(n, 16);
 }

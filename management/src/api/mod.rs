@@ -6,6 +6,7 @@ mod body;
 mod dashboard;
 mod error;
 mod events;
+mod export;
 mod link;
 mod openapi;
 mod proxies;
@@ -91,6 +92,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(proxies::capabilities))
         .routes(routes!(proxies::countries))
         .routes(routes!(events::query))
+        .routes(routes!(export::export))
         .routes(routes!(link::stream))
         .routes(routes!(link::report))
         .routes(routes!(link::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)))

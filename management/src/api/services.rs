@@ -9,7 +9,7 @@ use nb_api::{Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
-use super::body::JsonBody;
+use super::body::{CheckedBody, Undecoded};
 use super::time::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, Service, ServicesChange};
@@ -180,8 +180,9 @@ pub async fn get_one(
 pub async fn create(
     _: Admin,
     State(st): State<AppState>,
-    JsonBody(body): JsonBody<ServiceBody>,
+    CheckedBody(body): CheckedBody<ServiceBody>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let body = body.map_err(|u| all_problems(u, None))?;
     let Some(id) = body.id.clone().map(|i| i.trim().to_owned()) else {
         return Err(ApiError::invalid(vec![FieldProblem::new(
             "id",
@@ -213,8 +214,9 @@ pub async fn update(
     _: Admin,
     State(st): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<ServiceBody>,
+    CheckedBody(body): CheckedBody<ServiceBody>,
 ) -> Result<Json<ServiceView>, ApiError> {
+    let body = body.map_err(|u| all_problems(u, Some(&id)))?;
     if let Some(body_id) = body.id.as_deref() {
         if body_id.trim() != id {
             return Err(ApiError::invalid(vec![FieldProblem::new(
@@ -254,6 +256,49 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The checks of a service's own fields (not of other services).
+fn field_problems(name: &str, spec: &ServiceSpec) -> Vec<FieldProblem> {
+    let mut problems = validate_service(spec);
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        problems.push(FieldProblem::new(
+            "name",
+            format!("must be at most {MAX_NAME} printable characters"),
+        ));
+    }
+    problems
+}
+
+/// One 422 for a body with fields that did not decode: those fields, then the checks of what
+/// did (leaving out checks on a field already reported, which would see it as absent). `id`
+/// is the service in the URL, on update.
+fn all_problems(undecoded: Undecoded<ServiceBody>, id: Option<&str>) -> ApiError {
+    let mut problems = undecoded.problems;
+    if let Some(body) = undecoded.rest {
+        let id = id
+            .map(str::to_owned)
+            .or_else(|| body.id.as_deref().map(|i| i.trim().to_owned()));
+        if id.is_none() {
+            problems.push(FieldProblem::new("id", "is required"));
+        }
+        let (name, spec) = body.into_parts(id.unwrap_or_default());
+        let reported: Vec<String> = problems.iter().map(|p| p.field.clone()).collect();
+        // A field, or one inside it or around it, is already reported.
+        let within = |inner: &str, outer: &str| {
+            inner.strip_prefix(outer).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        };
+        let already = |field: &str| {
+            reported
+                .iter()
+                .any(|r| within(field, r) || within(r, field))
+        };
+        let more = field_problems(&name, &spec);
+        problems.extend(more.into_iter().filter(|p| !already(&p.field)));
+    }
+    ApiError::invalid(problems)
+}
+
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no service \"{id}\""))
 }
@@ -267,13 +312,7 @@ async fn check(
     spec: &ServiceSpec,
     current: Option<&Service>,
 ) -> Result<Vec<(&'static str, String)>, ApiError> {
-    let mut problems = validate_service(spec);
-    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        problems.push(FieldProblem::new(
-            "name",
-            format!("must be at most {MAX_NAME} printable characters"),
-        ));
-    }
+    let mut problems = field_problems(name, spec);
     let routes = routes_of(spec);
     if problems.is_empty() {
         problems.extend(conflict_problems(
