@@ -336,8 +336,10 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
           }
         } catch (err) {
           if (err instanceof ApiError && err.problems.length > 0) {
+            // Each message once, under its field; the summary only counts them.
+            const n = err.problems.length;
+            clear(summary, h("p", { class: "error" }, n === 1 ? "Not saved: one problem, marked at its field." : `Not saved: ${n} problems, marked at their fields.`));
             placeProblems(form, err.problems, show);
-            clear(summary, h("p", { class: "error" }, err.message));
           } else {
             showError(summary, err);
           }
@@ -354,13 +356,21 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   clear(page, h("h1", {}, service ? `Service ${service.name}` : "New service"), form);
 }
 
-/** Puts each server-side problem under the field it concerns, and opens that field's tab. */
+/** Puts each server-side problem under the field it concerns (an element inside a list,
+ * `hosts[1]`, goes under its list), and opens that field's tab. A problem with no field on
+ * the form goes above the buttons, named in words rather than by its API path. */
 function placeProblems(form: HTMLElement, problems: Problem[], show: (tab: string) => void): void {
   let first: string | undefined;
   for (const p of problems) {
-    const target = form.querySelector(`[data-field="${CSS.escape(p.field)}"]`) ?? form.querySelector(".actions");
-    target?.append(h("p", { class: "field-error", role: "alert" }, p.message));
-    first ??= p.field.startsWith("restrictions.") ? "access" : "general";
+    const field = p.field.replace(/\[\d+\]$/, "");
+    const target = form.querySelector(`[data-field="${CSS.escape(field)}"]`);
+    if (target) {
+      target.append(h("p", { class: "field-error", role: "alert" }, p.message));
+    } else {
+      const words = field.split(".").pop()!.replace(/_/g, " ");
+      form.querySelector(".actions")?.before(h("p", { class: "field-error", role: "alert" }, `${words[0].toUpperCase()}${words.slice(1)}: ${p.message}`));
+    }
+    first ??= field.startsWith("restrictions.") ? "access" : field.startsWith("remediation.") ? "denied" : "general";
   }
   if (first) show(first);
 }

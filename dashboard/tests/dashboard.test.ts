@@ -61,6 +61,10 @@ describe("dashboard", () => {
     const fieldError = page.locator('[data-field="restrictions.cidr_deny"] .field-error');
     await fieldError.waitFor();
     expect(await fieldError.textContent()).toContain("did you mean 10.0.0.0/8");
+    // Said once, where it belongs, without the API's field path.
+    expect(await page.locator("text=did you mean 10.0.0.0/8").count()).toBe(1);
+    expect(await page.textContent("form")).not.toContain("restrictions.cidr_deny");
+    expect(await page.textContent("form")).toContain("Not saved: one problem, marked at its field.");
     await screenshot(page, "03-validation-error");
     await page.fill("#cidr-deny", "10.0.0.0/8");
     await page.click("button[type=submit]");
