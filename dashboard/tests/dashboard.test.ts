@@ -94,6 +94,26 @@ describe("dashboard", () => {
     expect(await shared.textContent()).toContain("shares its CrowdSec bouncer key with edge-");
     await screenshot(page, "05-proxies");
 
+    // On a phone-sized window (420 px) no page is wider than the window: wide tables scroll
+    // within themselves.
+    await page.setViewportSize({ width: 420, height: 800 });
+    const narrow = async (name: string) => {
+      const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      expect(over, `${name} is wider than 420 px`).toBeLessThanOrEqual(0);
+      await screenshot(page, name);
+    };
+    await narrow("13-narrow-proxies");
+    await page.click("text=Services");
+    await page.locator("tr", { hasText: "Service shop" }).waitFor();
+    await narrow("14-narrow-services");
+    await page.locator("tr", { hasText: "Service shop" }).locator("a", { hasText: "Service shop" }).click();
+    await page.click("#tab-btn-access");
+    await narrow("15-narrow-service-editor");
+    await page.click("text=Event log");
+    await page.waitForSelector("#export-csv");
+    await narrow("16-narrow-event-log");
+    await page.setViewportSize({ width: 1366, height: 820 });
+
     // Delete asks first.
     await page.click("text=Services");
     page.once("dialog", (d) => void d.accept());
