@@ -41,6 +41,18 @@ impl PendingEntry {
         self.entry.as_mut().expect("an entry is written once")
     }
 
+    /// The entry of an upgraded request, when its tunnel closes: the request body and what
+    /// the client sent through the tunnel in, what the upstream sent out.
+    pub fn finish_tunnel(mut self, tunnel_in: u64, tunnel_out: u64) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        entry.duration = self.started.elapsed();
+        entry.bytes_in = self.body.bytes.load(Ordering::Relaxed) + tunnel_in;
+        entry.bytes_out = tunnel_out;
+        self.state.access_log.record(entry);
+    }
+
     fn finish(&mut self, bytes_out: u64) {
         let Some(mut entry) = self.entry.take() else {
             return;

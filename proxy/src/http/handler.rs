@@ -281,14 +281,21 @@ impl ConnHandler {
         pending.entry().status = Some(resp.status().as_u16());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = upgrade {
+                // The entry goes with the tunnel: it is written when the tunnel closes.
                 let upstream_side = hyper::upgrade::on(&mut resp);
                 let shutdown = self.state.shutdown.watch();
                 tokio::spawn(tunnel(
                     client_side,
                     upstream_side,
+                    pending,
                     self.permit.clone(),
                     shutdown,
                 ));
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(
+                    parts,
+                    ProxyBody::full(hyper::body::Bytes::new(), None),
+                );
             }
         } else {
             strip_hop_by_hop(resp.headers_mut());

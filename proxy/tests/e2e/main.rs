@@ -20,3 +20,4 @@ mod remediation;
 mod tcp;
 mod tls;
 mod usage_metrics;
+mod websocket;
