@@ -150,27 +150,15 @@ sleep 2
 pids+=($!)
 
 run() { # name -> "rps p99_ms cpu_us_per_req"
-  local name=$1 port=${PORT[$1]} out before after status
+  local name=$1 port=${PORT[$1]} status
   status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/")
   [ "$status" = 200 ] || { echo "$name answers $status, not 200" >&2; exit 1; }
-  wrk -t1 -c"$CONNECTIONS" -d1s -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/" >/dev/null
-  before=$(cpu_ticks "${PID[$name]}")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' -H "${HEADER[$name]}" "http://127.0.0.1:$port/")
-  after=$(cpu_ticks "${PID[$name]}")
-  wrk_figures "$name" "$out" $((after - before))
+  measure "$name" "${PID[$name]}" "$port" -H 'Host: bench.local' -H "${HEADER[$name]}"
 }
 
 echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
-for n in "${names[@]}"; do : > "$work/$n.txt"; done
-for round in $(seq "$ROUNDS"); do
-  line="   round $round:"
-  for n in "${names[@]}"; do
-    run "$n" >> "$work/$n.txt"
-    line="$line $n $(tail -1 "$work/$n.txt" | awk '{print $3}')us"
-  done
-  echo "$line"
-done
-col() { awk -v c="$1" '{print $c}' "$work/$2.txt" | median; }
+interleaved_rounds "$work" "${names[@]}"
+col() { column_median "$work" "$1" "$2"; }
 printf '\nmedians (CPU of the nb-proxy process only):\n%-10s %10s %8s %14s %14s\n' config 'req/s' 'p99 ms' 'CPU us/req' 'CPU vs plain'
 PLAIN_CPU=$(col 3 plain)
 for n in "${names[@]}"; do

@@ -40,3 +40,34 @@ wrk_figures() {
   awk -v r="$rps" -v p="$p99" -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
     'BEGIN {printf "%s %s %.2f\n", r, p, t / hz * 1e6 / n}'
 }
+
+# measure NAME PID PORT [wrk options...] -> "rps p99_ms cpu_us_per_req": a 1 s warm-up, then
+# one DURATION run with CONNECTIONS, counting the CPU of PID and its children.
+measure() {
+  local name=$1 pid=$2 port=$3 out before after
+  shift 3
+  wrk -t1 -c"$CONNECTIONS" -d1s "$@" "http://127.0.0.1:$port/" >/dev/null
+  before=$(cpu_ticks "$pid")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "http://127.0.0.1:$port/")
+  after=$(cpu_ticks "$pid")
+  wrk_figures "$name" "$out" $((after - before))
+}
+
+# interleaved_rounds DIR NAME... : ROUNDS rounds, each calling the caller's `run NAME` once per
+# name in turn; figures go to DIR/NAME.txt, one line per round.
+interleaved_rounds() {
+  local dir=$1 round n line
+  shift
+  for n in "$@"; do : > "$dir/$n.txt"; done
+  for round in $(seq "$ROUNDS"); do
+    line="   round $round:"
+    for n in "$@"; do
+      run "$n" >> "$dir/$n.txt"
+      line="$line $n $(tail -1 "$dir/$n.txt" | awk '{print $3}')us"
+    done
+    echo "$line"
+  done
+}
+
+# column_median DIR COLUMN NAME: the median of one figure over the rounds.
+column_median() { awk -v c="$2" '{print $c}' "$1/$3.txt" | median; }

@@ -212,27 +212,12 @@ pss_mib() { # pid: PSS of the process and its children, MiB
   echo $((total / 1024))
 }
 
-run() { # name -> "rps p99_ms cpu_us_per_req"
-  local name=$1 port=${PORT[$1]} out before after
-  wrk -t1 -c"$CONNECTIONS" -d1s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
-  before=$(cpu_ticks "${PID[$name]}")
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "http://127.0.0.1:$port/")
-  after=$(cpu_ticks "${PID[$name]}")
-  wrk_figures "$name" "$out" $((after - before))
-}
+run() { measure "$1" "${PID[$1]}" "${PORT[$1]}" -H 'Host: bench.local'; }
 
 echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION per run, $ROUNDS interleaved rounds"
-for n in "${names[@]}"; do : > "$work/$n.txt"; done
-for round in $(seq "$ROUNDS"); do
-  line="   round $round:"
-  for n in "${names[@]}"; do
-    run "$n" >> "$work/$n.txt"
-    line="$line $n $(tail -1 "$work/$n.txt" | awk '{print $3}')us"
-  done
-  echo "$line"
-done
+interleaved_rounds "$work" "${names[@]}"
 
-col() { awk -v c="$1" '{print $c}' "$work/$2.txt" | median; }
+col() { column_median "$work" "$1" "$2"; }
 range() { awk -v c="$1" '{print $c}' "$work/$2.txt" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%s-%s", lo, hi}'; }
 printf '\n%-11s %9s %15s %8s %10s %15s %9s %8s\n' server 'req/s' '(min-max)' 'p99 ms' 'CPU us/req' '(min-max)' 'PSS MiB' 'ready s'
 for n in "${names[@]}"; do
