@@ -380,6 +380,12 @@ async fn validation_names_fields_and_changes_nothing() {
             "is required",
         ),
     ];
+    // A body built to be all problems gets a bounded answer: at most 50 of them.
+    let hostile = json!({"id": "a", "protocol": "http", "upstream": "http://127.0.0.1:1",
+                         "hosts": (0..2000).collect::<Vec<u32>>()});
+    let (status, v) = s.api.call("POST", "/api/v1/services", Some(&hostile)).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 50, "{v}");
     for (i, (req, fields, needle)) in cases.into_iter().enumerate() {
         let (status, v) = s.api.call("POST", "/api/v1/services", Some(&req)).await;
         assert_eq!(status, 422, "case {i}");
