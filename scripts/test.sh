@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 #   tmux:       the terminal the quickstart's prompt is answered through.
 #   the linter: shellcheck, over scripts/*.sh.
 #   python3-yaml, systemd: the static checks of deploy/ (compose structure, systemd-analyze).
-packages=(crowdsec postgresql chromium curl jq python3 procps tmux shellcheck python3-yaml)
+#   python3-grpcio: the real gRPC client and server of the proxy's gRPC test.
+packages=(crowdsec postgresql chromium curl jq python3 procps tmux shellcheck python3-yaml
+  python3-grpcio)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # Node.js 20+ and npm build the dashboard; the machines ship them, Debian's are older.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)

@@ -4,6 +4,7 @@
 
 mod country;
 pub mod events;
+mod frontdoor;
 mod proxy;
 pub mod remediation;
 mod spec;
@@ -13,6 +14,7 @@ mod verdict;
 
 pub use country::CountryCode;
 pub use events::{AccessLogLine, Metadata, Timestamp};
+pub use frontdoor::{HeaderChanges, HeadersSpec, HstsSpec, UpstreamProtocol, UpstreamTlsSpec};
 pub use proxy::{paths, BouncerReport, ProxyReport, ServicesUpdate};
 pub use remediation::{
     BanSpec, CaptchaOutcome, CaptchaProvider, CaptchaSpec, RemediationSpec, ThrottleSpec,

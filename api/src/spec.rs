@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::RemediationSpec;
+use crate::frontdoor::{is_true, yes};
+use crate::{HeadersSpec, HstsSpec, RemediationSpec, UpstreamProtocol, UpstreamTlsSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -131,6 +132,44 @@ pub struct ServiceSpec {
     /// http: what a denied client sees (ban page, JSON, redirect; 429 for throttle).
     #[serde(default, skip_serializing_if = "RemediationSpec::is_default")]
     pub remediation: RemediationSpec,
+    /// http: the HTTP version spoken to the upstream.
+    #[serde(default, skip_serializing_if = "UpstreamProtocol::is_default")]
+    pub upstream_protocol: UpstreamProtocol,
+    /// http, `https://` upstreams: how the upstream's certificate is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTlsSpec>,
+    /// http: headers changed on requests going upstream and on responses.
+    #[serde(default, skip_serializing_if = "HeadersSpec::is_empty")]
+    pub headers: HeadersSpec,
+    /// http: a plain-HTTP request for a host the proxy has a certificate for is answered with a
+    /// `308` to `https://` (when the proxy has an HTTPS listener).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub https_redirect: bool,
+    /// http: `Strict-Transport-Security` on responses sent over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<HstsSpec>,
+}
+
+impl ServiceSpec {
+    /// A service with `protocol`, `id` and `upstream`, and every option at its default.
+    pub fn new(id: impl Into<String>, protocol: Protocol, upstream: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            protocol,
+            hosts: Vec::new(),
+            listen: None,
+            upstream: upstream.into(),
+            tls: None,
+            max_connections: None,
+            restrictions: RestrictionsSpec::default(),
+            remediation: RemediationSpec::default(),
+            upstream_protocol: UpstreamProtocol::default(),
+            upstream_tls: None,
+            headers: HeadersSpec::default(),
+            https_redirect: true,
+            hsts: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,10 @@ impl fmt::Display for Problem {
 pub struct HttpUpstream {
     /// `host:port` to dial.
     pub address: String,
+    /// An `https://` upstream.
+    pub tls: bool,
+    /// The upstream's host, without the port: the default TLS server name.
+    pub host: String,
 }
 
 /// A service's own routing, checked.
@@ -211,8 +215,12 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                         .into(),
                 );
             }
-            parse_http_upstream(ctx, &spec.upstream)
-                .map(|upstream| Target::Http { hosts, upstream })
+            let upstream = parse_http_upstream(ctx, &spec.upstream);
+            let https = upstream.as_ref().is_some_and(|u| u.tls);
+            for (field, message) in crate::frontdoor::problems(&spec, https) {
+                ctx.push(Some(field), message);
+            }
+            upstream.map(|upstream| Target::Http { hosts, upstream })
         }
         Protocol::Tcp => {
             if !spec.hosts.is_empty() {
@@ -220,6 +228,21 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                     Some("hosts"),
                     "tcp services are not routed by host; remove `hosts`".into(),
                 );
+            }
+            let http_only = [
+                ("upstream_protocol", !spec.upstream_protocol.is_default()),
+                ("upstream_tls", spec.upstream_tls.is_some()),
+                ("headers", !spec.headers.is_empty()),
+                ("https_redirect", !spec.https_redirect),
+                ("hsts", spec.hsts.is_some()),
+            ];
+            for (field, set) in http_only {
+                if set {
+                    ctx.push(
+                        Some(field),
+                        "applies to http services; a tcp service forwards bytes".into(),
+                    );
+                }
             }
             if spec.max_connections == Some(0) {
                 ctx.push(Some("max_connections"), "must be at least 1".into());
@@ -340,12 +363,11 @@ fn parse_http_upstream(ctx: &mut Ctx, s: &str) -> Option<HttpUpstream> {
     let Ok(uri) = s.parse::<Uri>() else {
         return bad(ctx, "is not a URL (expected http://host:port)");
     };
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return bad(
-            ctx,
-            "must be an http:// URL (https upstreams are not supported)",
-        );
-    }
+    let tls = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => false,
+        Some(s) if *s == Scheme::HTTPS => true,
+        _ => return bad(ctx, "must be an http:// or https:// URL"),
+    };
     let Some(authority) = uri.authority().cloned() else {
         return bad(ctx, "has no host");
     };
@@ -355,10 +377,15 @@ fn parse_http_upstream(ctx: &mut Ctx, s: &str) -> Option<HttpUpstream> {
     if authority.as_str().contains('@') {
         return bad(ctx, "must not carry credentials");
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let host = authority.host();
     Some(HttpUpstream {
         address: format!("{host}:{port}"),
+        tls,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
     })
 }
 
@@ -384,6 +411,11 @@ fn valid_route_host(h: &str) -> bool {
         Some(suffix) => suffix.parse::<IpAddr>().is_err() && valid_host(suffix),
         None => valid_host(h),
     }
+}
+
+/// A TLS server name: a host name or an IP address, no wildcard.
+pub(crate) fn valid_server_name(h: &str) -> bool {
+    !h.starts_with("*.") && valid_host(h)
 }
 
 fn valid_host(h: &str) -> bool {
@@ -418,7 +450,7 @@ mod tests {
             tls: None,
             max_connections: None,
             restrictions: RestrictionsSpec::default(),
-            remediation: Default::default(),
+            ..ServiceSpec::new("", Protocol::Http, "")
         }
     }
 
@@ -474,8 +506,10 @@ mod tests {
         };
         assert_eq!(ok("http://127.0.0.1:8080"), "127.0.0.1:8080");
         assert_eq!(ok("http://backend"), "backend:80");
+        assert_eq!(ok("https://backend"), "backend:443");
+        assert_eq!(ok("https://[::1]:8443"), "[::1]:8443");
         for bad in [
-            "https://backend",
+            "ftp://backend",
             "http://backend/x",
             "backend:80",
             "http://u@b:1",
@@ -483,6 +517,110 @@ mod tests {
             let p = check_service(http("s", &["a.test"], bad)).unwrap_err();
             assert_eq!(fields(&p), ["upstream"], "{bad}");
         }
+    }
+
+    #[test]
+    fn front_door_options_are_checked() {
+        use crate::{HeaderChanges, HeadersSpec, HstsSpec, UpstreamProtocol, UpstreamTlsSpec};
+        let https = |tls: UpstreamTlsSpec| ServiceSpec {
+            upstream_tls: Some(tls),
+            ..http("s", &["a.test"], "https://pve.lan:8006")
+        };
+        let ok = check_service(https(UpstreamTlsSpec {
+            ca_file: Some("/etc/nb-proxy/pve.pem".into()),
+            server_name: Some("pve.internal".into()),
+            skip_verify: false,
+        }))
+        .unwrap();
+        match ok.target {
+            Target::Http { upstream, .. } => {
+                assert!(upstream.tls);
+                assert_eq!(upstream.host, "pve.lan");
+            }
+            t => panic!("{t:?}"),
+        }
+        let p = check_service(https(UpstreamTlsSpec {
+            ca_file: Some("ca.pem".into()),
+            server_name: Some("*.lan".into()),
+            skip_verify: false,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            fields(&p),
+            ["upstream_tls.ca_file", "upstream_tls.server_name"],
+            "{p:?}"
+        );
+        assert!(p[0].message.contains("absolute path"), "{p:?}");
+        let p = check_service(https(UpstreamTlsSpec {
+            ca_file: Some("/ca.pem".into()),
+            server_name: None,
+            skip_verify: true,
+        }))
+        .unwrap_err();
+        assert!(p[0].message.contains("not used when skip_verify"), "{p:?}");
+
+        let plain = ServiceSpec {
+            upstream_tls: Some(UpstreamTlsSpec::default()),
+            ..http("s", &["a.test"], "http://b:1")
+        };
+        let p = check_service(plain).unwrap_err();
+        assert_eq!(fields(&p), ["upstream_tls"]);
+        assert!(p[0].message.contains("https:// upstreams"), "{p:?}");
+
+        let h2c_tls = ServiceSpec {
+            upstream_protocol: UpstreamProtocol::H2c,
+            ..http("s", &["a.test"], "https://b")
+        };
+        let p = check_service(h2c_tls).unwrap_err();
+        assert_eq!(fields(&p), ["upstream_protocol"]);
+        let h2c = ServiceSpec {
+            upstream_protocol: UpstreamProtocol::H2c,
+            ..http("s", &["a.test"], "http://b:50051")
+        };
+        assert!(check_service(h2c).is_ok());
+
+        let mut headers = HeadersSpec::default();
+        headers.request.set.insert("X-Env".into(), "prod".into());
+        headers
+            .request
+            .set
+            .insert("X-Real-IP".into(), "1.2.3.4".into());
+        headers.request.add.insert("x-env".into(), "again".into());
+        headers.request.remove.push("Content-Length".into());
+        headers.response = HeaderChanges {
+            set: [("X-Bad".to_string(), "a\r\nSet-Cookie: x=1".to_string())].into(),
+            add: Default::default(),
+            remove: vec!["bad name".into(), "Server".into()],
+        };
+        let p = check_service(ServiceSpec {
+            headers,
+            ..http("s", &["a.test"], "http://b:1")
+        })
+        .unwrap_err();
+        let messages: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "X-Real-IP is managed by the proxy and cannot be changed",
+                "x-env is listed more than once",
+                "Content-Length is managed by the proxy and cannot be changed",
+                "\"bad name\" is not a valid header name",
+                "the value of X-Bad must be visible ASCII on one line",
+            ],
+            "{p:?}"
+        );
+
+        let tcp_with = ServiceSpec {
+            https_redirect: false,
+            hsts: Some(HstsSpec {
+                max_age: 60,
+                include_subdomains: false,
+                preload: false,
+            }),
+            ..tcp("db", "127.0.0.1:9000")
+        };
+        let p = check_service(tcp_with).unwrap_err();
+        assert_eq!(fields(&p), ["https_redirect", "hsts"]);
     }
 
     #[test]

@@ -72,6 +72,39 @@ function number(input: HTMLInputElement): number | undefined {
   return v === "" ? undefined : Number(v);
 }
 
+type HeaderChanges = NonNullable<NonNullable<ServiceBody["headers"]>["request"]>;
+
+/** A direction's header changes as the editor shows them: `Name: value` (set), `+Name: value`
+ * (add), `-Name` (remove). */
+function headerLines(c: HeaderChanges | undefined): string {
+  if (!c) return "";
+  return [
+    ...Object.entries(c.set ?? {}).map(([k, v]) => `${k}: ${v}`),
+    ...Object.entries(c.add ?? {}).map(([k, v]) => `+${k}: ${v}`),
+    ...(c.remove ?? []).map((k) => `-${k}`),
+  ].join("\n");
+}
+
+function parseHeaderLines(text: string): HeaderChanges {
+  const out: { set: Record<string, string>; add: Record<string, string>; remove: string[] } = { set: {}, add: {}, remove: [] };
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (!line) continue;
+    if (line.startsWith("-")) {
+      out.remove.push(line.slice(1).trim());
+      continue;
+    }
+    const add = line.startsWith("+");
+    const rest = add ? line.slice(1) : line;
+    const colon = rest.indexOf(":");
+    // A line without a colon is sent as a name with an empty value: the API names it if bad.
+    const name = (colon < 0 ? rest : rest.slice(0, colon)).trim();
+    const value = colon < 0 ? "" : rest.slice(colon + 1).trim();
+    (add ? out.add : out.set)[name] = value;
+  }
+  return out;
+}
+
 function lines(text: string): string[] {
   return text
     .split(/[\n,]/)
@@ -137,6 +170,25 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const hosts = h("input", { id: "svc-hosts", value: (service?.hosts ?? []).join(", "), placeholder: "app.example.com, *.apps.example.com" });
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
   const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
+  const upstreamProtocol = h(
+    "select",
+    { id: "upstream-protocol" },
+    h("option", { value: "auto" }, "Auto: HTTP/2 by ALPN over https://, else HTTP/1.1"),
+    h("option", { value: "http1" }, "HTTP/1.1 only"),
+    h("option", { value: "h2c" }, "HTTP/2 over cleartext (h2c, gRPC)"),
+  );
+  upstreamProtocol.value = service?.upstream_protocol ?? "auto";
+  const caFile = h("input", { id: "upstream-ca-file", value: service?.upstream_tls?.ca_file ?? "", placeholder: "/etc/nb-proxy/upstream-ca.pem" });
+  const serverName = h("input", { id: "upstream-server-name", value: service?.upstream_tls?.server_name ?? "", placeholder: "the upstream's host" });
+  const skipVerify = h("input", { id: "upstream-skip-verify", type: "checkbox" });
+  skipVerify.checked = service?.upstream_tls?.skip_verify ?? false;
+  const httpsRedirect = h("input", { id: "https-redirect", type: "checkbox" });
+  httpsRedirect.checked = service?.https_redirect ?? true;
+  const hstsMaxAge = h("input", { id: "hsts-max-age", type: "number", min: "0", value: service?.hsts?.max_age?.toString() ?? "", placeholder: "off" });
+  const hstsSubdomains = h("input", { id: "hsts-subdomains", type: "checkbox" });
+  hstsSubdomains.checked = service?.hsts?.include_subdomains ?? false;
+  const requestHeaders = h("textarea", { id: "request-headers", rows: 3, placeholder: "X-Env: prod\n+X-Tag: added\n-X-Debug" }, headerLines(service?.headers?.request));
+  const responseHeaders = h("textarea", { id: "response-headers", rows: 3, placeholder: "X-Frame-Options: DENY\n-Server" }, headerLines(service?.headers?.response));
   const cidrAllow = h("textarea", { id: "cidr-allow", rows: 3 }, (r?.cidr_allow ?? []).join("\n"));
   const cidrDeny = h("textarea", { id: "cidr-deny", rows: 3 }, (r?.cidr_deny ?? []).join("\n"));
   const bypass = h("textarea", { id: "bypass", rows: 2 }, (r?.bypass ?? []).join("\n"));
@@ -236,7 +288,33 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     field("protocol", "Protocol", protocol),
     field("hosts", "Hosts", hosts, "HTTP: comma-separated host names."),
     field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
-    field("upstream", "Upstream", upstream, "HTTP: http://host:port. TCP: host:port."),
+    field("upstream", "Upstream", upstream, "HTTP: http://host:port or https://host:port. TCP: host:port."),
+  );
+  const upstreamTab = h(
+    "section",
+    { id: "tab-upstream", role: "tabpanel", "aria-labelledby": "tab-btn-upstream", hidden: true },
+    h("p", { class: "hint" }, "HTTP services: how the proxies talk to the upstream, and what they change on the way."),
+    field("upstream_protocol", "Upstream protocol", upstreamProtocol),
+    field("upstream_tls.ca_file", "Trusted CA file", caFile, "https:// upstreams: a PEM file on each proxy's machine (a self-signed appliance's certificate or its CA). Empty: the system's CA store."),
+    field("upstream_tls.server_name", "TLS server name", serverName, "Sent by SNI and checked in the certificate. Empty: the upstream's host."),
+    h(
+      "div",
+      { class: "field", "data-field": "upstream_tls.skip_verify" },
+      h("label", { for: "upstream-skip-verify" }, skipVerify, " Do not verify the upstream's certificate (insecure)"),
+    ),
+    h(
+      "div",
+      { class: "field", "data-field": "https_redirect" },
+      h("label", { for: "https-redirect" }, httpsRedirect, " Redirect plain HTTP to HTTPS (308) for hosts the proxies have a certificate for"),
+    ),
+    field("hsts.max_age", "HSTS max-age (seconds)", hstsMaxAge, "Strict-Transport-Security on responses over TLS. Empty: not sent. 31536000 is a year."),
+    h(
+      "div",
+      { class: "field", "data-field": "hsts.include_subdomains" },
+      h("label", { for: "hsts-subdomains" }, hstsSubdomains, " HSTS includes subdomains"),
+    ),
+    field("headers.request", "Request headers", requestHeaders, "One per line. 'Name: value' sets, '+Name: value' adds, '-Name' removes. Applied to what goes upstream."),
+    field("headers.response", "Response headers", responseHeaders, "The same, applied to what the client receives."),
   );
   const access = h(
     "section",
@@ -266,6 +344,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   );
   const tabs = [
     ["general", "General", general],
+    ["upstream", "Upstream", upstreamTab],
     ["access", "Access Control", access],
     ["denied", "Denied Clients", denied],
   ] as const;
@@ -289,6 +368,22 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     hosts: protocol.value === "http" ? lines(hosts.value) : [],
     listen: protocol.value === "tcp" ? listen.value.trim() || null : null,
     upstream: upstream.value.trim(),
+    ...(protocol.value === "http"
+      ? {
+          upstream_protocol: upstreamProtocol.value as NonNullable<ServiceBody["upstream_protocol"]>,
+          upstream_tls:
+            caFile.value.trim() || serverName.value.trim() || skipVerify.checked
+              ? {
+                  ca_file: caFile.value.trim() || undefined,
+                  server_name: serverName.value.trim() || undefined,
+                  skip_verify: skipVerify.checked,
+                }
+              : undefined,
+          https_redirect: httpsRedirect.checked,
+          hsts: hstsMaxAge.value.trim() ? { max_age: Number(hstsMaxAge.value), include_subdomains: hstsSubdomains.checked } : undefined,
+          headers: { request: parseHeaderLines(requestHeaders.value), response: parseHeaderLines(responseHeaders.value) },
+        }
+      : {}),
     restrictions: {
       cidr_allow: lines(cidrAllow.value),
       cidr_deny: lines(cidrDeny.value),
@@ -348,6 +443,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     },
     h("div", { role: "tablist", class: "tabs" }, tabButtons),
     general,
+    upstreamTab,
     access,
     denied,
     summary,
@@ -370,7 +466,13 @@ function placeProblems(form: HTMLElement, problems: Problem[], show: (tab: strin
       const words = field.split(".").pop()!.replace(/_/g, " ");
       form.querySelector(".actions")?.before(h("p", { class: "field-error", role: "alert" }, `${words[0].toUpperCase()}${words.slice(1)}: ${p.message}`));
     }
-    first ??= field.startsWith("restrictions.") ? "access" : field.startsWith("remediation.") ? "denied" : "general";
+    first ??= field.startsWith("restrictions.")
+      ? "access"
+      : field.startsWith("remediation.")
+        ? "denied"
+        : /^(upstream_protocol|upstream_tls|headers|https_redirect|hsts)/.test(field)
+          ? "upstream"
+          : "general";
   }
   if (first) show(first);
 }

@@ -124,6 +124,51 @@ describe("dashboard", () => {
     await page.waitForSelector("#token");
   });
 
+  test("the Upstream tab sets an https:// upstream's TLS, HTTP version and headers", async () => {
+    const m = await new Management().start();
+    const page = await open();
+    await signIn(page, m);
+    await page.waitForSelector("text=No services yet");
+    await fillService(page, "pve", "pve.test", "https://10.0.0.5:8006");
+    await page.click("#tab-btn-upstream");
+    await page.fill("#upstream-ca-file", "/etc/nb-proxy/pve-ca.pem");
+    await page.fill("#upstream-server-name", "pve.lan");
+    await page.fill("#hsts-max-age", "31536000");
+    await page.fill("#request-headers", "X-Env: prod\n-X-Debug\nX-Real-IP: 1.2.3.4");
+    await page.fill("#response-headers", "X-Frame-Options: DENY");
+    await page.uncheck("#https-redirect");
+    await screenshot(page, "17-upstream-tab");
+
+    // A header the proxy owns is refused, at its field, with the tab open.
+    await page.click("#tab-btn-general");
+    await page.click("button[type=submit]");
+    const error = page.locator('[data-field="headers.request"] .field-error');
+    await error.waitFor();
+    expect(await error.textContent()).toBe("X-Real-IP is managed by the proxy and cannot be changed");
+    expect(await page.isVisible("#tab-upstream")).toBe(true);
+    await page.fill("#request-headers", "X-Env: prod\n-X-Debug");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+
+    const saved: Record<string, unknown> = await m.call("GET", "/api/v1/services/pve");
+    expect(saved.upstream_tls).toEqual({ ca_file: "/etc/nb-proxy/pve-ca.pem", server_name: "pve.lan" });
+    expect(saved.headers).toEqual({ request: { set: { "X-Env": "prod" }, remove: ["X-Debug"] }, response: { set: { "X-Frame-Options": "DENY" } } });
+    expect(saved.https_redirect).toBe(false);
+    expect(saved.hsts).toEqual({ max_age: 31536000 });
+    expect(saved.upstream_protocol).toBe("auto");
+
+    await page.reload();
+    await page.click("#tab-btn-upstream");
+    expect(await page.inputValue("#upstream-server-name")).toBe("pve.lan");
+    expect(await page.inputValue("#request-headers")).toBe("X-Env: prod\n-X-Debug");
+    expect(await page.isChecked("#https-redirect")).toBe(false);
+    await page.selectOption("#upstream-protocol", "h2c");
+    await page.click("button[type=submit]");
+    const protocolError = page.locator('[data-field="upstream_protocol"] .field-error');
+    await protocolError.waitFor();
+    expect(await protocolError.textContent()).toContain("h2c is HTTP/2 without TLS");
+  });
+
   test("without a proxy that supports CrowdSec the dropdown is absent and the tab says why", async () => {
     const m = await new Management().start();
     const page = await open();

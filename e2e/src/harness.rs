@@ -454,6 +454,62 @@ pub fn header<B>(req: &Request<B>, name: &str) -> String {
         .to_owned()
 }
 
+/// Serves the echo upstream's answers (see [`Upstream`]) on one connection of any transport:
+/// HTTP/1.1, or HTTP/2 by prior knowledge.
+pub async fn serve_echo<I>(io: TokioIo<I>, name: &'static str)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        // /wait/MS answers after MS milliseconds.
+        if let Some(ms) = req.uri().path().strip_prefix("/wait/") {
+            let ms = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        // /consume reads the whole request body before answering.
+        if req.uri().path() == "/consume" {
+            let n = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes().len(),
+                Err(_) => return Ok(Response::new(Full::new(Bytes::from("{}")))),
+            };
+            let body = serde_json::json!({ "upstream": name, "received": n });
+            return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))));
+        }
+        let h = |n: &str| header(&req, n);
+        let mut all = serde_json::Map::new();
+        for name in req.headers().keys() {
+            let values: Vec<_> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            all.insert(name.as_str().to_owned(), values.into());
+        }
+        let body = serde_json::json!({
+            "upstream": name,
+            "host": h("host"),
+            "xff": h("x-forwarded-for"),
+            "proto": h("x-forwarded-proto"),
+            "path": req.uri().to_string(),
+            "method": req.method().as_str(),
+            "version": format!("{:?}", req.version()),
+            "authority": req.uri().authority().map(|a| a.to_string()),
+            "headers": all,
+        });
+        let resp = Response::builder()
+            .header("server", "nb-e2e-echo")
+            .body(Full::new(Bytes::from(body.to_string())));
+        Ok::<_, Infallible>(resp.unwrap())
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, svc)
+        .await;
+}
+
 /// An HTTP upstream that answers with what it saw, as JSON, and counts its connections.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -473,53 +529,7 @@ impl Upstream {
                     return;
                 };
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                        if req.uri().path() == "/slow" {
-                            tokio::time::sleep(Duration::from_secs(30)).await;
-                        }
-                        // /wait/MS answers after MS milliseconds.
-                        if let Some(ms) = req.uri().path().strip_prefix("/wait/") {
-                            let ms = ms.parse().unwrap_or(0);
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                        // /consume reads the whole request body before answering.
-                        if req.uri().path() == "/consume" {
-                            let n = match req.into_body().collect().await {
-                                Ok(b) => b.to_bytes().len(),
-                                Err(_) => return Ok(Response::new(Full::new(Bytes::from("{}")))),
-                            };
-                            let body = serde_json::json!({ "upstream": name, "received": n });
-                            return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                                body.to_string(),
-                            ))));
-                        }
-                        let h = |n: &str| header(&req, n);
-                        let mut all = serde_json::Map::new();
-                        for name in req.headers().keys() {
-                            let values: Vec<_> = req
-                                .headers()
-                                .get_all(name)
-                                .iter()
-                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                                .collect();
-                            all.insert(name.as_str().to_owned(), values.into());
-                        }
-                        let body = serde_json::json!({
-                            "upstream": name,
-                            "host": h("host"),
-                            "xff": h("x-forwarded-for"),
-                            "proto": h("x-forwarded-proto"),
-                            "path": req.uri().to_string(),
-                            "method": req.method().as_str(),
-                            "headers": all,
-                        });
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(serve_echo(TokioIo::new(stream), name));
             }
         });
         Self {

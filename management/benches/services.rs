@@ -36,7 +36,7 @@ fn spec(i: usize) -> ServiceSpec {
             country_deny: vec!["RU".into()],
             ..RestrictionsSpec::default()
         },
-        remediation: Default::default(),
+        ..ServiceSpec::new("", Protocol::Http, "")
     }
 }
 

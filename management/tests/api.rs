@@ -416,6 +416,84 @@ async fn validation_names_fields_and_changes_nothing() {
     assert_eq!(list[0]["restrictions"]["cidr_deny"], json!([]));
 }
 
+#[tokio::test]
+async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
+    for backend in both().await {
+        let name = backend.name;
+        let s = server_with(backend, Settings::default()).await;
+        let pve = json!({
+            "id": "pve", "protocol": "http", "hosts": ["pve.example.com"],
+            "upstream": "https://10.0.0.5:8006",
+            "upstream_tls": {"ca_file": "/etc/nb-proxy/pve-ca.pem", "server_name": "pve.lan"},
+            "headers": {"request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
+                        "response": {"add": {"Via": "nb"}}},
+            "https_redirect": false,
+            "hsts": {"max_age": 600, "include_subdomains": true}
+        });
+        let (status, created) = s.api.call("POST", "/api/v1/services", Some(&pve)).await;
+        assert_eq!(status, 201, "{name} {created}");
+        for key in ["upstream_tls", "headers", "https_redirect", "hsts"] {
+            assert_eq!(created[key], pve[key], "{key}: {created}");
+        }
+        assert_eq!(created["upstream_protocol"], "auto");
+        let (_, fetched) = s.api.call("GET", "/api/v1/services/pve", None).await;
+        assert_eq!(
+            fetched["upstream_tls"], pve["upstream_tls"],
+            "{name} {fetched}"
+        );
+        assert_eq!(fetched["headers"], pve["headers"]);
+
+        // Proxies get them in the services they are sent.
+        let (_, token) = s.create_proxy("edge").await;
+        let res = s
+            .with_token(&token, Method::GET, "/api/v1/proxy/stream")
+            .send()
+            .await
+            .unwrap();
+        let first = services_events(res, 1).await;
+        let shipped = &first[0]["services"][0];
+        assert_eq!(shipped["upstream_tls"], pve["upstream_tls"], "{shipped}");
+        assert_eq!(shipped["https_redirect"], false);
+        assert_eq!(shipped["hsts"], pve["hsts"]);
+
+        // Every problem in one 422, and nothing changes.
+        let before = s.store.revision().await.unwrap();
+        let bad = json!({
+            "id": "grpc", "protocol": "http", "hosts": ["grpc.example.com"],
+            "upstream": "https://10.0.0.6:50051", "upstream_protocol": "h2c",
+            "upstream_tls": {"ca_file": "relative.pem", "skip_verify": true},
+            "headers": {"request": {"set": {"Host": "evil"}}},
+            "hsts": {"max_age": -1}
+        });
+        let (status, v) = s.api.call("POST", "/api/v1/services", Some(&bad)).await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(
+            problem_fields(&v),
+            [
+                "hsts.max_age",
+                "upstream_protocol",
+                "upstream_tls.ca_file",
+                "headers.request"
+            ],
+            "{v}"
+        );
+        let (status, v) = s
+            .api
+            .call(
+                "POST",
+                "/api/v1/services",
+                Some(
+                    &json!({"id": "db", "protocol": "tcp", "listen": "127.0.0.1:15432",
+                             "upstream": "127.0.0.1:5432", "hsts": {"max_age": 60}}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(problem_fields(&v), ["hsts"], "{v}");
+        assert_eq!(s.store.revision().await.unwrap(), before);
+    }
+}
+
 async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> (u16, Value) {
     let mut v = web(id, &format!("{id}.example.com"));
     v["restrictions"] = json!({"crowdsec_mode": mode});

@@ -17,7 +17,7 @@ fn spec(id: &str) -> ServiceSpec {
         tls: None,
         max_connections: None,
         restrictions: RestrictionsSpec::default(),
-        remediation: Default::default(),
+        ..ServiceSpec::new("", Protocol::Http, "")
     }
 }
 

@@ -72,6 +72,12 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_HTTPS_LISTEN")]
     pub https_listen: Option<SocketAddr>,
 
+    /// The port clients reach the HTTPS listener on, when it is not the listener's own (a
+    /// container's port mapping): plain-HTTP requests for hosts with a certificate are
+    /// redirected there.
+    #[arg(long, env = "NB_PROXY_HTTPS_PUBLIC_PORT")]
+    pub https_public_port: Option<u16>,
+
     /// Directory of `<host>.crt` / `<host>.key` pairs for HTTP hosts without their own `tls`.
     #[arg(long, env = "NB_PROXY_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,

@@ -19,6 +19,8 @@ use crate::workers::Workers;
 pub struct Listeners {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// Where clients reach the HTTPS listener, for redirects (default: its own port).
+    pub https_public_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +76,7 @@ impl Server {
                 source,
             }
         };
-        if let Some(addr) = listeners.http {
-            let l = workers
-                .bind(addr)
-                .map_err(bind_err(addr, "HTTP listener"))?;
-            http_addr = l.first().and_then(|l| l.local_addr().ok());
-            let st = state.clone();
-            let serving = workers.serve(l, move |l| crate::http::run_listener(st.clone(), l, None));
-            tasks.extend(serving.map_err(bind_err(addr, "HTTP listener"))?);
-        }
+        // The HTTPS listener first: the plain one redirects to its port.
         if let Some(addr) = listeners.https {
             let l = workers
                 .bind(addr)
@@ -91,9 +85,21 @@ impl Server {
             let acceptor = TlsAcceptor::from(crate::tls::sni_config(state.clone()));
             let st = state.clone();
             let serving = workers.serve(l, move |l| {
-                crate::http::run_listener(st.clone(), l, Some(acceptor.clone()))
+                crate::http::run_listener(st.clone(), l, Some(acceptor.clone()), None)
             });
             tasks.extend(serving.map_err(bind_err(addr, "HTTPS listener"))?);
+        }
+        let https_port = listeners.https_public_port.or(https_addr.map(|a| a.port()));
+        if let Some(addr) = listeners.http {
+            let l = workers
+                .bind(addr)
+                .map_err(bind_err(addr, "HTTP listener"))?;
+            http_addr = l.first().and_then(|l| l.local_addr().ok());
+            let st = state.clone();
+            let serving = workers.serve(l, move |l| {
+                crate::http::run_listener(st.clone(), l, None, https_port)
+            });
+            tasks.extend(serving.map_err(bind_err(addr, "HTTP listener"))?);
         }
         Ok(Self {
             state,

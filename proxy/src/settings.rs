@@ -183,6 +183,7 @@ impl TryFrom<Args> for Settings {
             listeners: Listeners {
                 http: Some(args.http_listen),
                 https: args.https_listen,
+                https_public_port: args.https_public_port,
             },
             metrics_listen: args.metrics_listen,
             limits: Limits {

@@ -8,7 +8,7 @@ use rustls::ServerConfig;
 
 use crate::state::ProxyState;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

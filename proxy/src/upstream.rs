@@ -20,6 +20,11 @@ pub enum UpstreamError {
     Failed,
     #[error("upstream closed the connection")]
     Closed,
+    /// The upstream's certificate is not trusted for its name (CA file, server name).
+    #[error("upstream certificate not trusted")]
+    CertificateRejected,
+    #[error("upstream TLS handshake failed")]
+    TlsFailed,
 }
 
 impl UpstreamError {
@@ -30,6 +35,17 @@ impl UpstreamError {
             UpstreamError::HostNotFound => "host not found",
             UpstreamError::Failed => "connection failed",
             UpstreamError::Closed => "upstream closed the connection",
+            UpstreamError::CertificateRejected => "upstream certificate not trusted",
+            UpstreamError::TlsFailed => "upstream TLS handshake failed",
+        }
+    }
+
+    /// A TLS handshake with the upstream failed.
+    pub fn from_tls(e: &io::Error) -> Self {
+        match NetFailure::of(e) {
+            NetFailure::Tls(_) => UpstreamError::CertificateRejected,
+            NetFailure::Timeout => UpstreamError::Timeout,
+            _ => UpstreamError::TlsFailed,
         }
     }
 

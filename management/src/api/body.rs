@@ -91,14 +91,19 @@ fn decode_all<T: DeserializeOwned>(bytes: &[u8]) -> Result<Result<T, Undecoded<T
             (None, ".") => "body".to_owned(),
             (None, path) => path.to_owned(),
         };
-        // A required field cannot be dropped: past it, nothing more is learnt. When it is
-        // missing because it was dropped, its first problem says why.
+        // When a required field is missing because it was dropped, its first problem says why.
+        // Its object is dropped next, so that the rest of the body is still checked; at the top
+        // level nothing more can be learnt.
         let missing = missing_field(&message).is_some();
         let unknown = unknown_field(&message).map(str::to_owned);
         if !(missing && problems.iter().any(|p: &FieldProblem| p.field == field)) {
             problems.push(FieldProblem::new(&field, message));
         }
-        let dropped = !missing && drop_at(&mut value, &segments, unknown.as_deref());
+        let dropped = if missing {
+            !segments.is_empty() && drop_at(&mut value, &segments, None)
+        } else {
+            drop_at(&mut value, &segments, unknown.as_deref())
+        };
         if !dropped || problems.len() >= MAX_PROBLEMS {
             return Ok(Err(Undecoded {
                 problems,

@@ -5,7 +5,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use nb_api::{Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec};
+use nb_api::{
+    HeadersSpec, HstsSpec, Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec,
+    UpstreamProtocol, UpstreamTlsSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -45,6 +48,22 @@ pub struct ServiceBody {
     /// http: what a denied client sees; omitted means the defaults (403 page, 429 for throttle).
     #[serde(default)]
     pub remediation: RemediationSpec,
+    /// http: `auto` (HTTP/2 by ALPN for https://, else HTTP/1.1), `http1`, or `h2c` (HTTP/2
+    /// over cleartext, for gRPC).
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// http, https:// upstreams: a CA file on the proxies, a server name, or no verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTlsSpec>,
+    /// http: request and response headers to set, add or remove.
+    #[serde(default)]
+    pub headers: HeadersSpec,
+    /// http: answer plain-HTTP requests for hosts with a certificate with a 308 to https://.
+    #[serde(default = "yes")]
+    pub https_redirect: bool,
+    /// http: `Strict-Transport-Security` on responses over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<HstsSpec>,
     /// Read-only, ignored: accepted so that a fetched service can be edited and sent back.
     #[serde(default)]
     #[schema(read_only, value_type = Option<usize>)]
@@ -73,10 +92,30 @@ pub struct ServiceView {
     pub max_connections: Option<u32>,
     pub restrictions: RestrictionsSpec,
     pub remediation: RemediationSpec,
+    /// http: `auto` (HTTP/2 by ALPN for https://, else HTTP/1.1), `http1`, or `h2c` (HTTP/2
+    /// over cleartext, for gRPC).
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// http, https:// upstreams: a CA file on the proxies, a server name, or no verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTlsSpec>,
+    /// http: request and response headers to set, add or remove.
+    #[serde(default)]
+    pub headers: HeadersSpec,
+    /// http: answer plain-HTTP requests for hosts with a certificate with a 308 to https://.
+    #[serde(default = "yes")]
+    pub https_redirect: bool,
+    /// http: `Strict-Transport-Security` on responses over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<HstsSpec>,
     /// Access-control rules: list entries, with CrowdSec counted as one.
     pub rule_count: usize,
     pub created_at: String,
     pub updated_at: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl From<&Service> for ServiceView {
@@ -91,6 +130,11 @@ impl From<&Service> for ServiceView {
             max_connections: s.spec.max_connections,
             restrictions: s.spec.restrictions.clone(),
             remediation: s.spec.remediation.clone(),
+            upstream_protocol: s.spec.upstream_protocol,
+            upstream_tls: s.spec.upstream_tls.clone(),
+            headers: s.spec.headers.clone(),
+            https_redirect: s.spec.https_redirect,
+            hsts: s.spec.hsts.clone(),
             rule_count: s.spec.restrictions.rule_count(),
             created_at: rfc3339(s.created_at),
             updated_at: rfc3339(s.updated_at),
@@ -122,6 +166,11 @@ impl ServiceBody {
             max_connections: self.max_connections,
             restrictions: trimmed(self.restrictions),
             remediation: self.remediation,
+            upstream_protocol: self.upstream_protocol,
+            upstream_tls: self.upstream_tls,
+            headers: self.headers,
+            https_redirect: self.https_redirect,
+            hsts: self.hsts,
         };
         (name, spec)
     }

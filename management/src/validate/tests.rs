@@ -14,7 +14,7 @@ fn http(id: &str, host: &str) -> ServiceSpec {
         tls: None,
         max_connections: None,
         restrictions: RestrictionsSpec::default(),
-        remediation: Default::default(),
+        ..ServiceSpec::new("", Protocol::Http, "")
     }
 }
 
@@ -28,7 +28,7 @@ fn tcp(id: &str, listen: &str) -> ServiceSpec {
         tls: None,
         max_connections: None,
         restrictions: RestrictionsSpec::default(),
-        remediation: Default::default(),
+        ..ServiceSpec::new("", Protocol::Http, "")
     }
 }
 

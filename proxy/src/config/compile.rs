@@ -13,9 +13,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::error::{ConfigError, Problem};
+use super::headers::{hsts_value, HeaderRules};
 use super::hostmap::HostMap;
+use super::upstream_tls::UpstreamTls;
 use crate::remediation::Remediation;
 use crate::restrict::{CountrySet, Filter, IpSet};
+use http::HeaderValue;
 use nb_api::ServiceSpec;
 
 pub use nb_api::validate::HttpUpstream;
@@ -25,9 +28,17 @@ pub use nb_api::validate::HttpUpstream;
 pub struct HttpService {
     pub id: Arc<str>,
     pub upstream: HttpUpstream,
+    /// For an `https://` upstream.
+    pub upstream_tls: Option<UpstreamTls>,
     pub filter: Filter,
     /// What a denied client sees.
     pub remediation: Remediation,
+    /// Changes to requests going upstream (after the proxy's own headers).
+    pub request_headers: HeaderRules,
+    /// Changes to the upstream's responses.
+    pub response_headers: HeaderRules,
+    /// `Strict-Transport-Security`, on responses over TLS.
+    pub hsts: Option<HeaderValue>,
     pub spec: ServiceSpec,
 }
 
@@ -94,7 +105,8 @@ impl Routes {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// `host` without its `:port`, and an IPv6 literal without its brackets.
+pub fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port or [v6]
         return rest.split(']').next().unwrap_or(rest);
@@ -138,11 +150,25 @@ pub fn compile(
                     problems.push(problem(&spec, e.field, e.message));
                     Remediation::default()
                 });
+                let upstream_tls = UpstreamTls::build(
+                    &spec.id,
+                    &upstream,
+                    spec.upstream_tls.as_ref(),
+                    spec.upstream_protocol,
+                )
+                .unwrap_or_else(|e| {
+                    problems.push(problem(&spec, "upstream_tls", e));
+                    None
+                });
                 let service = Arc::new(HttpService {
                     id,
                     upstream,
+                    upstream_tls,
                     filter,
                     remediation,
+                    request_headers: HeaderRules::compile(&spec.headers.request),
+                    response_headers: HeaderRules::compile(&spec.headers.response),
+                    hsts: hsts_value(spec.hsts.as_ref()),
                     spec,
                 });
                 for host in hosts {

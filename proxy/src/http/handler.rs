@@ -36,6 +36,8 @@ pub struct ConnInfo {
     pub client: IpAddr,
     pub tls: bool,
     pub local_port: u16,
+    /// On the plain listener: the port clients reach the HTTPS listener on, for redirects.
+    pub https_port: Option<u16>,
 }
 
 pub struct ConnHandler {
@@ -45,6 +47,7 @@ pub struct ConnHandler {
     tls: bool,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
     local_port: HeaderValue,
+    https_port: Option<u16>,
     traffic: Arc<Traffic>,
     /// The connection's slot, shared with tunnels it upgrades into.
     permit: Arc<Permit>,
@@ -70,6 +73,7 @@ impl ConnHandler {
             conn_client: conn.client,
             tls: conn.tls,
             local_port: HeaderValue::from(conn.local_port),
+            https_port: conn.https_port,
             traffic,
             permit,
             upstream: UpstreamPool::default(),
@@ -90,7 +94,8 @@ impl ConnHandler {
         );
         let routed = self
             .route(&req, client, &mut pending)
-            .and_then(|r| self.authorize(r, req.headers(), &mut pending));
+            .and_then(|r| self.authorize(r, req.headers(), &mut pending))
+            .and_then(|r| self.to_https(r, &req));
         match routed {
             Ok(routed) => match self.inspect(req, &routed, &mut pending).await {
                 Ok(req) => self.forward(req, routed, pending, body).await,
@@ -168,6 +173,39 @@ impl ConnHandler {
             }
         }
         Err(Local::Denied(routed.service))
+    }
+
+    /// A plain-HTTP request, allowed, for a host the proxy holds a certificate for, is sent
+    /// to `https://` (unless the service turned `https_redirect` off). After `authorize`, so a
+    /// denied client is denied here rather than told where to go.
+    fn to_https(&self, routed: Routed, req: &Request<Incoming>) -> Result<Routed, Local> {
+        let Some(port) = self.https_port.filter(|_| !self.tls) else {
+            return Ok(routed);
+        };
+        if !routed.service.spec.https_redirect {
+            return Ok(routed);
+        }
+        let authority = routed.authority.to_str().unwrap_or_default();
+        let host = crate::config::strip_port(authority);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if self.state.routes.load().certificates.get(host).is_none() {
+            return Ok(routed);
+        }
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        match HeaderValue::try_from(location) {
+            Ok(location) => Err(Local::ToHttps(location)),
+            Err(_) => Ok(routed),
+        }
     }
 
     /// The AppSec layer, for services with `appsec_mode` (after `authorize`, so after the
@@ -261,13 +299,20 @@ impl ConnHandler {
             },
             client_header: self.state.clients.client_header.as_ref(),
         };
-        let upstream_req = to_upstream(req, rewrite, body.clone());
+        let mut upstream_req = to_upstream(req, rewrite, body.clone());
+        routed
+            .service
+            .request_headers
+            .apply(upstream_req.headers_mut());
         let deadlines = Deadlines {
             connect: limits.connect_timeout,
             response: limits.upstream_timeout,
         };
-        let address = &routed.service.upstream.address;
-        let mut resp = match self.upstream.send(address, upstream_req, deadlines).await {
+        let mut resp = match self
+            .upstream
+            .send(&routed.service, upstream_req, deadlines, upgrade.is_some())
+            .await
+        {
             Ok(resp) => resp,
             Err(_) if body.too_slow() => {
                 return respond(
@@ -299,6 +344,12 @@ impl ConnHandler {
             }
         } else {
             strip_hop_by_hop(resp.headers_mut());
+        }
+        let service = &routed.service;
+        service.response_headers.apply(resp.headers_mut());
+        if let (true, Some(hsts)) = (self.tls, &service.hsts) {
+            resp.headers_mut()
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         let (parts, resp_body) = resp.into_parts();
         Response::from_parts(parts, ProxyBody::upstream(resp_body, pending))

@@ -28,6 +28,8 @@ pub enum Local {
     Challenge(Arc<HttpService>, Arc<CaptchaSite>),
     /// The upstream could not be used (502, 504).
     Upstream(UpstreamError),
+    /// A plain-HTTP request for a host with a certificate: `308` to this `https://` URL.
+    ToHttps(HeaderValue),
 }
 
 /// `request` is the client's request headers (for the format of a denial page).
@@ -49,6 +51,7 @@ pub fn respond(
             )
         }
         Local::Denied(service) => return deny(pending, &service, request),
+        Local::ToHttps(location) => return to_https(pending, location),
         // Answered by `challenge`, which needs the request body; never reaches here.
         Local::Challenge(service, _) => return deny(pending, &service, request),
         Local::Upstream(e) => {
@@ -102,4 +105,12 @@ fn deny(
     entry.status = Some(answer.status().as_u16());
     let (parts, body) = answer.into_parts();
     Response::from_parts(parts, ProxyBody::full(body, Some(pending)))
+}
+
+fn to_https(mut pending: PendingEntry, location: HeaderValue) -> Response<ProxyBody> {
+    pending.entry().status = Some(StatusCode::PERMANENT_REDIRECT.as_u16());
+    let mut resp = Response::new(ProxyBody::full(Bytes::new(), Some(pending)));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
 }

@@ -31,7 +31,14 @@ use handler::{ConnHandler, ConnInfo};
 pub use client_error::ClientError;
 
 /// Accepts connections until the task is dropped. With `tls`, certificates follow SNI.
-pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+/// On the plain listener, `https_port` is where allowed requests for hosts with a certificate
+/// are redirected to.
+pub async fn run_listener(
+    state: Arc<ProxyState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    https_port: Option<u16>,
+) {
     let builder = Arc::new(builder(&state));
     let st = state.clone();
     crate::accept::accept_loop(listener, state, move |stream, peer, permit| {
@@ -41,6 +48,7 @@ pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, tls: Op
             stream,
             peer,
             tls.clone(),
+            https_port,
             permit,
         ));
     })
@@ -67,6 +75,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    https_port: Option<u16>,
     mut permit: Permit,
 ) {
     // The first request head is due this long after accept, PROXY header and TLS included.
@@ -91,6 +100,7 @@ async fn serve_connection(
         client,
         tls: tls.is_some(),
         local_port,
+        https_port,
     };
     let handler = Arc::new(ConnHandler::new(
         state.clone(),

@@ -1,4 +1,5 @@
-//! The request as the upstream receives it: hop-by-hop headers removed (an upgrade kept), the
+//! The request as the upstream receives it: hop-by-hop headers removed (an upgrade and
+//! `te: trailers` kept), the
 //! routed authority as `Host`, the identity headers from what the proxy decided, origin-form,
 //! HTTP/1.1, and a body that must keep its pace.
 
@@ -42,7 +43,20 @@ pub fn to_upstream(
     let (mut parts, body) = req.into_parts();
     let upgrade = is_upgrade(&parts.headers);
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+    // `te: trailers` says the client takes trailers (gRPC needs it); the rest of TE is hop-by-hop.
+    let trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     strip_hop_by_hop(&mut parts.headers);
+    if trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let (true, Some(v)) = (upgrade, upgrade_value) {
         parts
             .headers

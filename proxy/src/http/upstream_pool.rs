@@ -1,21 +1,36 @@
-//! A downstream connection's upstream connection: one HTTP/1.1 connection, kept for the next
-//! request of the same downstream connection. One upstream connection per downstream
-//! connection needs no shared pool and no lock that other connections contend on.
+//! A downstream connection's upstream connection, kept for the next request of the same
+//! downstream connection: HTTP/1.1 or HTTP/2, plain or TLS, as the service says. One upstream
+//! connection per downstream connection needs no shared pool and no lock that other
+//! connections contend on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{Request, Response, StatusCode};
+use futures_util::future::Either;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nb_api::UpstreamProtocol;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::CountedBody;
+use crate::config::HttpService;
 use crate::upstream::{dial, UpstreamError};
 
+enum Sender {
+    Http1(http1::SendRequest<CountedBody>),
+    /// Shared by the connection's concurrent streams: cloned out, never taken.
+    Http2(http2::SendRequest<CountedBody>),
+}
+
 struct Kept {
-    address: Arc<str>,
-    sender: SendRequest<CountedBody>,
+    /// The service it was opened for: its upstream, TLS and protocol (a reload makes new ones).
+    service: Arc<HttpService>,
+    sender: Sender,
 }
 
 /// Only its downstream connection touches it; HTTP/2 streams may briefly overlap.
@@ -27,30 +42,40 @@ pub struct UpstreamPool {
 /// How long to wait for an upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
+    /// For the connection, TLS handshake included.
     pub connect: Duration,
     /// For the response headers (the request body included).
     pub response: Duration,
 }
 
 impl UpstreamPool {
-    /// Sends `req` to `address` over the kept connection, or a new one.
+    /// Sends `req` to the service's upstream over the kept connection, or a new one. An
+    /// `upgrade` (WebSocket) always goes over HTTP/1.1, on a connection of its own.
     pub async fn send(
         &self,
-        address: &str,
+        service: &Arc<HttpService>,
         req: Request<CountedBody>,
         deadlines: Deadlines,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let Kept {
-            address,
-            mut sender,
-        } = match self.take_idle(address) {
+        let kept = match self.take_idle(service, upgrade) {
             Some(kept) => kept,
-            None => connect(address, deadlines.connect).await?,
+            None => connect(service, deadlines.connect, upgrade).await?,
         };
-        let resp = match tokio::time::timeout(deadlines.response, sender.send_request(req)).await {
+        let Kept {
+            service: kept_for,
+            mut sender,
+        } = kept;
+        let sent = match &mut sender {
+            Sender::Http1(s) => Either::Left(s.send_request(req)),
+            Sender::Http2(s) => {
+                Either::Right(s.send_request(as_http2(req, service.upstream_tls.is_some())))
+            }
+        };
+        let resp = match tokio::time::timeout(deadlines.response, sent).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(Err(e)) => {
-                tracing::debug!(upstream = %address, error = %e, "upstream request failed");
+                tracing::debug!(service = %service.id, error = %e, "upstream request failed");
                 return Err(if e.is_canceled() || e.is_incomplete_message() {
                     UpstreamError::Closed
                 } else {
@@ -62,38 +87,170 @@ impl UpstreamPool {
         // An upgraded connection belongs to its tunnel now.
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             if let Ok(mut slot) = self.idle.lock() {
-                *slot = Some(Kept { address, sender });
+                *slot = Some(Kept {
+                    service: kept_for,
+                    sender,
+                });
             }
         }
         Ok(resp)
     }
 
-    /// Takes the kept connection if it goes to `address` and can send now.
-    fn take_idle(&self, address: &str) -> Option<Kept> {
+    /// The kept connection, if it was opened for `service` and can send now.
+    fn take_idle(&self, service: &Arc<HttpService>, upgrade: bool) -> Option<Kept> {
         let mut slot = self.idle.lock().ok()?;
+        let same = |k: &Kept| Arc::ptr_eq(&k.service, service);
         match slot.take() {
-            Some(c) if &*c.address == address && c.sender.is_ready() => Some(c),
-            Some(c) if !c.sender.is_closed() && &*c.address == address => {
-                // Busy with another (HTTP/2) stream's body: keep it for later, open another.
-                *slot = Some(c);
-                None
+            Some(k) if !same(&k) => None,
+            Some(Kept {
+                sender: Sender::Http2(s),
+                service,
+            }) => {
+                if s.is_closed() {
+                    return None;
+                }
+                *slot = Some(Kept {
+                    service: service.clone(),
+                    sender: Sender::Http2(s.clone()),
+                });
+                // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
+                (!upgrade).then_some(Kept {
+                    service,
+                    sender: Sender::Http2(s),
+                })
             }
-            _ => None,
+            Some(
+                k @ Kept {
+                    sender: Sender::Http1(_),
+                    ..
+                },
+            ) => {
+                let Sender::Http1(s) = &k.sender else {
+                    unreachable!()
+                };
+                if s.is_ready() {
+                    Some(k)
+                } else {
+                    if !s.is_closed() {
+                        // Busy with another (HTTP/2 downstream) stream's body: keep it for later.
+                        *slot = Some(k);
+                    }
+                    None
+                }
+            }
+            None => None,
         }
     }
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<Kept, UpstreamError> {
-    let stream = dial(address, timeout).await?;
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| UpstreamError::Failed)?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
+/// Dials the upstream and speaks the protocol the service asks for (or ALPN chose).
+async fn connect(
+    service: &Arc<HttpService>,
+    timeout: Duration,
+    upgrade: bool,
+) -> Result<Kept, UpstreamError> {
+    let started = tokio::time::Instant::now();
+    let stream = dial(&service.upstream.address, timeout).await?;
+    let protocol = service.spec.upstream_protocol;
+    let sender = match &service.upstream_tls {
+        None => {
+            let http2 = protocol == UpstreamProtocol::H2c && !upgrade;
+            handshake(TokioIo::new(stream), http2).await?
+        }
+        Some(tls) => {
+            let connector = if upgrade { &tls.http1 } else { &tls.negotiated };
+            let left = timeout.saturating_sub(started.elapsed());
+            let tls_stream =
+                tokio::time::timeout(left, connector.connect(tls.server_name.clone(), stream))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+                    .map_err(|e| {
+                        let err = UpstreamError::from_tls(&e);
+                        warn_tls_failure(service, &e);
+                        err
+                    })?;
+            let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            handshake(TokioIo::new(tls_stream), http2).await?
+        }
+    };
     Ok(Kept {
-        address: address.into(),
+        service: service.clone(),
         sender,
     })
+}
+
+async fn handshake<T>(io: TokioIo<T>, http2: bool) -> Result<Sender, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if http2 {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|_| UpstreamError::Failed)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|_| UpstreamError::Failed)?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// HTTP/2 carries the authority and scheme as pseudo-headers: an absolute URI, no `Host`.
+fn as_http2(mut req: Request<CountedBody>, tls: bool) -> Request<CountedBody> {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = authority;
+    parts.path_and_query = Some(path);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    // HTTP/2 allows `te` with `trailers` only; the rewrite kept nothing else.
+    if req
+        .headers()
+        .get(header::TE)
+        .is_some_and(|v| v != HeaderValue::from_static("trailers"))
+    {
+        req.headers_mut().remove(header::TE);
+    }
+    req
+}
+
+/// A failed TLS handshake is an operator's problem (CA file, server name): said at warn, at
+/// most once a minute so that clients cannot flood the log with it.
+fn warn_tls_failure(service: &HttpService, e: &std::io::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(service = %service.id, upstream = %service.upstream.address, error = %e,
+            "TLS handshake with the upstream failed");
+    } else {
+        tracing::debug!(service = %service.id, error = %e, "TLS handshake with the upstream failed");
+    }
 }

@@ -1,55 +1,7 @@
-use std::sync::Arc;
-
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::harness::*;
-
-struct Pki {
-    ca_der: CertificateDer<'static>,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
-        Self {
-            ca_der: ca.der().clone(),
-            ca,
-            ca_key,
-        }
-    }
-
-    /// Writes `<name>.crt` and `<name>.key` into `dir`; returns the certificate's DER.
-    fn issue(&self, dir: &std::path::Path, name: &str) -> Vec<u8> {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .unwrap();
-        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        cert.der().to_vec()
-    }
-
-    fn connector(&self) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let cfg = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(cfg))
-    }
-}
+use crate::pki::Pki;
 
 #[tokio::test]
 async fn https_certificates_are_chosen_by_sni() {

@@ -137,3 +137,41 @@ async fn a_tunnel_cut_by_the_upstream_is_logged_with_what_crossed() {
     assert_eq!(entries[0]["status"], 101);
     assert_eq!(entries[0]["bytes_out"], 5, "one 3-byte text frame");
 }
+
+#[tokio::test]
+async fn a_websocket_to_an_https_upstream_that_prefers_http2_goes_over_http1() {
+    // The upstream offers h2 first by ALPN: an upgrade must still ask for HTTP/1.1 only.
+    let pki = crate::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path());
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(pki.server_config("ws.lan", &[b"h2", b"http/1.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+                while let Some(Ok(Message::Text(t))) = ws.next().await {
+                    let _ = ws.send(Message::text(format!("tls:{}", t.as_str()))).await;
+                }
+            });
+        }
+    });
+    let proxy = ProxyBuilder::new(&format!(
+        "services:\n  - id: chat\n    protocol: http\n    hosts: [chat.test]\n    upstream: {upstream}\n    upstream_tls:\n      ca_file: {}\n      server_name: ws.lan\n",
+        ca.display()
+    ))
+    .start()
+    .await;
+    let tcp = TcpStream::connect(proxy.http_addr()).await.unwrap();
+    let request = "ws://chat.test/".into_client_request().unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("the upgrade goes through to the TLS upstream");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tls:hi"));
+}
