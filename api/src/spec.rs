@@ -115,6 +115,14 @@ pub struct ServiceSpec {
     /// http: routed by Host header (and SNI when TLS is terminated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// http: serve only paths under this prefix of the hosts (`/admin` serves `/admin` and
+    /// `/admin/…`); the longest matching prefix of a host wins, and a service without one
+    /// serves the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// http: remove the prefix from the path sent upstream (`/admin/users` → `/users`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_path_prefix: bool,
     /// tcp: the service's own listener, `ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
@@ -157,6 +165,8 @@ impl ServiceSpec {
             id: id.into(),
             protocol,
             hosts: Vec::new(),
+            path_prefix: None,
+            strip_path_prefix: false,
             listen: None,
             upstream: upstream.into(),
             tls: None,

@@ -50,6 +50,8 @@ pub enum Target {
     Http {
         /// Normalised: lower case, no trailing dot; `*.suffix` for wildcards.
         hosts: Vec<String>,
+        /// Normalised: no trailing `/`; `None` serves every path not claimed by a prefix.
+        path_prefix: Option<String>,
         upstream: HttpUpstream,
     },
     Tcp {
@@ -92,6 +94,7 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
     let mut ids: HashMap<String, ()> = HashMap::new();
     let mut hosts: HashMap<String, String> = HashMap::new();
     let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    let mut certificates: HashMap<String, (String, crate::TlsSpec)> = HashMap::new();
     for spec in specs {
         let mut ctx = Ctx {
             id: spec.id.clone(),
@@ -102,15 +105,40 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
         }
         if let Some(c) = check_one(&mut ctx, spec) {
             match &c.target {
-                Target::Http { hosts: own, .. } => {
+                Target::Http {
+                    hosts: own,
+                    path_prefix,
+                    ..
+                } => {
                     for host in own {
-                        match hosts.get(host) {
+                        if let Some(tls) = &c.spec.tls {
+                            match certificates.get(host) {
+                                Some((other, theirs)) if theirs != tls => ctx.push(
+                                    Some("tls"),
+                                    format!(
+                                        "host {host} already has another certificate, from \
+                                         service \"{other}\"; services sharing a host share \
+                                         its certificate"
+                                    ),
+                                ),
+                                Some(_) => {}
+                                None => {
+                                    certificates
+                                        .insert(host.clone(), (c.spec.id.clone(), tls.clone()));
+                                }
+                            }
+                        }
+                        let route = http_route(host, path_prefix.as_deref());
+                        match hosts.get(&route) {
                             Some(other) => ctx.push(
                                 Some("hosts"),
-                                format!("host {host} is already served by service \"{other}\""),
+                                format!(
+                                    "{} is already served by service \"{other}\"",
+                                    describe_http_route(&route)
+                                ),
                             ),
                             None => {
-                                hosts.insert(host.clone(), c.spec.id.clone());
+                                hosts.insert(route, c.spec.id.clone());
                             }
                         }
                     }
@@ -141,11 +169,17 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
 /// the same route.
 pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
     let mut routes: Vec<(&'static str, String)> = match spec.protocol {
-        Protocol::Http => spec
-            .hosts
-            .iter()
-            .map(|h| ("host", normalise_host(h)))
-            .collect(),
+        Protocol::Http => {
+            let prefix = spec
+                .path_prefix
+                .as_deref()
+                .and_then(|p| normalise_path_prefix(p).ok())
+                .flatten();
+            spec.hosts
+                .iter()
+                .map(|h| ("host", http_route(&normalise_host(h), prefix.as_deref())))
+                .collect()
+        }
         Protocol::Tcp => spec
             .listen
             .as_deref()
@@ -157,6 +191,55 @@ pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
     routes.sort();
     routes.dedup();
     routes
+}
+
+/// An HTTP route's key: the host, and the path prefix after it when there is one (hosts
+/// cannot hold a `/`, so the two never collide).
+fn http_route(host: &str, prefix: Option<&str>) -> String {
+    match prefix {
+        Some(p) => format!("{host}{p}"),
+        None => host.to_owned(),
+    }
+}
+
+/// An HTTP route's key as the operator reads it: `host web.test` or
+/// `host web.test with path prefix /admin`.
+pub fn describe_http_route(route: &str) -> String {
+    match route.find('/') {
+        Some(i) => format!("host {} with path prefix {}", &route[..i], &route[i..]),
+        None => format!("host {route}"),
+    }
+}
+
+/// A path prefix without its trailing `/` (`/` alone is no prefix at all), or why it cannot be
+/// one. Only plain segments are allowed, so that the prefix a request is matched against means
+/// one thing to the proxy and to the upstream.
+pub fn normalise_path_prefix(p: &str) -> Result<Option<String>, String> {
+    let p = p.trim();
+    if !p.starts_with('/') {
+        return Err(format!("\"{p}\" must start with /"));
+    }
+    if p.len() > 256 {
+        return Err("must be at most 256 characters".into());
+    }
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    for segment in trimmed[1..].split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!("\"{p}\" must be plain segments (no //, . or ..)"));
+        }
+        let plain = segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b));
+        if !plain {
+            return Err(format!(
+                "\"{p}\" may hold letters, digits and -._~!$&'()*+,;=:@ between slashes (no %, ?, # or spaces)"
+            ));
+        }
+    }
+    Ok(Some(trimmed.to_owned()))
 }
 
 struct Ctx {
@@ -215,12 +298,30 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                         .into(),
                 );
             }
+            let path_prefix = match spec.path_prefix.as_deref().map(normalise_path_prefix) {
+                None => None,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    ctx.push(Some("path_prefix"), e);
+                    None
+                }
+            };
+            if spec.strip_path_prefix && path_prefix.is_none() {
+                ctx.push(
+                    Some("strip_path_prefix"),
+                    "needs a path_prefix to strip".into(),
+                );
+            }
             let upstream = parse_http_upstream(ctx, &spec.upstream);
             let https = upstream.as_ref().is_some_and(|u| u.tls);
             for (field, message) in crate::frontdoor::problems(&spec, https) {
                 ctx.push(Some(field), message);
             }
-            upstream.map(|upstream| Target::Http { hosts, upstream })
+            upstream.map(|upstream| Target::Http {
+                hosts,
+                path_prefix,
+                upstream,
+            })
         }
         Protocol::Tcp => {
             if !spec.hosts.is_empty() {
@@ -230,6 +331,8 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                 );
             }
             let http_only = [
+                ("path_prefix", spec.path_prefix.is_some()),
+                ("strip_path_prefix", spec.strip_path_prefix),
                 ("upstream_protocol", !spec.upstream_protocol.is_default()),
                 ("upstream_tls", spec.upstream_tls.is_some()),
                 ("headers", !spec.headers.is_empty()),
@@ -621,6 +724,59 @@ mod tests {
         };
         let p = check_service(tcp_with).unwrap_err();
         assert_eq!(fields(&p), ["https_redirect", "hsts"]);
+    }
+
+    #[test]
+    fn path_prefixes_are_plain_and_unique_per_host() {
+        assert_eq!(normalise_path_prefix("/admin/"), Ok(Some("/admin".into())));
+        assert_eq!(normalise_path_prefix("/api/v1"), Ok(Some("/api/v1".into())));
+        assert_eq!(normalise_path_prefix("/"), Ok(None));
+        for bad in [
+            "admin", "/a//b", "/a/../b", "/a/./b", "/a%2Fb", "/a b", "/a?x",
+        ] {
+            assert!(normalise_path_prefix(bad).is_err(), "{bad}");
+        }
+        let under = |id: &str, prefix: Option<&str>| ServiceSpec {
+            path_prefix: prefix.map(str::to_owned),
+            ..http(id, &["web.test"], "http://x:1")
+        };
+        assert!(check_services(vec![
+            under("site", None),
+            under("admin", Some("/admin")),
+            under("api", Some("/api/")),
+        ])
+        .is_ok());
+        let p = check_services(vec![
+            under("a", Some("/admin")),
+            under("b", Some("/admin/")),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            p[0].message,
+            "host web.test with path prefix /admin is already served by service \"a\""
+        );
+        assert_eq!(
+            routes_of(&under("a", Some("/admin/"))),
+            [("host", "web.test/admin".to_owned())]
+        );
+        let p = check_service(ServiceSpec {
+            strip_path_prefix: true,
+            ..under("a", None)
+        })
+        .unwrap_err();
+        assert_eq!(fields(&p), ["strip_path_prefix"]);
+
+        let tls = |id: &str, prefix: Option<&str>, cert: &str| ServiceSpec {
+            tls: Some(crate::TlsSpec {
+                cert_file: cert.into(),
+                key_file: "k".into(),
+            }),
+            ..under(id, prefix)
+        };
+        assert!(check_services(vec![tls("a", None, "c"), tls("b", Some("/x"), "c")]).is_ok());
+        let p =
+            check_services(vec![tls("a", None, "c"), tls("b", Some("/x"), "other")]).unwrap_err();
+        assert_eq!(fields(&p), ["tls"], "{p:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ export async function renderServices(page: HTMLElement): Promise<void> {
           {},
           h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "hint" }, s.id)),
           h("td", {}, s.protocol.toUpperCase()),
-          h("td", {}, s.protocol === "http" ? (s.hosts ?? []).join(", ") : (s.listen ?? "")),
+          h("td", {}, s.protocol === "http" ? (s.hosts ?? []).map((host) => host + (s.path_prefix ?? "")).join(", ") : (s.listen ?? "")),
           h("td", {}, h("code", {}, s.upstream)),
           h(
             "td",
@@ -168,6 +168,9 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   );
   protocol.value = service?.protocol ?? "http";
   const hosts = h("input", { id: "svc-hosts", value: (service?.hosts ?? []).join(", "), placeholder: "app.example.com, *.apps.example.com" });
+  const pathPrefix = h("input", { id: "svc-path-prefix", value: service?.path_prefix ?? "", placeholder: "/ (the whole host)" });
+  const stripPrefix = h("input", { id: "svc-strip-prefix", type: "checkbox" });
+  stripPrefix.checked = service?.strip_path_prefix ?? false;
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
   const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
   const upstreamProtocol = h(
@@ -287,6 +290,12 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     field("name", "Name", nameInput),
     field("protocol", "Protocol", protocol),
     field("hosts", "Hosts", hosts, "HTTP: comma-separated host names."),
+    field("path_prefix", "Path prefix", pathPrefix, "HTTP, optional: serve only this path and below it (/admin). Services can share a host with different prefixes; the longest wins, and its access rules apply."),
+    h(
+      "div",
+      { class: "field", "data-field": "strip_path_prefix" },
+      h("label", { for: "svc-strip-prefix" }, stripPrefix, " Remove the prefix from the path sent upstream"),
+    ),
     field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
     field("upstream", "Upstream", upstream, "HTTP: http://host:port or https://host:port. TCP: host:port."),
   );
@@ -366,6 +375,8 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     name: nameInput.value.trim() || idInput.value.trim(),
     protocol: protocol.value as ServiceBody["protocol"],
     hosts: protocol.value === "http" ? lines(hosts.value) : [],
+    path_prefix: protocol.value === "http" ? pathPrefix.value.trim() || null : null,
+    strip_path_prefix: protocol.value === "http" && stripPrefix.checked,
     listen: protocol.value === "tcp" ? listen.value.trim() || null : null,
     upstream: upstream.value.trim(),
     ...(protocol.value === "http"

@@ -130,6 +130,9 @@ describe("dashboard", () => {
     await signIn(page, m);
     await page.waitForSelector("text=No services yet");
     await fillService(page, "pve", "pve.test", "https://10.0.0.5:8006");
+    await page.click("#tab-btn-general");
+    await page.fill("#svc-path-prefix", "/console/");
+    await page.check("#svc-strip-prefix");
     await page.click("#tab-btn-upstream");
     await page.fill("#upstream-ca-file", "/etc/nb-proxy/pve-ca.pem");
     await page.fill("#upstream-server-name", "pve.lan");
@@ -156,6 +159,8 @@ describe("dashboard", () => {
     expect(saved.https_redirect).toBe(false);
     expect(saved.hsts).toEqual({ max_age: 31536000 });
     expect(saved.upstream_protocol).toBe("auto");
+    expect(saved.path_prefix).toBe("/console/");
+    expect(saved.strip_path_prefix).toBe(true);
 
     await page.reload();
     await page.click("#tab-btn-upstream");

@@ -123,7 +123,10 @@ pub fn conflict_problems(
         .map(|((kind, key), owner)| match *kind {
             "host" => FieldProblem::new(
                 "hosts",
-                format!("host {key} is already served by service \"{owner}\""),
+                format!(
+                    "{} is already served by service \"{owner}\"",
+                    nb_api::validate::describe_http_route(key)
+                ),
             ),
             _ => FieldProblem::new(
                 "listen",

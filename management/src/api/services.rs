@@ -35,6 +35,12 @@ pub struct ServiceBody {
     /// http: host names (or `*.domain`) routed to this service.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// http: serve only paths under this prefix (`/admin`); the longest prefix of a host wins.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// http: remove the prefix from the path sent upstream.
+    #[serde(default)]
+    pub strip_path_prefix: bool,
     /// tcp: `ip:port` the proxies listen on.
     #[serde(default)]
     pub listen: Option<String>,
@@ -85,6 +91,10 @@ pub struct ServiceView {
     pub protocol: Protocol,
     #[serde(default)]
     pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub strip_path_prefix: bool,
     #[serde(default)]
     pub listen: Option<String>,
     pub upstream: String,
@@ -125,6 +135,8 @@ impl From<&Service> for ServiceView {
             name: s.name.clone(),
             protocol: s.spec.protocol,
             hosts: s.spec.hosts.clone(),
+            path_prefix: s.spec.path_prefix.clone(),
+            strip_path_prefix: s.spec.strip_path_prefix,
             listen: s.spec.listen.clone(),
             upstream: s.spec.upstream.clone(),
             max_connections: s.spec.max_connections,
@@ -157,6 +169,11 @@ impl ServiceBody {
                 .into_iter()
                 .map(|h| h.trim().to_owned())
                 .collect(),
+            path_prefix: self
+                .path_prefix
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty()),
+            strip_path_prefix: self.strip_path_prefix,
             listen: self
                 .listen
                 .map(|l| l.trim().to_owned())

@@ -90,8 +90,8 @@ impl Service {
 #[derive(Debug, Default)]
 pub struct Routes {
     pub services: Vec<Service>,
-    /// Host name (or `*.suffix`) ⇒ HTTP service.
-    pub http: HostMap<Arc<HttpService>>,
+    /// Host name (or `*.suffix`) ⇒ its HTTP services, by path prefix.
+    pub http: HostMap<HostRoutes>,
     pub tcp: HashMap<SocketAddr, Arc<TcpService>>,
     /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
     pub certificates: HostMap<Arc<CertifiedKey>>,
@@ -99,10 +99,55 @@ pub struct Routes {
 
 impl Routes {
     /// `host` as sent by the client: any case, maybe with a port or a trailing dot.
-    pub fn http_service(&self, host: &str) -> Option<&Arc<HttpService>> {
+    pub fn http_host(&self, host: &str) -> Option<&HostRoutes> {
         let host = strip_port(host);
         self.http.get(host.strip_suffix('.').unwrap_or(host))
     }
+}
+
+/// One host's HTTP services: those with a path prefix, longest first, and the one without.
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    prefixed: Vec<(String, Arc<HttpService>)>,
+    rest: Option<Arc<HttpService>>,
+}
+
+impl HostRoutes {
+    /// Whether requests for this host are routed by path (and their paths normalised).
+    pub fn by_path(&self) -> bool {
+        !self.prefixed.is_empty()
+    }
+
+    /// The service without a prefix: the only one when `by_path` is false.
+    pub fn rest(&self) -> Option<&Arc<HttpService>> {
+        self.rest.as_ref()
+    }
+
+    /// The service whose prefix covers `path` (normalised), longest first, else the rest; with
+    /// the prefix it matched.
+    pub fn route(&self, path: &str) -> Option<(&Arc<HttpService>, Option<&str>)> {
+        self.prefixed
+            .iter()
+            .find(|(prefix, _)| covers(prefix, path))
+            .map(|(prefix, s)| (s, Some(prefix.as_str())))
+            .or_else(|| self.rest.as_ref().map(|s| (s, None)))
+    }
+
+    fn add(&mut self, prefix: Option<String>, service: Arc<HttpService>) {
+        match prefix {
+            None => self.rest = Some(service),
+            Some(p) => {
+                self.prefixed.push((p, service));
+                self.prefixed.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+            }
+        }
+    }
+}
+
+/// Whether `prefix` (no trailing `/`) covers `path`: itself or below it, on a segment boundary.
+pub fn covers(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// `host` without its `:port`, and an IPv6 literal without its brackets.
@@ -145,7 +190,11 @@ pub fn compile(
         let Checked { spec, target, .. } = c;
         let id: Arc<str> = spec.id.as_str().into();
         match target {
-            Target::Http { hosts, upstream } => {
+            Target::Http {
+                hosts,
+                path_prefix,
+                upstream,
+            } => {
                 let remediation = Remediation::compile(&spec.remediation).unwrap_or_else(|e| {
                     problems.push(problem(&spec, e.field, e.message));
                     Remediation::default()
@@ -181,10 +230,19 @@ pub fn compile(
                         (None, None) => None,
                     };
                     if let Some(cert) = cert {
+                        // Services sharing a host share its certificate (the checks refused
+                        // two different ones).
                         let _ = routes.certificates.insert(host.clone(), cert);
                     }
-                    // Unique: the checks refused any host claimed twice.
-                    let _ = routes.http.insert(host, service.clone());
+                    // Unique: the checks refused any host and prefix claimed twice.
+                    match routes.http.get_mut(&host) {
+                        Some(r) => r.add(path_prefix.clone(), service.clone()),
+                        None => {
+                            let mut r = HostRoutes::default();
+                            r.add(path_prefix.clone(), service.clone());
+                            let _ = routes.http.insert(host, r);
+                        }
+                    }
                 }
                 routes.services.push(Service::Http(service));
             }
@@ -260,6 +318,15 @@ pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_cover_whole_segments() {
+        assert!(covers("/admin", "/admin"));
+        assert!(covers("/admin", "/admin/"));
+        assert!(covers("/admin", "/admin/users"));
+        assert!(!covers("/admin", "/administrator"));
+        assert!(!covers("/admin", "/"));
+    }
 
     #[test]
     fn strips_ports_from_host_headers() {

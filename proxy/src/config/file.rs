@@ -123,8 +123,8 @@ services:
         let specs = parse_services("t.yaml", yaml).unwrap();
         let routes = compile("t.yaml", specs, &CompileOptions::default()).unwrap();
         assert_eq!(routes.services.len(), 2);
-        assert!(routes.http_service("WhoAmI.localhost:8080").is_some());
-        assert!(routes.http_service("other.localhost").is_none());
+        assert!(routes.http_host("WhoAmI.localhost:8080").is_some());
+        assert!(routes.http_host("other.localhost").is_none());
         assert_eq!(routes.tcp.len(), 1);
     }
 

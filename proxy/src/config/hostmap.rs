@@ -35,6 +35,14 @@ impl<T> HostMap<T> {
         Ok(())
     }
 
+    /// The value stored under exactly `host` (normalised, or `*.suffix`).
+    pub fn get_mut(&mut self, host: &str) -> Option<&mut T> {
+        match host.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.get_mut(suffix),
+            None => self.exact.get_mut(host),
+        }
+    }
+
     pub fn get(&self, host: &str) -> Option<&T> {
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.get_lower(&host.to_ascii_lowercase());

@@ -7,7 +7,9 @@ mod headers;
 mod hostmap;
 mod upstream_tls;
 
-pub use compile::{compile, strip_port, CompileOptions, HttpService, Routes, TcpService};
+pub use compile::{
+    compile, strip_port, CompileOptions, HostRoutes, HttpService, Routes, TcpService,
+};
 pub use error::{ConfigError, Problem};
 pub use file::{load_file, parse_services};
 pub use nb_api::validate::parse_cidr;

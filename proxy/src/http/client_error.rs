@@ -17,6 +17,8 @@ pub enum ClientError {
     HeadTooLarge,
     HeaderTimeout,
     BodyTooSlow,
+    /// Dot segments, encoded slashes or backslashes on a host routed by path prefix.
+    AmbiguousPath,
 }
 
 impl ClientError {
@@ -43,6 +45,7 @@ impl ClientError {
             ClientError::HeadTooLarge => "request head too large",
             ClientError::HeaderTimeout => "request head not received in time",
             ClientError::BodyTooSlow => "request body too slow",
+            ClientError::AmbiguousPath => "the path has dot segments or encoded slashes",
         }
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -24,7 +25,7 @@ use crate::accesslog::AccessLogEntry;
 use crate::admission::Permit;
 use crate::appsec::Inspected;
 use crate::clientip::ClientAddr;
-use crate::config::HttpService;
+use crate::config::{HostRoutes, HttpService};
 use crate::io::Traffic;
 use crate::restrict::{appsec_outcome, AppSecAnswer};
 use crate::state::ProxyState;
@@ -59,6 +60,9 @@ struct Routed {
     service: Arc<HttpService>,
     authority: HeaderValue,
     client: ClientAddr,
+    /// The path and query sent upstream, when not the request's own (normalised for routing
+    /// by prefix, or with the prefix stripped).
+    upstream_path: Option<PathAndQuery>,
 }
 
 impl ConnHandler {
@@ -127,15 +131,23 @@ impl ConnHandler {
         let host = authority.as_ref().and_then(|a| a.to_str().ok());
         let entry = pending.entry();
         entry.host = Some(host.unwrap_or_default().to_owned());
-        let service = host.and_then(|h| self.state.routes.load().http_service(h).cloned());
-        let (Some(service), Some(authority)) = (service, authority) else {
+        let routes = self.state.routes.load();
+        let (Some(host_routes), Some(authority)) =
+            (host.and_then(|h| routes.http_host(h)), authority)
+        else {
             return Err(Local::NoService);
+        };
+        let (service, upstream_path) = if host_routes.by_path() {
+            route_by_path(host_routes, req.uri())?
+        } else {
+            (host_routes.rest().cloned().ok_or(Local::NoService)?, None)
         };
         entry.service_id = service.id.clone();
         Ok(Routed {
             service,
             authority,
             client,
+            upstream_path,
         })
     }
 
@@ -298,6 +310,7 @@ impl ConnHandler {
                 min_rate: limits.request_body_min_rate,
             },
             client_header: self.state.clients.client_header.as_ref(),
+            path: routed.upstream_path.as_ref(),
         };
         let mut upstream_req = to_upstream(req, rewrite, body.clone());
         routed
@@ -354,4 +367,32 @@ impl ConnHandler {
         let (parts, resp_body) = resp.into_parts();
         Response::from_parts(parts, ProxyBody::upstream(resp_body, pending))
     }
+}
+
+/// The service whose path prefix covers the request's path (normalised), and the path to send
+/// upstream when it is not the request's own.
+fn route_by_path(
+    routes: &HostRoutes,
+    uri: &Uri,
+) -> Result<(Arc<HttpService>, Option<PathAndQuery>), Local> {
+    let path = super::path::normalise(uri.path())
+        .map_err(|_| Local::Refused(ClientError::AmbiguousPath))?;
+    let (service, prefix) = routes.route(&path).ok_or(Local::NoService)?;
+    let sent = match prefix {
+        Some(p) if service.spec.strip_path_prefix => super::path::strip(p, &path),
+        _ => &path,
+    };
+    let upstream_path = if sent == uri.path() {
+        None
+    } else {
+        let with_query = match uri.query() {
+            Some(q) => format!("{sent}?{q}"),
+            None => sent.to_owned(),
+        };
+        Some(
+            PathAndQuery::try_from(with_query)
+                .map_err(|_| Local::Refused(ClientError::AmbiguousPath))?,
+        )
+    };
+    Ok((service.clone(), upstream_path))
 }

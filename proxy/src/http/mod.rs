@@ -6,6 +6,7 @@ mod challenge;
 mod client_error;
 mod handler;
 mod local;
+mod path;
 mod rewrite;
 mod tunnel;
 mod upstream_pool;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 
 use super::body::{BodyPace, BodyStats, CountedBody, RequestBody};
@@ -33,6 +34,8 @@ pub struct Rewrite<'a> {
     pub pace: BodyPace,
     /// `--client-ip-header`: an identity header too, never passed upstream as the client sent it.
     pub client_header: Option<&'a HeaderName>,
+    /// The path and query to send instead of the request's (routing by path prefix).
+    pub path: Option<&'a PathAndQuery>,
 }
 
 pub fn to_upstream(
@@ -78,9 +81,9 @@ pub fn to_upstream(
             port: rw.local_port,
         },
     );
-    parts.uri = parts
-        .uri
-        .path_and_query()
+    parts.uri = rw
+        .path
+        .or(parts.uri.path_and_query())
         .map(|pq| Uri::from(pq.clone()))
         .unwrap_or_else(|| Uri::from_static("/"));
     parts.version = Version::HTTP_11;

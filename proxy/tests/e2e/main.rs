@@ -16,6 +16,7 @@ mod geo;
 mod grpc;
 mod http;
 mod limits;
+mod paths;
 mod pki;
 mod reload;
 mod remediation;
