@@ -8,12 +8,19 @@
 #
 #   scripts/bench-http.sh            # DURATION=5s ROUNDS=5 CONNECTIONS=50 by default
 #   NB_BENCH_PROXY=/path/to/nb-proxy scripts/bench-http.sh   # another build
+#   UPSTREAM=https scripts/bench-http.sh  # both proxies dial the upstream over TLS (HTTP/1.1,
+#                                         # certificate verified against a CA file)
+#   UPSTREAM=h2c scripts/bench-http.sh    # nb-proxy speaks h2c to the upstream; nginx cannot
+#                                         # (HTTP proxying is HTTP/1.x only), so it stays on
+#                                         # HTTP/1.1 keep-alive to the same upstream
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
+UPSTREAM=${UPSTREAM:-plain}
+case "$UPSTREAM" in plain|https|h2c) ;; *) echo "UPSTREAM must be plain, https or h2c" >&2; exit 2;; esac
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
@@ -38,7 +45,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP_PORT=$(free_port); NGINX_PORT=$(free_port); NB_PORT=$(free_port)
+UP_PORT=$(free_port); UP_TLS_PORT=$(free_port); UP_H2C_PORT=$(free_port)
+NGINX_PORT=$(free_port); NB_PORT=$(free_port)
+
+# A CA and the upstream's certificate for the name up.bench, for UPSTREAM=https.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=up.bench \
+  -keyout "$work/up.key" -out "$work/up.csr" 2>/dev/null
+printf 'subjectAltName=DNS:up.bench\n' > "$work/san.ext"
+openssl x509 -req -in "$work/up.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -days 2 -extfile "$work/san.ext" -out "$work/up.crt" 2>/dev/null
 
 # The upstream: a single nginx worker answering a small body.
 mkdir -p "$work/up" "$work/px"
@@ -51,10 +68,38 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$UP_PORT reuseport;
+    listen 127.0.0.1:$UP_TLS_PORT ssl http2 reuseport;
+    ssl_certificate $work/up.crt;
+    ssl_certificate_key $work/up.key;
+    keepalive_requests 100000;
+    location / { return 200 "hello from the upstream\n"; }
+  }
+  server {
+    listen 127.0.0.1:$UP_H2C_PORT http2 reuseport;
+    keepalive_requests 100000;
     location / { return 200 "hello from the upstream\n"; }
   }
 }
 CONF
+
+# What each proxy is told about the upstream.
+case "$UPSTREAM" in
+  https)
+    NGINX_UP="server 127.0.0.1:$UP_TLS_PORT; keepalive 128;"
+    NGINX_PASS="proxy_pass https://up; proxy_ssl_trusted_certificate $work/ca.pem; proxy_ssl_verify on; proxy_ssl_name up.bench; proxy_ssl_server_name on; proxy_ssl_session_reuse on;"
+    NB_UP="upstream: https://127.0.0.1:$UP_TLS_PORT
+    upstream_protocol: http1
+    upstream_tls: {ca_file: $work/ca.pem, server_name: up.bench}" ;;
+  h2c)
+    NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
+    NGINX_PASS="proxy_pass http://up;"
+    NB_UP="upstream: http://127.0.0.1:$UP_H2C_PORT
+    upstream_protocol: h2c" ;;
+  *)
+    NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
+    NGINX_PASS="proxy_pass http://up;"
+    NB_UP="upstream: http://127.0.0.1:$UP_PORT" ;;
+esac
 
 # The peer: nginx as a reverse proxy, keep-alive upstream connections, CIDR allow list (allow/deny)
 # and a country list (geo module table standing in for a GeoIP lookup), JSON access log.
@@ -67,13 +112,13 @@ http {
   log_format json escape=json '{"ts":"\$time_iso8601","source_ip":"\$remote_addr","host":"\$host","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"bytes_out":\$bytes_sent}';
   access_log $work/px/access.log json buffer=64k flush=1s;
   geo \$country { default ZZ; 127.0.0.0/8 DE; }
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  upstream up { $NGINX_UP }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
     location / {
       allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
       if (\$country !~ ^(DE|FR|NL)\$) { return 403; }
-      proxy_pass http://up;
+      $NGINX_PASS
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
@@ -90,7 +135,7 @@ services:
   - id: bench
     protocol: http
     hosts: [bench.local]
-    upstream: http://127.0.0.1:$UP_PORT
+    $NB_UP
     restrictions:
       cidr_allow: [127.0.0.0/8, 10.0.0.0/8]
       country_allow: [DE, FR, NL]
@@ -118,7 +163,7 @@ run() {
 }
 
 NGINX_MASTER=$(cat "$work/px/nginx.pid")
-echo "== wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
+echo "== upstream: $UPSTREAM; wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
 : > "$work/ng.txt"; : > "$work/nb.txt"
 for round in $(seq "$ROUNDS"); do
   run nginx "$NGINX_PORT" "$NGINX_MASTER" >> "$work/ng.txt"
