@@ -27,6 +27,9 @@ pub enum Change {
     CachedServices(PathBuf),
     /// The GeoIP database, at start or after its file changed.
     GeoDb(PathBuf),
+    /// A certificate, key or CA file of the running services changed: the same services,
+    /// compiled again (in both modes, without a service edit).
+    Certificates,
 }
 
 /// What a change made of the running configuration.
@@ -56,6 +59,7 @@ impl Server {
     pub async fn reconfigure(&self, change: Change) -> Result<Applied, ReconfigureError> {
         let first = match &change {
             Change::GeoDb(_) => self.state().geo.load().is_none(),
+            Change::Certificates => false,
             _ => !self.services_loaded.load(Ordering::Relaxed),
         };
         let result = self.load_and_apply(&change).await;
@@ -80,6 +84,18 @@ impl Server {
                 });
             }
             Change::ServicesFile(path) => (load_file(path, self.compile_options())?, None),
+            Change::Certificates => {
+                let running = self.state().routes.load();
+                let specs = running.services.iter().map(|s| s.spec().clone()).collect();
+                (
+                    compile(
+                        "the changed certificate files",
+                        specs,
+                        self.compile_options(),
+                    )?,
+                    None,
+                )
+            }
             Change::Management { update, .. } => {
                 let name = management_source(update.revision);
                 let routes = compile(&name, update.services.clone(), self.compile_options())?;
@@ -116,6 +132,7 @@ fn source_name(change: &Change) -> String {
         Change::ServicesFile(p) | Change::GeoDb(p) => p.display().to_string(),
         Change::Management { update, .. } => management_source(update.revision),
         Change::CachedServices(p) => format!("the services cache {}", p.display()),
+        Change::Certificates => "the changed certificate files".into(),
     }
 }
 
@@ -153,6 +170,12 @@ fn report(change: &Change, first: bool, result: &Result<Applied, ReconfigureErro
         ),
         (Change::CachedServices(_), Err(e)) => {
             tracing::error!("ignoring the services cache: {e}");
+        }
+        (Change::Certificates, Ok(a)) => {
+            tracing::info!(services = a.services, "certificates reloaded");
+        }
+        (Change::Certificates, Err(e)) => {
+            tracing::error!("changed certificate files rejected, keeping the loaded ones: {e}");
         }
         (Change::GeoDb(path), Ok(_)) => {
             let what = if first {

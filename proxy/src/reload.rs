@@ -1,27 +1,19 @@
 //! Reload the services file (standalone mode) and the GeoIP database when they change or on
-//! SIGHUP. A bad file is rejected whole and what runs stays. SIGHUP and SIGUSR1 also reopen the
+//! SIGHUP, and the running services' certificate, key and CA files when they change (in both
+//! modes). A bad file is rejected whole and what runs stays. SIGHUP and SIGUSR1 also reopen the
 //! access log (for logrotate).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::config::FileStamp;
 use crate::reconfigure::Change;
 use crate::server::Server;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
+fn stamp(path: &Path) -> Option<FileStamp> {
+    FileStamp::of(path)
 }
 
 /// Runs forever: polls the files' modification times and listens for SIGHUP.
@@ -35,6 +27,7 @@ pub async fn watch(
     let mut geo_stamp = geo_db.as_deref().and_then(stamp);
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut usr1 = signal(SignalKind::user_defined1()).ok();
+    let mut certificates = CertificateFiles::default();
     loop {
         let by_signal = tokio::select! {
             _ = tokio::time::sleep(poll) => false,
@@ -56,6 +49,7 @@ pub async fn watch(
                 let _ = server.reconfigure(Change::ServicesFile(path.clone())).await;
             }
         }
+        certificates.check(server).await;
         if let Some(path) = &geo_db {
             let now = stamp(path);
             if by_signal || now != geo_stamp {
@@ -70,5 +64,33 @@ async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match sig.as_mut() {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Watches the files the running routes read. A change compiles the same services again; a
+/// change that is rejected (a certificate written before its key) is retried only when the
+/// files change again, so that it is reported once.
+#[derive(Default)]
+struct CertificateFiles {
+    rejected: Option<Vec<Option<FileStamp>>>,
+}
+
+impl CertificateFiles {
+    async fn check(&mut self, server: &Server) {
+        let routes = server.state().routes.load();
+        let now: Vec<Option<FileStamp>> = routes.files.iter().map(|(p, _)| stamp(p)).collect();
+        let changed = routes
+            .files
+            .iter()
+            .zip(&now)
+            .any(|((_, then), now)| then != now);
+        drop(routes);
+        if !changed || self.rejected.as_ref() == Some(&now) {
+            return;
+        }
+        self.rejected = match server.reconfigure(Change::Certificates).await {
+            Ok(_) => None,
+            Err(_) => Some(now),
+        };
     }
 }

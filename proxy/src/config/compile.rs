@@ -95,6 +95,62 @@ pub struct Routes {
     pub tcp: HashMap<SocketAddr, Arc<TcpService>>,
     /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
     pub certificates: HostMap<Arc<CertifiedKey>>,
+    /// The certificate, key and CA files these routes read (and `--tls-dir` files they would
+    /// read), as they were: when one changes, the routes are compiled again.
+    pub files: Vec<(PathBuf, Option<FileStamp>)>,
+}
+
+/// A file's modification time and length, or what says it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    /// `None` when the file does not exist (or cannot be read).
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
+    }
+}
+
+/// The files a set of services reads when it compiles with `opts`.
+fn files_read(specs: &[ServiceSpec], opts: &CompileOptions) -> Vec<(PathBuf, Option<FileStamp>)> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for spec in specs {
+        match &spec.tls {
+            Some(t) => {
+                paths.push(t.cert_file.clone().into());
+                paths.push(t.key_file.clone().into());
+            }
+            None if spec.protocol == nb_api::Protocol::Http => {
+                if let Some(dir) = &opts.tls_dir {
+                    for host in &spec.hosts {
+                        let host = nb_api::validate::normalise_host(host);
+                        paths.push(dir.join(format!("{host}.crt")));
+                        paths.push(dir.join(format!("{host}.key")));
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some(ca) = spec.upstream_tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            paths.push(ca.into());
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .map(|p| {
+            let stamp = FileStamp::of(&p);
+            (p, stamp)
+        })
+        .collect()
 }
 
 impl Routes {
@@ -177,9 +233,14 @@ pub fn compile(
         source_name: source_name.to_owned(),
         problems,
     };
+    // Stamped before they are read: a change while compiling makes another compile.
+    let files = files_read(&specs, opts);
     let checked = check_services(specs).map_err(reject)?;
     let mut problems = Vec::new();
-    let mut routes = Routes::default();
+    let mut routes = Routes {
+        files,
+        ..Routes::default()
+    };
     for c in checked {
         let tls = c.spec.tls.as_ref().and_then(|t| {
             certified_key(Path::new(&t.cert_file), Path::new(&t.key_file))

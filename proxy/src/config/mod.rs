@@ -8,7 +8,7 @@ mod hostmap;
 mod upstream_tls;
 
 pub use compile::{
-    compile, strip_port, CompileOptions, HostRoutes, HttpService, Routes, TcpService,
+    compile, strip_port, CompileOptions, FileStamp, HostRoutes, HttpService, Routes, TcpService,
 };
 pub use error::{ConfigError, Problem};
 pub use file::{load_file, parse_services};

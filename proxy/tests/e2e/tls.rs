@@ -128,3 +128,99 @@ async fn wildcard_certificates_by_sni() {
     let r = request_over(tls, "x.apps.test", "/", &[]).await.unwrap();
     assert_eq!(r.json()["upstream"], "w");
 }
+
+/// The certificate the HTTPS listener presents for `name`.
+async fn presented(proxy: &Proxy, pki: &Pki, name: &str) -> Vec<u8> {
+    let tcp = connect_from("127.0.0.1", proxy.https.unwrap())
+        .await
+        .unwrap();
+    let tls = pki
+        .connector()
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn changed_certificate_files_are_served_without_a_config_change() {
+    let up = Upstream::start("a").await;
+    let pki = Pki::new();
+    let own = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a_der = pki.issue(own.path(), "a.test");
+    let b_der = pki.issue(dir.path(), "b.test");
+    let yaml = format!(
+        "services:\n  - id: a\n    protocol: http\n    hosts: [a.test]\n    upstream: {u}\n    tls:\n      cert_file: {c}/a.test.crt\n      key_file: {c}/a.test.key\n  - id: b\n    protocol: http\n    hosts: [b.test]\n    upstream: {u}\n",
+        u = up.url(),
+        c = own.path().display()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .https()
+        .arg("--tls-dir")
+        .arg(dir.path().display().to_string())
+        .start()
+        .await;
+    assert_eq!(presented(&proxy, &pki, "a.test").await, a_der);
+    assert_eq!(presented(&proxy, &pki, "b.test").await, b_der);
+
+    // Renewed in place (as certbot or an ACME client would): a service's own files and a
+    // --tls-dir pair, the same --tls-dir mechanism managed mode relies on.
+    let a2 = pki.issue(own.path(), "a.test");
+    proxy.wait_log_count("certificates reloaded", 1).await;
+    let b2 = pki.issue(dir.path(), "b.test");
+    proxy.wait_log_count("certificates reloaded", 2).await;
+    assert_eq!(presented(&proxy, &pki, "a.test").await, a2);
+    assert_eq!(presented(&proxy, &pki, "b.test").await, b2);
+
+    // A certificate written without its key yet is refused, once, and the old pair serves on.
+    // (A renewal above may have been caught between its two files: count from here.)
+    let rejected = || {
+        proxy
+            .stderr_text()
+            .matches("changed certificate files rejected")
+            .count()
+    };
+    let before = rejected();
+    let reloads = proxy.stderr_text().matches("certificates reloaded").count();
+    let other = tempfile::tempdir().unwrap();
+    pki.issue(other.path(), "a.test");
+    std::fs::copy(
+        other.path().join("a.test.crt"),
+        own.path().join("a.test.crt"),
+    )
+    .unwrap();
+    proxy
+        .wait_log_count("changed certificate files rejected", before + 1)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(rejected(), before + 1, "reported once");
+    assert_eq!(presented(&proxy, &pki, "a.test").await, a2);
+    // Its key arrives: served.
+    std::fs::copy(
+        other.path().join("a.test.key"),
+        own.path().join("a.test.key"),
+    )
+    .unwrap();
+    proxy
+        .wait_log_count("certificates reloaded", reloads + 1)
+        .await;
+    assert_ne!(presented(&proxy, &pki, "a.test").await, a2);
+    let r = request_over(
+        pki.connector()
+            .connect(
+                ServerName::try_from("a.test").unwrap(),
+                connect_from("127.0.0.1", proxy.https.unwrap())
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+        "a.test",
+        "/",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
