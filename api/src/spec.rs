@@ -132,6 +132,10 @@ pub struct ServiceSpec {
     /// (TLS passthrough), and an HTTP service is served on the plain listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Open each upstream connection with a PROXY protocol v2 header naming the decided client
+    /// (the upstream must expect it: nginx `proxy_protocol`, HAProxy `accept-proxy`, …).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub send_proxy_protocol: bool,
     /// tcp: at most this many connections open at once (more are closed at accept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
@@ -170,6 +174,7 @@ impl ServiceSpec {
             listen: None,
             upstream: upstream.into(),
             tls: None,
+            send_proxy_protocol: false,
             max_connections: None,
             restrictions: RestrictionsSpec::default(),
             remediation: RemediationSpec::default(),

@@ -171,6 +171,8 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const pathPrefix = h("input", { id: "svc-path-prefix", value: service?.path_prefix ?? "", placeholder: "/ (the whole host)" });
   const stripPrefix = h("input", { id: "svc-strip-prefix", type: "checkbox" });
   stripPrefix.checked = service?.strip_path_prefix ?? false;
+  const sendProxy = h("input", { id: "svc-send-proxy-protocol", type: "checkbox" });
+  sendProxy.checked = service?.send_proxy_protocol ?? false;
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
   const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
   const upstreamProtocol = h(
@@ -298,6 +300,12 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     ),
     field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
     field("upstream", "Upstream", upstream, "HTTP: http://host:port or https://host:port. TCP: host:port."),
+    h(
+      "div",
+      { class: "field", "data-field": "send_proxy_protocol" },
+      h("label", { for: "svc-send-proxy-protocol" }, sendProxy, " Open upstream connections with a PROXY protocol v2 header naming the client"),
+      h("p", { class: "hint" }, "Only for upstreams that expect it (nginx proxy_protocol, HAProxy accept-proxy, Postgres behind a PROXY-aware balancer)."),
+    ),
   );
   const upstreamTab = h(
     "section",
@@ -379,6 +387,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     strip_path_prefix: protocol.value === "http" && stripPrefix.checked,
     listen: protocol.value === "tcp" ? listen.value.trim() || null : null,
     upstream: upstream.value.trim(),
+    send_proxy_protocol: sendProxy.checked,
     ...(protocol.value === "http"
       ? {
           upstream_protocol: upstreamProtocol.value as NonNullable<ServiceBody["upstream_protocol"]>,

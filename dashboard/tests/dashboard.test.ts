@@ -133,6 +133,7 @@ describe("dashboard", () => {
     await page.click("#tab-btn-general");
     await page.fill("#svc-path-prefix", "/console/");
     await page.check("#svc-strip-prefix");
+    await page.check("#svc-send-proxy-protocol");
     await page.click("#tab-btn-upstream");
     await page.fill("#upstream-ca-file", "/etc/nb-proxy/pve-ca.pem");
     await page.fill("#upstream-server-name", "pve.lan");
@@ -161,6 +162,7 @@ describe("dashboard", () => {
     expect(saved.upstream_protocol).toBe("auto");
     expect(saved.path_prefix).toBe("/console/");
     expect(saved.strip_path_prefix).toBe(true);
+    expect(saved.send_proxy_protocol).toBe(true);
 
     await page.reload();
     await page.click("#tab-btn-upstream");

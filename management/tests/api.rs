@@ -428,11 +428,20 @@ async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
             "headers": {"request": {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
                         "response": {"add": {"Via": "nb"}}},
             "https_redirect": false,
-            "hsts": {"max_age": 600, "include_subdomains": true}
+            "hsts": {"max_age": 600, "include_subdomains": true},
+            "send_proxy_protocol": true,
+            "path_prefix": "/console"
         });
         let (status, created) = s.api.call("POST", "/api/v1/services", Some(&pve)).await;
         assert_eq!(status, 201, "{name} {created}");
-        for key in ["upstream_tls", "headers", "https_redirect", "hsts"] {
+        for key in [
+            "upstream_tls",
+            "headers",
+            "https_redirect",
+            "hsts",
+            "send_proxy_protocol",
+            "path_prefix",
+        ] {
             assert_eq!(created[key], pve[key], "{key}: {created}");
         }
         assert_eq!(created["upstream_protocol"], "auto");
@@ -455,6 +464,8 @@ async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
         assert_eq!(shipped["upstream_tls"], pve["upstream_tls"], "{shipped}");
         assert_eq!(shipped["https_redirect"], false);
         assert_eq!(shipped["hsts"], pve["hsts"]);
+        assert_eq!(shipped["send_proxy_protocol"], true);
+        assert_eq!(shipped["path_prefix"], "/console");
 
         // Every problem in one 422, and nothing changes.
         let before = s.store.revision().await.unwrap();

@@ -1,6 +1,7 @@
 //! Dialling upstreams, with errors that say what went wrong in an operator's words.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -57,6 +58,45 @@ impl UpstreamError {
             NetFailure::Tls(_) | NetFailure::Reset | NetFailure::Other(_) => UpstreamError::Failed,
         }
     }
+}
+
+/// A PROXY protocol v2 header for a connection from `client` to the proxy's `local` address.
+/// Mixed families are both written as IPv6 (IPv4-mapped), which the format requires.
+pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    let (src, dst) = match (client, local) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
+            (client, local)
+        }
+        _ => (v6(client), v6(local)),
+    };
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
+        .build()
+        .expect("a PROXY v2 header with two addresses always builds")
+}
+
+fn v6(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    }
+}
+
+/// Dials `address`, then, with `proxy_header`, writes it first.
+pub async fn dial_with(
+    address: &str,
+    timeout: Duration,
+    proxy_header: Option<&[u8]>,
+) -> Result<TcpStream, UpstreamError> {
+    let mut stream = dial(address, timeout).await?;
+    if let Some(header) = proxy_header {
+        use tokio::io::AsyncWriteExt;
+        stream
+            .write_all(header)
+            .await
+            .map_err(|e| UpstreamError::from_io(&e))?;
+    }
+    Ok(stream)
 }
 
 pub async fn dial(address: &str, timeout: Duration) -> Result<TcpStream, UpstreamError> {

@@ -49,6 +49,9 @@ pub struct ServiceBody {
     /// tcp: at most this many connections open at once.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// Open upstream connections with a PROXY protocol v2 header naming the client.
+    #[serde(default)]
+    pub send_proxy_protocol: bool,
     #[serde(default)]
     pub restrictions: RestrictionsSpec,
     /// http: what a denied client sees; omitted means the defaults (403 page, 429 for throttle).
@@ -100,6 +103,8 @@ pub struct ServiceView {
     pub upstream: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub send_proxy_protocol: bool,
     pub restrictions: RestrictionsSpec,
     pub remediation: RemediationSpec,
     /// http: `auto` (HTTP/2 by ALPN for https://, else HTTP/1.1), `http1`, or `h2c` (HTTP/2
@@ -140,6 +145,7 @@ impl From<&Service> for ServiceView {
             listen: s.spec.listen.clone(),
             upstream: s.spec.upstream.clone(),
             max_connections: s.spec.max_connections,
+            send_proxy_protocol: s.spec.send_proxy_protocol,
             restrictions: s.spec.restrictions.clone(),
             remediation: s.spec.remediation.clone(),
             upstream_protocol: s.spec.upstream_protocol,
@@ -181,6 +187,7 @@ impl ServiceBody {
             upstream: self.upstream.trim().to_owned(),
             tls: None,
             max_connections: self.max_connections,
+            send_proxy_protocol: self.send_proxy_protocol,
             restrictions: trimmed(self.restrictions),
             remediation: self.remediation,
             upstream_protocol: self.upstream_protocol,

@@ -1,7 +1,7 @@
 //! One downstream connection's request handler, in fixed stages:
 //! route (one authority, one service) → authorize (`restrict`) → forward, or respond locally.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +19,7 @@ use super::challenge::challenge;
 use super::local::{respond, Local};
 use super::rewrite::{is_upgrade, strip_hop_by_hop, to_upstream, Rewrite};
 use super::tunnel::tunnel;
-use super::upstream_pool::{Deadlines, UpstreamPool};
+use super::upstream_pool::{Deadlines, ProxyHeader, UpstreamPool};
 use super::ClientError;
 use crate::accesslog::AccessLogEntry;
 use crate::admission::Permit;
@@ -29,6 +29,7 @@ use crate::config::{HostRoutes, HttpService};
 use crate::io::Traffic;
 use crate::restrict::{appsec_outcome, AppSecAnswer};
 use crate::state::ProxyState;
+use crate::upstream::proxy_v2_header;
 
 /// What the listener knows of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +37,10 @@ pub struct ConnInfo {
     /// The socket peer or what its PROXY header said.
     pub client: IpAddr,
     pub tls: bool,
-    pub local_port: u16,
+    /// The socket peer (a trusted proxy, or the client itself).
+    pub peer: SocketAddr,
+    /// The listener's address the connection came in on.
+    pub local: SocketAddr,
     /// On the plain listener: the port clients reach the HTTPS listener on, for redirects.
     pub https_port: Option<u16>,
 }
@@ -48,6 +52,8 @@ pub struct ConnHandler {
     tls: bool,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
     local_port: HeaderValue,
+    peer: SocketAddr,
+    local: SocketAddr,
     https_port: Option<u16>,
     traffic: Arc<Traffic>,
     /// The connection's slot, shared with tunnels it upgrades into.
@@ -76,7 +82,9 @@ impl ConnHandler {
             state,
             conn_client: conn.client,
             tls: conn.tls,
-            local_port: HeaderValue::from(conn.local_port),
+            local_port: HeaderValue::from(conn.local.port()),
+            peer: conn.peer,
+            local: conn.local,
             https_port: conn.https_port,
             traffic,
             permit,
@@ -321,9 +329,28 @@ impl ConnHandler {
             connect: limits.connect_timeout,
             response: limits.upstream_timeout,
         };
+        let client = routed.client.client;
+        let proxy_header = routed.service.spec.send_proxy_protocol.then(|| {
+            // The client's port is known only when it is the socket peer.
+            let port = if client == self.peer.ip() {
+                self.peer.port()
+            } else {
+                0
+            };
+            ProxyHeader {
+                client,
+                bytes: proxy_v2_header(SocketAddr::new(client, port), self.local),
+            }
+        });
         let mut resp = match self
             .upstream
-            .send(&routed.service, upstream_req, deadlines, upgrade.is_some())
+            .send(
+                &routed.service,
+                upstream_req,
+                deadlines,
+                upgrade.is_some(),
+                proxy_header,
+            )
             .await
         {
             Ok(resp) => resp,

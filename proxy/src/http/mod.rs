@@ -82,7 +82,9 @@ async fn serve_connection(
     // The first request head is due this long after accept, PROXY header and TLS included.
     let head_deadline = Instant::now() + state.limits.header_read_timeout;
     let _ = stream.set_nodelay(true);
-    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::new(peer.ip(), 0));
     let (client, rest) = match state.clients.connection_client(&mut stream, peer).await {
         Ok(c) => c,
         Err(e) => {
@@ -100,7 +102,8 @@ async fn serve_connection(
     let conn = ConnInfo {
         client,
         tls: tls.is_some(),
-        local_port,
+        peer,
+        local,
         https_port,
     };
     let handler = Arc::new(ConnHandler::new(

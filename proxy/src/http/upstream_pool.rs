@@ -3,6 +3,7 @@
 //! connection per downstream connection needs no shared pool and no lock that other
 //! connections contend on.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::CountedBody;
 use crate::config::HttpService;
-use crate::upstream::{dial, UpstreamError};
+use crate::upstream::{dial_with, UpstreamError};
 
 enum Sender {
     Http1(http1::SendRequest<CountedBody>),
@@ -30,7 +31,15 @@ enum Sender {
 struct Kept {
     /// The service it was opened for: its upstream, TLS and protocol (a reload makes new ones).
     service: Arc<HttpService>,
+    /// The client its PROXY header named, if it sent one: only that client's requests use it.
+    client: Option<IpAddr>,
     sender: Sender,
+}
+
+/// A PROXY protocol v2 header to open the upstream connection with, and the client it names.
+pub struct ProxyHeader {
+    pub client: IpAddr,
+    pub bytes: Vec<u8>,
 }
 
 /// Only its downstream connection touches it; HTTP/2 streams may briefly overlap.
@@ -57,14 +66,17 @@ impl UpstreamPool {
         req: Request<CountedBody>,
         deadlines: Deadlines,
         upgrade: bool,
+        proxy_header: Option<ProxyHeader>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let kept = match self.take_idle(service, upgrade) {
+        let client = proxy_header.as_ref().map(|h| h.client);
+        let kept = match self.take_idle(service, upgrade, client) {
             Some(kept) => kept,
-            None => connect(service, deadlines.connect, upgrade).await?,
+            None => connect(service, deadlines.connect, upgrade, proxy_header).await?,
         };
         let Kept {
             service: kept_for,
             mut sender,
+            ..
         } = kept;
         let sent = match &mut sender {
             Sender::Http1(s) => Either::Left(s.send_request(req)),
@@ -89,6 +101,7 @@ impl UpstreamPool {
             if let Ok(mut slot) = self.idle.lock() {
                 *slot = Some(Kept {
                     service: kept_for,
+                    client,
                     sender,
                 });
             }
@@ -97,25 +110,33 @@ impl UpstreamPool {
     }
 
     /// The kept connection, if it was opened for `service` and can send now.
-    fn take_idle(&self, service: &Arc<HttpService>, upgrade: bool) -> Option<Kept> {
+    fn take_idle(
+        &self,
+        service: &Arc<HttpService>,
+        upgrade: bool,
+        client: Option<IpAddr>,
+    ) -> Option<Kept> {
         let mut slot = self.idle.lock().ok()?;
-        let same = |k: &Kept| Arc::ptr_eq(&k.service, service);
+        let same = |k: &Kept| Arc::ptr_eq(&k.service, service) && k.client == client;
         match slot.take() {
             Some(k) if !same(&k) => None,
             Some(Kept {
                 sender: Sender::Http2(s),
                 service,
+                client,
             }) => {
                 if s.is_closed() {
                     return None;
                 }
                 *slot = Some(Kept {
                     service: service.clone(),
+                    client,
                     sender: Sender::Http2(s.clone()),
                 });
                 // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
                 (!upgrade).then_some(Kept {
                     service,
+                    client,
                     sender: Sender::Http2(s),
                 })
             }
@@ -148,9 +169,11 @@ async fn connect(
     service: &Arc<HttpService>,
     timeout: Duration,
     upgrade: bool,
+    proxy_header: Option<ProxyHeader>,
 ) -> Result<Kept, UpstreamError> {
     let started = tokio::time::Instant::now();
-    let stream = dial(&service.upstream.address, timeout).await?;
+    let header = proxy_header.as_ref().map(|h| h.bytes.as_slice());
+    let stream = dial_with(&service.upstream.address, timeout, header).await?;
     let protocol = service.spec.upstream_protocol;
     let sender = match &service.upstream_tls {
         None => {
@@ -175,6 +198,7 @@ async fn connect(
     };
     Ok(Kept {
         service: service.clone(),
+        client: proxy_header.map(|h| h.client),
         sender,
     })
 }

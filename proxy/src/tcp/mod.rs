@@ -18,7 +18,7 @@ use crate::io::{ClientStream, Traffic};
 use crate::restrict::{Outcome, Verdict};
 use crate::shutdown::Phase;
 use crate::state::{PolicyWatch, ProxyState};
-use crate::upstream::{dial, UpstreamError};
+use crate::upstream::{dial_with, proxy_v2_header, UpstreamError};
 
 /// Accepts connections for the TCP service currently configured on `local`. `slots` counts the
 /// service's open connections across workers and reloads.
@@ -75,12 +75,19 @@ async fn serve(
     let policy = state.policy_watch();
     entry.outcome = state.check(&service.filter, client);
     if entry.outcome.is_allowed() {
+        let local = stream.local_addr().unwrap_or(SocketAddr::new(client, 0));
         let traffic = Traffic::new();
         let downstream = ClientStream::new(stream, rest, traffic.clone());
+        let proxy_header = service.spec.send_proxy_protocol.then(|| {
+            // The client's port is known only when it is the socket peer.
+            let port = if client == peer.ip() { peer.port() } else { 0 };
+            proxy_v2_header(SocketAddr::new(client, port), local)
+        });
         let connection = Connection {
             service: &service,
             client,
             policy,
+            proxy_header,
         };
         match forward(&state, connection, downstream, &traffic).await {
             Ok(Ended::Cut) => entry.aborted = Some("cut at shutdown"),
@@ -111,6 +118,8 @@ struct Connection<'a> {
     service: &'a TcpService,
     client: IpAddr,
     policy: PolicyWatch,
+    /// For `send_proxy_protocol`: written to the upstream first.
+    proxy_header: Option<Vec<u8>>,
 }
 
 impl Connection<'_> {
@@ -143,7 +152,7 @@ async fn forward(
     let limits = &state.limits;
     let mut shutdown = state.shutdown.watch();
     let mut upstream = tokio::select! {
-        u = dial(address, limits.connect_timeout) => u?,
+        u = dial_with(address, limits.connect_timeout, connection.proxy_header.as_deref()) => u?,
         _ = shutdown.reached(Phase::Cut) => return Ok(Ended::Cut),
     };
     let copy = async {

@@ -360,3 +360,124 @@ async fn a_denied_client_is_denied_before_it_is_redirected() {
     assert_eq!(status_of(&proxy, "127.0.0.9", "secure.test").await, 403);
     assert_eq!(status_of(&proxy, "127.0.0.1", "secure.test").await, 308);
 }
+
+/// Reads a PROXY v2 header off `stream`: "source destination" as the header says them.
+async fn read_proxy_v2(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = vec![0u8; 16];
+    stream.read_exact(&mut head).await.unwrap();
+    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    head.resize(16 + len, 0);
+    stream.read_exact(&mut head[16..]).await.unwrap();
+    let header = ppp::v2::Header::try_from(head.as_slice()).expect("a PROXY v2 header");
+    match header.addresses {
+        ppp::v2::Addresses::IPv4(a) => format!(
+            "{}:{} {}:{}",
+            a.source_address, a.source_port, a.destination_address, a.destination_port
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// An echo upstream that expects a PROXY v2 header on each connection and records it.
+async fn proxy_protocol_upstream() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let header = read_proxy_v2(&mut tcp).await;
+                record.lock().unwrap().push(header);
+                serve_echo(TokioIo::new(tcp), "pp").await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn http_upstream_connections_open_with_a_proxy_v2_header_per_client() {
+    let (upstream, seen) = proxy_protocol_upstream().await;
+    let yaml = [
+        "services:\n".to_owned(),
+        service(
+            "pp",
+            "pp.test",
+            &upstream,
+            "    send_proxy_protocol: true\n",
+        ),
+    ]
+    .concat();
+    let proxy = ProxyBuilder::new(&yaml)
+        .arg("--trusted-proxies")
+        .arg("127.0.0.50")
+        .start()
+        .await;
+    let http = proxy.http_addr();
+    // A client's keep-alive connection: one upstream connection, one header naming it.
+    let mut direct = keep_alive_from("127.0.0.3", http).await;
+    for _ in 0..2 {
+        assert_eq!(
+            send(&mut direct, "pp.test", "/", &[]).await.unwrap().status,
+            200
+        );
+    }
+    // A trusted proxy's connection carries two clients: each gets a connection of its own.
+    let mut relay = keep_alive_from("127.0.0.50", http).await;
+    for client in ["203.0.113.7", "203.0.113.8", "203.0.113.7"] {
+        let r = send(&mut relay, "pp.test", "/", &[("x-forwarded-for", client)])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json()["headers"]["x-real-ip"],
+            serde_json::json!([client])
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    let sources: Vec<&str> = seen.iter().map(|h| h.split(' ').next().unwrap()).collect();
+    assert_eq!(sources.len(), 4, "{seen:?}");
+    assert!(sources[0].starts_with("127.0.0.3:"), "{seen:?}");
+    assert_ne!(sources[0], "127.0.0.3:0", "the peer's own port: {seen:?}");
+    assert_eq!(
+        &sources[1..],
+        ["203.0.113.7:0", "203.0.113.8:0", "203.0.113.7:0"],
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].ends_with(&format!(" {http}")),
+        "destination is the listener: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn tcp_upstream_connections_open_with_a_proxy_v2_header() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let header = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let header = read_proxy_v2(&mut tcp).await;
+        let mut buf = [0u8; 5];
+        tcp.read_exact(&mut buf).await.unwrap();
+        tcp.write_all(&buf).await.unwrap();
+        header
+    });
+    let proxy = ProxyBuilder::new(&format!(
+        "services:\n  - id: db\n    protocol: tcp\n    listen: 127.0.0.1:{{p}}\n    upstream: {upstream}\n    send_proxy_protocol: true\n"
+    ))
+    .port("p")
+    .start()
+    .await;
+    let mut tcp = connect_from("127.0.0.4", proxy.port("p")).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    assert_eq!(echo(&mut tcp, b"hello").await.unwrap(), b"hello");
+    assert_eq!(
+        header.await.unwrap(),
+        format!("{local} {}", proxy.port("p")),
+        "the client as it connected, and the service's listener"
+    );
+}
