@@ -166,12 +166,18 @@ impl Routes {
 pub struct HostRoutes {
     prefixed: Vec<(String, Arc<HttpService>)>,
     rest: Option<Arc<HttpService>>,
+    /// The proxy holds a certificate for the host (its plain-HTTP requests may be redirected).
+    certified: bool,
 }
 
 impl HostRoutes {
     /// Whether requests for this host are routed by path (and their paths normalised).
     pub fn by_path(&self) -> bool {
         !self.prefixed.is_empty()
+    }
+
+    pub fn certified(&self) -> bool {
+        self.certified
     }
 
     /// The service without a prefix: the only one when `by_path` is false.
@@ -290,20 +296,22 @@ pub fn compile(
                             .flatten(),
                         (None, None) => None,
                     };
+                    let certified = cert.is_some();
                     if let Some(cert) = cert {
                         // Services sharing a host share its certificate (the checks refused
                         // two different ones).
                         let _ = routes.certificates.insert(host.clone(), cert);
                     }
                     // Unique: the checks refused any host and prefix claimed twice.
-                    match routes.http.get_mut(&host) {
-                        Some(r) => r.add(path_prefix.clone(), service.clone()),
+                    let r = match routes.http.get_mut(&host) {
+                        Some(r) => r,
                         None => {
-                            let mut r = HostRoutes::default();
-                            r.add(path_prefix.clone(), service.clone());
-                            let _ = routes.http.insert(host, r);
+                            let _ = routes.http.insert(host.clone(), HostRoutes::default());
+                            routes.http.get_mut(&host).expect("just inserted")
                         }
-                    }
+                    };
+                    r.add(path_prefix.clone(), service.clone());
+                    r.certified |= certified;
                 }
                 routes.services.push(Service::Http(service));
             }

@@ -69,6 +69,8 @@ struct Routed {
     /// The path and query sent upstream, when not the request's own (normalised for routing
     /// by prefix, or with the prefix stripped).
     upstream_path: Option<PathAndQuery>,
+    /// The proxy holds a certificate for the host.
+    certified: bool,
 }
 
 impl ConnHandler {
@@ -156,6 +158,7 @@ impl ConnHandler {
             authority,
             client,
             upstream_path,
+            certified: host_routes.certified(),
         })
     }
 
@@ -202,15 +205,12 @@ impl ConnHandler {
         let Some(port) = self.https_port.filter(|_| !self.tls) else {
             return Ok(routed);
         };
-        if !routed.service.spec.https_redirect {
+        if !routed.certified || !routed.service.spec.https_redirect {
             return Ok(routed);
         }
         let authority = routed.authority.to_str().unwrap_or_default();
         let host = crate::config::strip_port(authority);
         let host = host.strip_suffix('.').unwrap_or(host);
-        if self.state.routes.load().certificates.get(host).is_none() {
-            return Ok(routed);
-        }
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let host = if host.contains(':') {
             format!("[{host}]")

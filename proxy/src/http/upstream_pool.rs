@@ -118,48 +118,27 @@ impl UpstreamPool {
     ) -> Option<Kept> {
         let mut slot = self.idle.lock().ok()?;
         let same = |k: &Kept| Arc::ptr_eq(&k.service, service) && k.client == client;
-        match slot.take() {
-            Some(k) if !same(&k) => None,
-            Some(Kept {
-                sender: Sender::Http2(s),
-                service,
-                client,
-            }) => {
-                if s.is_closed() {
-                    return None;
-                }
-                *slot = Some(Kept {
-                    service: service.clone(),
-                    client,
+        let kept = slot.take().filter(same)?;
+        match &kept.sender {
+            Sender::Http2(s) if s.is_closed() => None,
+            Sender::Http2(s) => {
+                let shared = Kept {
+                    service: kept.service.clone(),
+                    client: kept.client,
                     sender: Sender::Http2(s.clone()),
-                });
-                // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
-                (!upgrade).then_some(Kept {
-                    service,
-                    client,
-                    sender: Sender::Http2(s),
-                })
-            }
-            Some(
-                k @ Kept {
-                    sender: Sender::Http1(_),
-                    ..
-                },
-            ) => {
-                let Sender::Http1(s) = &k.sender else {
-                    unreachable!()
                 };
-                if s.is_ready() {
-                    Some(k)
-                } else {
-                    if !s.is_closed() {
-                        // Busy with another (HTTP/2 downstream) stream's body: keep it for later.
-                        *slot = Some(k);
-                    }
-                    None
-                }
+                *slot = Some(kept);
+                // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
+                (!upgrade).then_some(shared)
             }
-            None => None,
+            Sender::Http1(s) if s.is_ready() => Some(kept),
+            Sender::Http1(s) => {
+                if !s.is_closed() {
+                    // Busy with another (HTTP/2 downstream) stream's body: keep it for later.
+                    *slot = Some(kept);
+                }
+                None
+            }
         }
     }
 }
