@@ -13,6 +13,8 @@
 #   UPSTREAM=h2c scripts/bench-http.sh    # nb-proxy speaks h2c to the upstream; nginx cannot
 #                                         # (HTTP proxying is HTTP/1.x only), so it stays on
 #                                         # HTTP/1.1 keep-alive to the same upstream
+#   UPSTREAM=targets4 scripts/bench-http.sh  # one service, 4 upstream targets (4 ports of the
+#                                         # upstream), round-robin in both proxies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -20,7 +22,7 @@ ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 UPSTREAM=${UPSTREAM:-plain}
-case "$UPSTREAM" in plain|https|h2c) ;; *) echo "UPSTREAM must be plain, https or h2c" >&2; exit 2;; esac
+case "$UPSTREAM" in plain|https|h2c|targets4) ;; *) echo "UPSTREAM must be plain, https, h2c or targets4" >&2; exit 2;; esac
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
@@ -46,6 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP_PORT=$(free_port); UP_TLS_PORT=$(free_port); UP_H2C_PORT=$(free_port)
+UP_MORE_PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
 NGINX_PORT=$(free_port); NB_PORT=$(free_port)
 
 # A CA and the upstream's certificate for the name up.bench, for UPSTREAM=https.
@@ -68,6 +71,9 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$UP_PORT reuseport;
+    listen 127.0.0.1:${UP_MORE_PORTS[0]} reuseport;
+    listen 127.0.0.1:${UP_MORE_PORTS[1]} reuseport;
+    listen 127.0.0.1:${UP_MORE_PORTS[2]} reuseport;
     listen 127.0.0.1:$UP_TLS_PORT ssl http2 reuseport;
     ssl_certificate $work/up.crt;
     ssl_certificate_key $work/up.key;
@@ -95,6 +101,15 @@ case "$UPSTREAM" in
     NGINX_PASS="proxy_pass http://up;"
     NB_UP="upstream: http://127.0.0.1:$UP_H2C_PORT
     upstream_protocol: h2c" ;;
+  targets4)
+    NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
+    NB_UP="upstreams: [http://127.0.0.1:$UP_PORT"
+    for port in "${UP_MORE_PORTS[@]}"; do
+      NGINX_UP="server 127.0.0.1:$port; $NGINX_UP"
+      NB_UP="$NB_UP, http://127.0.0.1:$port"
+    done
+    NB_UP="$NB_UP]"
+    NGINX_PASS="proxy_pass http://up;" ;;
   *)
     NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
     NGINX_PASS="proxy_pass http://up;"

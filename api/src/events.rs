@@ -124,6 +124,10 @@ pub struct Metadata<'a> {
     /// The client is on the service's bypass list: country and CrowdSec were not consulted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bypass: bool,
+    /// The upstream target that answered or failed, for services with several targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub upstream: Option<std::borrow::Cow<'a, str>>,
     /// Keys this version does not know (from a newer proxy), kept as they are.
     #[serde(
         flatten,
@@ -147,6 +151,7 @@ impl Metadata<'_> {
             + usize::from(self.bypass)
             + usize::from(self.appsec_verdict.is_some())
             + usize::from(self.appsec_mode.is_some())
+            + usize::from(self.upstream.is_some())
             + self.other.len()
     }
 

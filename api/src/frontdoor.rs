@@ -178,7 +178,7 @@ pub(crate) fn problems(
                 "upstream_tls",
                 format!(
                     "applies to https:// upstreams; \"{}\" is not one",
-                    spec.upstream
+                    spec.targets().first().copied().unwrap_or_default()
                 ),
             ));
         }

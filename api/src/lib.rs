@@ -2,6 +2,7 @@
 //! validation, verdicts, country codes, the access-log line, and the messages a managed proxy
 //! exchanges with management (and the server-sent events that carry them). No I/O.
 
+mod balance;
 mod country;
 pub mod events;
 mod frontdoor;
@@ -12,6 +13,7 @@ pub mod sse;
 pub mod validate;
 mod verdict;
 
+pub use balance::{HealthCheckSpec, LoadBalancing, PassiveHealthSpec, TargetReport};
 pub use country::CountryCode;
 pub use events::{AccessLogLine, Metadata, Timestamp};
 pub use frontdoor::{HeaderChanges, HeadersSpec, HstsSpec, UpstreamProtocol, UpstreamTlsSpec};

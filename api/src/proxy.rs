@@ -53,6 +53,9 @@ pub struct ProxyReport {
     /// key, and lose decisions to each other (the LAPI keeps one stream cursor per key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec_key_fingerprint: Option<String>,
+    /// The upstream targets of services with several (or with health checks), and their state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<crate::TargetReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

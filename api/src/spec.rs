@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frontdoor::{is_true, yes};
 use crate::{HeadersSpec, HstsSpec, RemediationSpec, UpstreamProtocol, UpstreamTlsSpec};
+use crate::{HealthCheckSpec, LoadBalancing, PassiveHealthSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -126,8 +127,22 @@ pub struct ServiceSpec {
     /// tcp: the service's own listener, `ip:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
-    /// http: `http://host:port`; tcp: `host:port`.
+    /// http: `http://host:port` (or `https://`); tcp: `host:port`. Or, for several targets,
+    /// `upstreams`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upstream: String,
+    /// Several targets, balanced by `load_balancing`, instead of one `upstream`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
+    /// How a request (http) or connection (tcp) picks among `upstreams`.
+    #[serde(default, skip_serializing_if = "LoadBalancing::is_default")]
+    pub load_balancing: LoadBalancing,
+    /// When a failing target is taken out of rotation.
+    #[serde(default, skip_serializing_if = "PassiveHealthSpec::is_default")]
+    pub passive_health: PassiveHealthSpec,
+    /// Checks each target on an interval, out of the request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
     /// Terminate TLS with this certificate. Without it a TCP service forwards bytes untouched
     /// (TLS passthrough), and an HTTP service is served on the plain listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +178,15 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// The upstream targets as written: `upstreams`, or the one `upstream`.
+    pub fn targets(&self) -> Vec<&str> {
+        if self.upstreams.is_empty() {
+            vec![self.upstream.as_str()]
+        } else {
+            self.upstreams.iter().map(String::as_str).collect()
+        }
+    }
+
     /// A service with `protocol`, `id` and `upstream`, and every option at its default.
     pub fn new(id: impl Into<String>, protocol: Protocol, upstream: impl Into<String>) -> Self {
         Self {
@@ -173,6 +197,10 @@ impl ServiceSpec {
             strip_path_prefix: false,
             listen: None,
             upstream: upstream.into(),
+            upstreams: Vec::new(),
+            load_balancing: LoadBalancing::default(),
+            passive_health: PassiveHealthSpec::default(),
+            health_check: None,
             tls: None,
             send_proxy_protocol: false,
             max_connections: None,

@@ -36,6 +36,8 @@ impl fmt::Display for Problem {
 /// Where an HTTP service's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUpstream {
+    /// As the service wrote it (`https://pve.lan:8006`).
+    pub url: String,
     /// `host:port` to dial.
     pub address: String,
     /// An `https://` upstream.
@@ -52,12 +54,13 @@ pub enum Target {
         hosts: Vec<String>,
         /// Normalised: no trailing `/`; `None` serves every path not claimed by a prefix.
         path_prefix: Option<String>,
-        upstream: HttpUpstream,
+        /// At least one; all `http://` or all `https://`.
+        upstreams: Vec<HttpUpstream>,
     },
     Tcp {
         listen: SocketAddr,
-        /// `host:port` to dial.
-        upstream: String,
+        /// `host:port` to dial; at least one.
+        upstreams: Vec<String>,
     },
 }
 
@@ -312,15 +315,27 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                     "needs a path_prefix to strip".into(),
                 );
             }
-            let upstream = parse_http_upstream(ctx, &spec.upstream);
-            let https = upstream.as_ref().is_some_and(|u| u.tls);
+            let (field, written) = upstream_list(ctx, &spec);
+            let upstreams: Vec<HttpUpstream> = written
+                .iter()
+                .filter_map(|u| parse_http_upstream(ctx, field, u))
+                .collect();
+            let https = upstreams.first().is_some_and(|u| u.tls);
+            if upstreams.iter().any(|u| u.tls != https) {
+                ctx.push(
+                    Some(field),
+                    "mixes http:// and https:// targets; upstream_tls applies to every target, \
+                     so use one scheme"
+                        .into(),
+                );
+            }
             for (field, message) in crate::frontdoor::problems(&spec, https) {
                 ctx.push(Some(field), message);
             }
-            upstream.map(|upstream| Target::Http {
+            (upstreams.len() == written.len() && !upstreams.is_empty()).then_some(Target::Http {
                 hosts,
                 path_prefix,
-                upstream,
+                upstreams,
             })
         }
         Protocol::Tcp => {
@@ -366,15 +381,18 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                     }
                 },
             };
-            let upstream = parse_host_port(&spec.upstream).map(|_| spec.upstream.clone());
-            if upstream.is_none() {
-                ctx.push(
-                    Some("upstream"),
-                    format!("\"{}\" is not a host:port address", spec.upstream),
-                );
+            let (field, written) = upstream_list(ctx, &spec);
+            let mut upstreams = Vec::with_capacity(written.len());
+            for u in &written {
+                match parse_host_port(u) {
+                    Some(_) => upstreams.push(u.clone()),
+                    None => ctx.push(Some(field), format!("\"{u}\" is not a host:port address")),
+                }
             }
-            match (listen, upstream) {
-                (Some(listen), Some(upstream)) => Some(Target::Tcp { listen, upstream }),
+            match listen {
+                Some(listen) if upstreams.len() == written.len() && !upstreams.is_empty() => {
+                    Some(Target::Tcp { listen, upstreams })
+                }
                 _ => None,
             }
         }
@@ -398,6 +416,9 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
         );
     }
     for (field, message) in crate::remediation::problems(&spec.remediation) {
+        ctx.push(Some(field), message);
+    }
+    for (field, message) in crate::balance::problems(&spec) {
         ctx.push(Some(field), message);
     }
     if ctx.problems.len() > before {
@@ -458,9 +479,57 @@ fn parse_countries(ctx: &mut Ctx, field: &'static str, list: &[String]) -> Vec<C
     codes
 }
 
-fn parse_http_upstream(ctx: &mut Ctx, s: &str) -> Option<HttpUpstream> {
+/// The most targets one service may have.
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// The service's targets as written (trimmed), and the field they came from. Empty when there
+/// is none, or when both fields are given (each is a problem).
+fn upstream_list(ctx: &mut Ctx, spec: &ServiceSpec) -> (&'static str, Vec<String>) {
+    if spec.upstreams.is_empty() {
+        let one = spec.upstream.trim();
+        if one.is_empty() {
+            ctx.push(
+                Some("upstream"),
+                "a service needs an upstream (or `upstreams` for several targets)".into(),
+            );
+            return ("upstream", Vec::new());
+        }
+        return ("upstream", vec![one.to_owned()]);
+    }
+    if !spec.upstream.trim().is_empty() {
+        ctx.push(
+            Some("upstreams"),
+            "give either `upstream` (one target) or `upstreams` (several), not both".into(),
+        );
+        return ("upstreams", Vec::new());
+    }
+    if spec.upstreams.len() > MAX_UPSTREAMS {
+        ctx.push(
+            Some("upstreams"),
+            format!(
+                "has {} targets; at most {MAX_UPSTREAMS}",
+                spec.upstreams.len()
+            ),
+        );
+    }
+    let mut out: Vec<String> = Vec::with_capacity(spec.upstreams.len());
+    for u in &spec.upstreams {
+        let u = u.trim();
+        if out.iter().any(|seen| seen.eq_ignore_ascii_case(u)) {
+            ctx.push(Some("upstreams"), format!("\"{u}\" is listed twice"));
+        } else {
+            out.push(u.to_owned());
+        }
+    }
+    if out.len() != spec.upstreams.len() {
+        out.clear();
+    }
+    ("upstreams", out)
+}
+
+fn parse_http_upstream(ctx: &mut Ctx, field: &'static str, s: &str) -> Option<HttpUpstream> {
     let bad = |ctx: &mut Ctx, why: &str| {
-        ctx.push(Some("upstream"), format!("\"{s}\" {why}"));
+        ctx.push(Some(field), format!("\"{s}\" {why}"));
         None
     };
     let Ok(uri) = s.parse::<Uri>() else {
@@ -483,6 +552,7 @@ fn parse_http_upstream(ctx: &mut Ctx, s: &str) -> Option<HttpUpstream> {
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let host = authority.host();
     Some(HttpUpstream {
+        url: s.to_owned(),
         address: format!("{host}:{port}"),
         tls,
         host: host
@@ -604,7 +674,7 @@ mod tests {
     #[test]
     fn http_upstreams() {
         let ok = |u: &str| match check_service(http("s", &["a.test"], u)).unwrap().target {
-            Target::Http { upstream, .. } => upstream.address,
+            Target::Http { upstreams, .. } => upstreams[0].address.clone(),
             t => panic!("{t:?}"),
         };
         assert_eq!(ok("http://127.0.0.1:8080"), "127.0.0.1:8080");
@@ -623,6 +693,111 @@ mod tests {
     }
 
     #[test]
+    fn several_targets() {
+        let many = |protocol: Protocol, targets: &[&str]| ServiceSpec {
+            upstreams: targets.iter().map(|t| t.to_string()).collect(),
+            ..match protocol {
+                Protocol::Http => http("s", &["a.test"], ""),
+                Protocol::Tcp => ServiceSpec {
+                    upstream: String::new(),
+                    ..tcp("s", "127.0.0.1:7000")
+                },
+            }
+        };
+        match check_service(many(Protocol::Http, &["http://a:1", "http://b:2"]))
+            .unwrap()
+            .target
+        {
+            Target::Http { upstreams, .. } => {
+                let got: Vec<_> = upstreams.iter().map(|u| u.address.as_str()).collect();
+                assert_eq!(got, ["a:1", "b:2"]);
+                assert_eq!(upstreams[1].url, "http://b:2");
+            }
+            t => panic!("{t:?}"),
+        }
+        match check_service(many(Protocol::Tcp, &["a:1", "b:2"]))
+            .unwrap()
+            .target
+        {
+            Target::Tcp { upstreams, .. } => assert_eq!(upstreams, ["a:1", "b:2"]),
+            t => panic!("{t:?}"),
+        }
+        let problem = |spec: ServiceSpec| {
+            let p = check_service(spec).unwrap_err();
+            (fields(&p).join(","), p[0].message.clone())
+        };
+        let (f, m) = problem(many(Protocol::Http, &["http://a:1", "https://b:2"]));
+        assert_eq!(f, "upstreams");
+        assert!(m.contains("mixes http:// and https://"), "{m}");
+        let (f, m) = problem(many(Protocol::Http, &["http://a:1", "http://a:1"]));
+        assert_eq!(
+            (f.as_str(), m.as_str()),
+            ("upstreams", "\"http://a:1\" is listed twice")
+        );
+        let (f, _) = problem(many(Protocol::Http, &["http://a:1", "ftp://b"]));
+        assert_eq!(f, "upstreams");
+        let (f, _) = problem(many(Protocol::Tcp, &["a:1", "nowhere"]));
+        assert_eq!(f, "upstreams");
+        let (f, m) = problem(ServiceSpec {
+            upstream: "http://c:3".into(),
+            ..many(Protocol::Http, &["http://a:1"])
+        });
+        assert_eq!(f, "upstreams");
+        assert!(m.contains("not both"), "{m}");
+        let (f, m) = problem(http("s", &["a.test"], " "));
+        assert_eq!(f, "upstream");
+        assert!(m.contains("needs an upstream"), "{m}");
+        let lots: Vec<String> = (0..65).map(|i| format!("http://a:{}", i + 1)).collect();
+        let lots: Vec<&str> = lots.iter().map(String::as_str).collect();
+        let (f, m) = problem(many(Protocol::Http, &lots));
+        assert_eq!(
+            (f.as_str(), m.as_str()),
+            ("upstreams", "has 65 targets; at most 64")
+        );
+    }
+
+    #[test]
+    fn health_options_are_checked() {
+        use crate::{HealthCheckSpec, PassiveHealthSpec};
+        let check = |path: Option<&str>, interval_secs, timeout_secs| HealthCheckSpec {
+            path: path.map(str::to_owned),
+            interval_secs,
+            timeout_secs,
+        };
+        let with = |protocol: Protocol, health: HealthCheckSpec, eject_secs| ServiceSpec {
+            health_check: Some(health),
+            passive_health: PassiveHealthSpec {
+                max_failures: 0,
+                eject_secs,
+            },
+            ..match protocol {
+                Protocol::Http => http("s", &["a.test"], "http://a:1"),
+                Protocol::Tcp => tcp("s", "127.0.0.1:7000"),
+            }
+        };
+        assert!(check_service(with(Protocol::Http, check(Some("/healthz?x=1"), 5, 5), 30)).is_ok());
+        assert!(check_service(with(Protocol::Tcp, check(None, 5, 1), 30)).is_ok());
+        let p = check_service(with(Protocol::Http, check(Some("healthz"), 0, 2), 0)).unwrap_err();
+        assert_eq!(
+            fields(&p),
+            [
+                "passive_health.eject_secs",
+                "health_check.interval_secs",
+                "health_check.timeout_secs",
+                "health_check.path"
+            ]
+        );
+        let p = check_service(with(Protocol::Http, check(Some("/a b"), 5, 6), 30)).unwrap_err();
+        assert_eq!(
+            fields(&p),
+            ["health_check.timeout_secs", "health_check.path"]
+        );
+        let p = check_service(with(Protocol::Tcp, check(Some("/"), 5, 1), 30)).unwrap_err();
+        assert_eq!(fields(&p), ["health_check.path"]);
+        assert!(p[0].message.contains("connects"), "{p:?}");
+    }
+
+    #[test]
     fn front_door_options_are_checked() {
         use crate::{HeaderChanges, HeadersSpec, HstsSpec, UpstreamProtocol, UpstreamTlsSpec};
         let https = |tls: UpstreamTlsSpec| ServiceSpec {
@@ -636,9 +811,9 @@ mod tests {
         }))
         .unwrap();
         match ok.target {
-            Target::Http { upstream, .. } => {
-                assert!(upstream.tls);
-                assert_eq!(upstream.host, "pve.lan");
+            Target::Http { upstreams, .. } => {
+                assert!(upstreams[0].tls);
+                assert_eq!(upstreams[0].host, "pve.lan");
             }
             t => panic!("{t:?}"),
         }

@@ -12,6 +12,20 @@ function bouncerState(p: Proxy): HTMLElement | string {
   return h("span", {}, stale, ` ${b.decisions} ${b.decisions === 1 ? "decision" : "decisions"}`);
 }
 
+/** "3/4 healthy", with the targets out of rotation named below. */
+function targetState(p: Proxy): HTMLElement | string {
+  const targets = p.targets ?? [];
+  if (targets.length === 0) return "—";
+  const down = targets.filter((t) => !t.healthy);
+  const summary = h("span", { class: `badge ${down.length === 0 ? "ok" : "warn"}` }, `${targets.length - down.length}/${targets.length} healthy`);
+  return h(
+    "span",
+    { class: "targets" },
+    summary,
+    ...down.map((t) => h("div", { class: "hint target-down" }, `${t.service}: ${t.target} (${t.reason ?? "down"})`)),
+  );
+}
+
 export async function renderProxies(page: HTMLElement): Promise<void> {
   clear(page, h("p", { class: "loading" }, "Loading proxies…"));
   const proxies = await api.proxies();
@@ -23,7 +37,7 @@ export async function renderProxies(page: HTMLElement): Promise<void> {
       : h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, ...["Name", "Version", "Last seen", "CrowdSec", "Bouncer", "Config", "Dropped events"].map((t) => h("th", { scope: "col" }, t)))),
+          h("thead", {}, h("tr", {}, ...["Name", "Version", "Last seen", "CrowdSec", "Bouncer", "Config", "Upstream targets", "Dropped events"].map((t) => h("th", { scope: "col" }, t)))),
           h(
             "tbody",
             {},
@@ -50,6 +64,7 @@ export async function renderProxies(page: HTMLElement): Promise<void> {
                 h("td", {}, p.supports_crowdsec ? h("span", { class: "badge crowdsec" }, "CrowdSec") : "—"),
                 h("td", {}, bouncerState(p)),
                 h("td", {}, p.config_error ? h("span", { class: "error" }, p.config_error) : p.config_revision === null ? "—" : `revision ${p.config_revision}`),
+                h("td", {}, targetState(p)),
                 h("td", {}, p.events_rejected > 0 ? `${p.events_dropped} (${p.events_rejected} refused)` : String(p.events_dropped)),
               ),
             ),

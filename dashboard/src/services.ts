@@ -20,7 +20,7 @@ export async function renderServices(page: HTMLElement): Promise<void> {
           h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "hint" }, s.id)),
           h("td", {}, s.protocol.toUpperCase()),
           h("td", {}, s.protocol === "http" ? (s.hosts ?? []).map((host) => host + (s.path_prefix ?? "")).join(", ") : (s.listen ?? "")),
-          h("td", {}, h("code", {}, s.upstream)),
+          h("td", {}, h("code", {}, s.upstreams?.length ? s.upstreams.join(", ") : s.upstream)),
           h(
             "td",
             {},
@@ -174,7 +174,24 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const sendProxy = h("input", { id: "svc-send-proxy-protocol", type: "checkbox" });
   sendProxy.checked = service?.send_proxy_protocol ?? false;
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
-  const upstream = h("input", { id: "svc-upstream", value: service?.upstream ?? "", placeholder: "http://10.0.0.5:8080", required: true });
+  const targets = service?.upstreams?.length ? service.upstreams : [service?.upstream ?? ""];
+  const upstream = h("input", { id: "svc-upstream", value: targets[0], placeholder: "http://10.0.0.5:8080", required: true });
+  const moreUpstreams = h("textarea", { id: "svc-more-upstreams", rows: 2, placeholder: "http://10.0.0.6:8080" }, targets.slice(1).join("\n"));
+  const balancing = h(
+    "select",
+    { id: "load-balancing" },
+    h("option", { value: "round_robin" }, "Round robin: each target in turn"),
+    h("option", { value: "least_connections" }, "Least connections: the target with the fewest requests in flight"),
+  );
+  balancing.value = service?.load_balancing ?? "round_robin";
+  const passive = service?.passive_health;
+  const maxFailures = h("input", { id: "max-failures", type: "number", min: "0", value: passive?.max_failures?.toString() ?? "", placeholder: "3" });
+  const ejectSecs = h("input", { id: "eject-secs", type: "number", min: "1", value: passive?.eject_secs?.toString() ?? "", placeholder: "30" });
+  const check = service?.health_check;
+  const checkOn = h("input", { id: "health-check", type: "checkbox" });
+  checkOn.checked = !!check;
+  const checkPath = h("input", { id: "health-check-path", value: check?.path ?? "", placeholder: "/healthz (empty: connect only)" });
+  const checkInterval = h("input", { id: "health-check-interval", type: "number", min: "1", value: check?.interval_secs?.toString() ?? "", placeholder: "10" });
   const upstreamProtocol = h(
     "select",
     { id: "upstream-protocol" },
@@ -300,6 +317,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     ),
     field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
     field("upstream", "Upstream", upstream, "HTTP: http://host:port or https://host:port. TCP: host:port."),
+    field("upstreams", "More targets", moreUpstreams, "One per line, the same kind as the upstream above: requests (TCP: connections) are balanced across all of them. See the Upstream tab."),
     h(
       "div",
       { class: "field", "data-field": "send_proxy_protocol" },
@@ -310,7 +328,17 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const upstreamTab = h(
     "section",
     { id: "tab-upstream", role: "tabpanel", "aria-labelledby": "tab-btn-upstream", hidden: true },
-    h("p", { class: "hint" }, "HTTP services: how the proxies talk to the upstream, and what they change on the way."),
+    h("p", { class: "hint" }, "How the proxies choose among the targets and notice one is down (HTTP and TCP); then, for HTTP, how they talk to the upstream and what they change on the way."),
+    field("load_balancing", "Load balancing", balancing),
+    field("passive_health.max_failures", "Eject a target after this many failures in a row", maxFailures, "Refused or timed-out connections and upstream timeouts. Empty means 3; 0 never ejects."),
+    field("passive_health.eject_secs", "Keep an ejected target out for (seconds)", ejectSecs, "Empty means 30."),
+    h(
+      "div",
+      { class: "field", "data-field": "health_check" },
+      h("label", { for: "health-check" }, checkOn, " Check each target on an interval"),
+    ),
+    field("health_check.path", "Health check path", checkPath, "HTTP: GET this path; a status below 400 is healthy. Empty (and TCP): connecting is enough."),
+    field("health_check.interval_secs", "Check every (seconds)", checkInterval, "Empty means 10. Each check may take 2 s at most."),
     field("upstream_protocol", "Upstream protocol", upstreamProtocol),
     field("upstream_tls.ca_file", "Trusted CA file", caFile, "https:// upstreams: a PEM file on each proxy's machine (a self-signed appliance's certificate or its CA). Empty: the system's CA store."),
     field("upstream_tls.server_name", "TLS server name", serverName, "Sent by SNI and checked in the certificate. Empty: the upstream's host."),
@@ -386,7 +414,16 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     path_prefix: protocol.value === "http" ? pathPrefix.value.trim() || null : null,
     strip_path_prefix: protocol.value === "http" && stripPrefix.checked,
     listen: protocol.value === "tcp" ? listen.value.trim() || null : null,
-    upstream: upstream.value.trim(),
+    ...upstreamTargets(upstream.value, moreUpstreams.value),
+    load_balancing: balancing.value as NonNullable<ServiceBody["load_balancing"]>,
+    passive_health: { max_failures: number(maxFailures) ?? 3, eject_secs: number(ejectSecs) ?? 30 },
+    health_check: checkOn.checked
+      ? {
+          path: protocol.value === "http" ? checkPath.value.trim() || undefined : undefined,
+          interval_secs: number(checkInterval) ?? 10,
+          timeout_secs: Math.min(2, number(checkInterval) ?? 10),
+        }
+      : undefined,
     send_proxy_protocol: sendProxy.checked,
     ...(protocol.value === "http"
       ? {
@@ -472,6 +509,12 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   clear(page, h("h1", {}, service ? `Service ${service.name}` : "New service"), form);
 }
 
+/** One target goes in `upstream`; several go in `upstreams` (the first from the Upstream field). */
+function upstreamTargets(first: string, more: string): Pick<ServiceBody, "upstream" | "upstreams"> {
+  const rest = lines(more);
+  return rest.length === 0 ? { upstream: first.trim(), upstreams: [] } : { upstream: "", upstreams: [first.trim(), ...rest] };
+}
+
 /** Puts each server-side problem under the field it concerns (an element inside a list,
  * `hosts[1]`, goes under its list), and opens that field's tab. A problem with no field on
  * the form goes above the buttons, named in words rather than by its API path. */
@@ -490,7 +533,7 @@ function placeProblems(form: HTMLElement, problems: Problem[], show: (tab: strin
       ? "access"
       : field.startsWith("remediation.")
         ? "denied"
-        : /^(upstream_protocol|upstream_tls|headers|https_redirect|hsts)/.test(field)
+        : /^(upstream_protocol|upstream_tls|headers|https_redirect|hsts|load_balancing|passive_health|health_check)/.test(field)
           ? "upstream"
           : "general";
   }

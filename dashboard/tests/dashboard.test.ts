@@ -325,6 +325,29 @@ describe("dashboard", () => {
     expect(await challengePage.textContent("h1")).toBe("Please confirm you are human");
     expect(await challengePage.isVisible("button[type=submit]")).toBe(true);
     await screenshot(challengePage, "12-captcha-challenge");
+
+    // A second target that refuses connections: requests are retried on the live one, the
+    // dead one is ejected, and the proxies page shows it from the proxy's own report.
+    await page.click("#tab-btn-general");
+    await page.fill("#svc-more-upstreams", "http://127.0.0.1:9");
+    await page.click("#tab-btn-upstream");
+    await page.fill("#max-failures", "2");
+    await page.click("button[type=submit]");
+    await page.waitForSelector("text=Saved.");
+    const saved: Record<string, unknown> = await m.call("GET", "/api/v1/services/web");
+    expect(saved.upstreams).toEqual([up.url, "http://127.0.0.1:9"]);
+    expect(saved.passive_health).toEqual({ max_failures: 2, eject_secs: 30 });
+    const statuses: number[] = [];
+    await until("the dead target to be ejected", async () => {
+      statuses.push(await proxy.get("web.test", "127.0.0.9"));
+      const proxies: { targets: { target: string; healthy: boolean }[] }[] = await m.call("GET", "/api/v1/proxies");
+      return proxies.some((p) => p.targets.some((t) => t.target === "http://127.0.0.1:9" && !t.healthy)) || undefined;
+    });
+    expect(statuses.every((s) => s === 200), `retried on the live target: ${statuses}`).toBe(true);
+    await page.click("text=Proxies");
+    await page.waitForSelector("text=1/2 healthy");
+    expect(await page.textContent(".target-down")).toBe("web: http://127.0.0.1:9 (ejected)");
+    await screenshot(page, "18-proxies-targets");
     up.close();
   });
 });

@@ -267,6 +267,17 @@ impl Proxy {
         None
     }
 
+    /// `/readyz`'s body (started with [`ProxyBuilder::metrics`]).
+    pub async fn readyz(&self) -> Value {
+        let s = connect_from("127.0.0.1", self.metrics.expect("started with .metrics()"))
+            .await
+            .unwrap();
+        request_over(s, "metrics", "/readyz", &[])
+            .await
+            .unwrap()
+            .json()
+    }
+
     /// A value from `/metrics` (needs [`ProxyBuilder::metrics`]): the line starting with
     /// `series` (name and labels as printed).
     pub async fn metric(&self, series: &str) -> f64 {

@@ -310,7 +310,7 @@ async fn validation_names_fields_and_changes_nothing() {
         (
             json!({"id": "a", "protocol": "http", "hosts": ["a.example.com"]}),
             vec!["upstream"],
-            "missing field",
+            "a service needs an upstream (or `upstreams` for several targets)",
         ),
         (
             json!({"id": "Not Valid", "protocol": "http", "hosts": ["a.example.com"], "upstream": "http://127.0.0.1:1"}),
@@ -454,13 +454,8 @@ async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
 
         // Proxies get them in the services they are sent.
         let (_, token) = s.create_proxy("edge").await;
-        let res = s
-            .with_token(&token, Method::GET, "/api/v1/proxy/stream")
-            .send()
-            .await
-            .unwrap();
-        let first = services_events(res, 1).await;
-        let shipped = &first[0]["services"][0];
+        let first = first_services_event(&s, &token).await;
+        let shipped = &first["services"][0];
         assert_eq!(shipped["upstream_tls"], pve["upstream_tls"], "{shipped}");
         assert_eq!(shipped["https_redirect"], false);
         assert_eq!(shipped["hsts"], pve["hsts"]);
@@ -503,6 +498,138 @@ async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
         assert_eq!(problem_fields(&v), ["hsts"], "{v}");
         assert_eq!(s.store.revision().await.unwrap(), before);
     }
+}
+
+#[tokio::test]
+async fn several_targets_are_stored_shipped_checked_and_their_state_shown_on_both_stores() {
+    for backend in both().await {
+        let name = backend.name;
+        let s = server_with(backend, Settings::default()).await;
+        let web = json!({
+            "id": "web", "protocol": "http", "hosts": ["web.example.com"],
+            "upstreams": ["http://10.0.0.1:8080", " http://10.0.0.2:8080 "],
+            "load_balancing": "least_connections",
+            "passive_health": {"max_failures": 5, "eject_secs": 60},
+            "health_check": {"path": "/healthz", "interval_secs": 5}
+        });
+        let (status, created) = s.api.call("POST", "/api/v1/services", Some(&web)).await;
+        assert_eq!(status, 201, "{name} {created}");
+        assert_eq!(
+            created["upstreams"],
+            json!(["http://10.0.0.1:8080", "http://10.0.0.2:8080"]),
+            "trimmed: {created}"
+        );
+        assert_eq!(created["load_balancing"], "least_connections");
+        assert_eq!(created["passive_health"], web["passive_health"]);
+        assert_eq!(
+            created["health_check"],
+            json!({"path": "/healthz", "interval_secs": 5, "timeout_secs": 2}),
+            "defaults filled in: {created}"
+        );
+        let (_, fetched) = s.api.call("GET", "/api/v1/services/web", None).await;
+        assert_eq!(
+            fetched["upstreams"], created["upstreams"],
+            "{name} {fetched}"
+        );
+
+        let (id, token) = s.create_proxy("edge").await;
+        let first = first_services_event(&s, &token).await;
+        let shipped = &first["services"][0];
+        assert_eq!(shipped["upstreams"], created["upstreams"], "{shipped}");
+        assert_eq!(shipped["health_check"], created["health_check"]);
+
+        // What the proxy reports of its targets is shown with the proxy.
+        s.report_with(
+            &token,
+            nb_api::ProxyReport {
+                version: "0.1.0".into(),
+                targets: vec![nb_api::TargetReport {
+                    service: "web".into(),
+                    target: "http://10.0.0.2:8080".into(),
+                    healthy: false,
+                    reason: Some("ejected".into()),
+                    in_flight: 0,
+                    requests: 12,
+                    failures: 5,
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+        let (_, proxy) = s
+            .api
+            .call("GET", &format!("/api/v1/proxies/{id}"), None)
+            .await;
+        assert_eq!(
+            proxy["targets"][0]["target"], "http://10.0.0.2:8080",
+            "{proxy}"
+        );
+        assert_eq!(proxy["targets"][0]["healthy"], false);
+        assert_eq!(proxy["targets"][0]["reason"], "ejected");
+
+        // Every problem in one 422, and nothing changes.
+        let before = s.store.revision().await.unwrap();
+        let bad = json!({
+            "id": "bad", "protocol": "http", "hosts": ["bad.example.com"],
+            "upstreams": ["http://10.0.0.1:8080", "https://10.0.0.2:8443", "http://10.0.0.1:8080"],
+            "passive_health": {"eject_secs": 0},
+            "health_check": {"path": "healthz", "interval_secs": 2, "timeout_secs": 3}
+        });
+        let (status, v) = s.api.call("POST", "/api/v1/services", Some(&bad)).await;
+        assert_eq!(status, 422, "{v}");
+        let fields = problem_fields(&v);
+        for field in [
+            "upstreams",
+            "passive_health.eject_secs",
+            "health_check.timeout_secs",
+            "health_check.path",
+        ] {
+            assert!(fields.iter().any(|f| f == field), "{field}: {v}");
+        }
+        assert!(v.to_string().contains("listed twice"), "{v}");
+        let both = json!({
+            "id": "both", "protocol": "tcp", "listen": "127.0.0.1:15433",
+            "upstream": "127.0.0.1:5432", "upstreams": ["127.0.0.1:5433"],
+            "health_check": {"path": "/"}
+        });
+        let (status, v) = s.api.call("POST", "/api/v1/services", Some(&both)).await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(
+            problem_fields(&v),
+            ["upstreams", "health_check.path"],
+            "{v}"
+        );
+        assert_eq!(s.store.revision().await.unwrap(), before);
+
+        // A report with too many targets is refused whole.
+        let many = nb_api::ProxyReport {
+            version: "0.1.0".into(),
+            targets: vec![nb_api::TargetReport::default(); 20_001],
+            ..Default::default()
+        };
+        let many = serde_json::to_value(many).unwrap();
+        let (status, v) = s
+            .api
+            .call_as(&token, "PUT", nb_api::paths::REPORT, Some(&many))
+            .await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(problem_fields(&v), ["targets"]);
+        let (_, proxy) = s
+            .api
+            .call("GET", &format!("/api/v1/proxies/{id}"), None)
+            .await;
+        assert_eq!(proxy["targets"].as_array().unwrap().len(), 1, "{proxy}");
+    }
+}
+
+/// The first `services` event a proxy's stream sends.
+async fn first_services_event(s: &Server, token: &str) -> Value {
+    let res = s
+        .with_token(token, Method::GET, "/api/v1/proxy/stream")
+        .send()
+        .await
+        .unwrap();
+    services_events(res, 1).await.remove(0)
 }
 
 async fn set_mode(s: &Server, id: &str, mode: &str, create: bool) -> (u16, Value) {

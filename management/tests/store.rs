@@ -252,6 +252,15 @@ async fn proxies_tokens_and_reports() {
             config_error: None,
             events_dropped: 7,
             crowdsec_key_fingerprint: Some("00ff".into()),
+            targets: vec![nb_api::TargetReport {
+                service: "web".into(),
+                target: "http://10.0.0.2:80".into(),
+                healthy: false,
+                reason: Some("ejected".into()),
+                in_flight: 1,
+                requests: 9,
+                failures: 3,
+            }],
         };
         assert!(store.record_report("id1", &report).await.unwrap());
         let got = store.proxy("id1").await.unwrap().unwrap();

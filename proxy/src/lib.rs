@@ -9,6 +9,7 @@ pub(crate) mod admission;
 pub mod app;
 pub(crate) mod appsec;
 pub(crate) mod backoff;
+pub(crate) mod balance;
 pub mod cli;
 pub(crate) mod clientip;
 pub(crate) mod config;

@@ -87,15 +87,20 @@ async fn respond(
 
 fn readiness(state: &ProxyState) -> String {
     let cs = state.crowdsec.status();
-    format!(
-        "{{\"ready\":true,\"services\":{},\"crowdsec\":{{\"configured\":{},\"running\":{},\"synced\":{},\"stale\":{},\"decisions\":{}}}}}\n",
-        state.routes.load().services.len(),
-        cs.configured,
-        cs.running,
-        cs.synced,
-        cs.stale,
-        cs.decisions
-    )
+    let routes = state.routes.load();
+    let body = serde_json::json!({
+        "ready": true,
+        "services": routes.services.len(),
+        "crowdsec": {
+            "configured": cs.configured,
+            "running": cs.running,
+            "synced": cs.synced,
+            "stale": cs.stale,
+            "decisions": cs.decisions,
+        },
+        "targets": crate::balance::report(&routes),
+    });
+    format!("{body}\n")
 }
 
 fn render(registry: &Registry) -> Result<String, fmt::Error> {
@@ -252,6 +257,7 @@ impl Collector for ProxyCollector {
             gauge(state.routes.load().services.len()),
         )?;
         self.crowdsec(&mut e)?;
+        self.targets(&mut e)?;
         if let Some(appsec) = &state.appsec {
             family(
                 &mut e,
@@ -268,6 +274,43 @@ impl Collector for ProxyCollector {
 }
 
 impl ProxyCollector {
+    fn targets(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let targets = crate::balance::report(&self.0.routes.load());
+        let labels = |t: &nb_api::TargetReport| {
+            [("service", t.service.clone()), ("target", t.target.clone())]
+        };
+        family(
+            e,
+            "nb_proxy_upstream_target_healthy",
+            "Whether the upstream target is in rotation (not ejected, passing its health check).",
+            MetricType::Gauge,
+            targets
+                .iter()
+                .map(|t| (labels(t), gauge(u8::from(t.healthy)))),
+        )?;
+        family(
+            e,
+            "nb_proxy_upstream_target_in_flight",
+            "Requests (or connections) in flight to the upstream target.",
+            MetricType::Gauge,
+            targets.iter().map(|t| (labels(t), gauge(t.in_flight))),
+        )?;
+        family(
+            e,
+            "nb_proxy_upstream_target_requests",
+            "Requests (or connections) sent to the upstream target.",
+            MetricType::Counter,
+            targets.iter().map(|t| (labels(t), counter(t.requests))),
+        )?;
+        family(
+            e,
+            "nb_proxy_upstream_target_failures",
+            "Connections to the upstream target that failed or timed out.",
+            MetricType::Counter,
+            targets.iter().map(|t| (labels(t), counter(t.failures))),
+        )
+    }
+
     fn crowdsec(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let state = &self.0;
         let cs = state.crowdsec.status();

@@ -185,7 +185,9 @@ impl Server {
             routes.services.iter().map(|s| (&**s.id(), s.filter())),
             self.state.geo.load().is_some(),
         );
+        crate::balance::carry_over(&self.state.routes.load(), routes);
         self.state.routes.store(routes.clone());
+        crate::balance::start_checks(routes);
         drop(std::mem::replace(
             &mut *self.bouncer.lock().expect("bouncer reference"),
             bouncer,

@@ -75,6 +75,19 @@ pub fn proxy_v2_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
         .expect("a PROXY v2 header with two addresses always builds")
 }
 
+/// A PROXY protocol v2 `LOCAL` header: the proxy's own connection (a health check), which the
+/// upstream accepts without a client address.
+pub fn proxy_v2_local_header() -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    Builder::with_addresses(
+        Version::Two | Command::Local,
+        Protocol::Unspecified,
+        ppp::v2::Addresses::Unspecified,
+    )
+    .build()
+    .expect("a PROXY v2 LOCAL header always builds")
+}
+
 fn v6(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),

@@ -145,11 +145,15 @@ pub async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The most upstream targets one report may list.
+const MAX_REPORTED_TARGETS: usize = 20_000;
+
 /// Reports are small: every text is bounded, so a proxy token cannot fill the store.
 fn report_problems(r: &ProxyReport) -> Vec<FieldProblem> {
     let mut problems = Vec::new();
     let mut cap = |field: &str, value: Option<&str>, max: usize| {
-        if value.is_some_and(|v| v.len() > max) {
+        let said = |p: &FieldProblem| p.field == field;
+        if value.is_some_and(|v| v.len() > max) && !problems.iter().any(said) {
             problems.push(FieldProblem::new(field, format!("longer than {max} bytes")));
         }
     };
@@ -163,6 +167,17 @@ fn report_problems(r: &ProxyReport) -> Vec<FieldProblem> {
     if let Some(b) = &r.bouncer {
         cap("bouncer.last_error", b.last_error.as_deref(), 1024);
         cap("bouncer.last_sync", b.last_sync.as_deref(), 64);
+    }
+    for t in &r.targets {
+        cap("targets.service", Some(&t.service), 256);
+        cap("targets.target", Some(&t.target), 512);
+        cap("targets.reason", t.reason.as_deref(), 64);
+    }
+    if r.targets.len() > MAX_REPORTED_TARGETS {
+        problems.push(FieldProblem::new(
+            "targets",
+            format!("more than {MAX_REPORTED_TARGETS} targets"),
+        ));
     }
     problems
 }

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use nb_api::BouncerReport;
+use nb_api::{BouncerReport, TargetReport};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -37,6 +37,8 @@ pub struct ProxyView {
     /// Other live proxies using the same CrowdSec bouncer key: they lose decisions to each
     /// other. Give each proxy its own key.
     pub crowdsec_key_shared_with: Vec<String>,
+    /// Upstream targets of services with several (or with health checks), as last reported.
+    pub targets: Vec<TargetReport>,
 }
 
 impl ProxyView {
@@ -58,6 +60,7 @@ impl ProxyView {
             events_dropped: report.events_dropped,
             events_rejected: p.events_rejected,
             crowdsec_key_shared_with: shared.get(&p.name).cloned().unwrap_or_default(),
+            targets: report.targets,
         }
     }
 }

@@ -9,6 +9,7 @@ use nb_api::{
     HeadersSpec, HstsSpec, Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec,
     UpstreamProtocol, UpstreamTlsSpec,
 };
+use nb_api::{HealthCheckSpec, LoadBalancing, PassiveHealthSpec};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
@@ -44,8 +45,21 @@ pub struct ServiceBody {
     /// tcp: `ip:port` the proxies listen on.
     #[serde(default)]
     pub listen: Option<String>,
-    /// http: `http://host:port`; tcp: `host:port`.
+    /// http: `http://host:port` (or `https://`); tcp: `host:port`. Or `upstreams`.
+    #[serde(default)]
     pub upstream: String,
+    /// Several targets instead of one `upstream`, balanced by `load_balancing`.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// `round_robin` (the default) or `least_connections`.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// When a failing target is taken out of rotation (default: 3 failures in a row, 30 s).
+    #[serde(default)]
+    pub passive_health: PassiveHealthSpec,
+    /// Checks each target on an interval (connect, or `GET path` for http).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
     /// tcp: at most this many connections open at once.
     #[serde(default)]
     pub max_connections: Option<u32>,
@@ -100,7 +114,17 @@ pub struct ServiceView {
     pub strip_path_prefix: bool,
     #[serde(default)]
     pub listen: Option<String>,
+    /// The one target; empty when the service has `upstreams`.
+    #[serde(default)]
     pub upstream: String,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    #[serde(default)]
+    pub passive_health: PassiveHealthSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     #[serde(default)]
@@ -144,6 +168,10 @@ impl From<&Service> for ServiceView {
             strip_path_prefix: s.spec.strip_path_prefix,
             listen: s.spec.listen.clone(),
             upstream: s.spec.upstream.clone(),
+            upstreams: s.spec.upstreams.clone(),
+            load_balancing: s.spec.load_balancing,
+            passive_health: s.spec.passive_health,
+            health_check: s.spec.health_check.clone(),
             max_connections: s.spec.max_connections,
             send_proxy_protocol: s.spec.send_proxy_protocol,
             restrictions: s.spec.restrictions.clone(),
@@ -185,6 +213,15 @@ impl ServiceBody {
                 .map(|l| l.trim().to_owned())
                 .filter(|l| !l.is_empty()),
             upstream: self.upstream.trim().to_owned(),
+            upstreams: self
+                .upstreams
+                .into_iter()
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            load_balancing: self.load_balancing,
+            passive_health: self.passive_health,
+            health_check: self.health_check,
             tls: None,
             max_connections: self.max_connections,
             send_proxy_protocol: self.send_proxy_protocol,

@@ -36,6 +36,8 @@ pub struct AccessLogEntry {
     pub captcha: Option<nb_api::CaptchaOutcome>,
     /// What AppSec said when it blocked or could not be asked, and the service's mode.
     pub appsec: Option<(Verdict, nb_api::AppSecMode)>,
+    /// The target that answered or failed, for services with several.
+    pub upstream: Option<Arc<str>>,
 }
 
 impl AccessLogEntry {
@@ -74,6 +76,7 @@ impl AccessLogEntry {
             reference: None,
             captcha: None,
             appsec: None,
+            upstream: None,
         }
     }
 
@@ -134,6 +137,7 @@ impl AccessLogEntry {
                 bypass: self.outcome.bypass,
                 appsec_verdict: self.appsec.map(|a| a.0),
                 appsec_mode: self.appsec.map(|a| a.1),
+                upstream: self.upstream.as_deref().map(Cow::Borrowed),
                 other: Default::default(),
             },
         };
@@ -179,6 +183,7 @@ mod tests {
             reference: Some(0xc0ffee),
             captcha: None,
             appsec: None,
+            upstream: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);
@@ -217,6 +222,7 @@ mod tests {
             reference: None,
             captcha: None,
             appsec: None,
+            upstream: None,
         };
         let mut out = Vec::new();
         e.to_json_line(&mut out);

@@ -16,6 +16,7 @@ use super::error::{ConfigError, Problem};
 use super::headers::{hsts_value, HeaderRules};
 use super::hostmap::HostMap;
 use super::upstream_tls::UpstreamTls;
+use crate::balance::Targets;
 use crate::remediation::Remediation;
 use crate::restrict::{CountrySet, Filter, IpSet};
 use http::HeaderValue;
@@ -23,13 +24,19 @@ use nb_api::ServiceSpec;
 
 pub use nb_api::validate::HttpUpstream;
 
+/// One upstream target of an HTTP service.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub upstream: HttpUpstream,
+    /// For an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
+}
+
 /// An HTTP service, routed by host on the shared listeners.
 #[derive(Debug)]
 pub struct HttpService {
     pub id: Arc<str>,
-    pub upstream: HttpUpstream,
-    /// For an `https://` upstream.
-    pub upstream_tls: Option<UpstreamTls>,
+    pub targets: Targets<HttpTarget>,
     pub filter: Filter,
     /// What a denied client sees.
     pub remediation: Remediation,
@@ -48,7 +55,7 @@ pub struct TcpService {
     pub id: Arc<str>,
     pub listen: SocketAddr,
     /// `host:port` to dial.
-    pub upstream: String,
+    pub targets: Targets<String>,
     pub filter: Filter,
     /// Terminate TLS with this certificate; without it, bytes pass untouched.
     pub tls: Option<Arc<CertifiedKey>>,
@@ -230,6 +237,14 @@ pub struct CompileOptions {
     pub tls_dir: Option<PathBuf>,
 }
 
+fn targets_of<U>(id: &Arc<str>, spec: &ServiceSpec, list: Vec<(Arc<str>, U)>) -> Targets<U> {
+    let targets = Targets::new(id.clone(), list, spec.load_balancing, spec.passive_health);
+    match spec.health_check {
+        Some(_) => targets.counted(),
+        None => targets,
+    }
+}
+
 pub fn compile(
     source_name: &str,
     specs: Vec<ServiceSpec>,
@@ -260,26 +275,29 @@ pub fn compile(
             Target::Http {
                 hosts,
                 path_prefix,
-                upstream,
+                upstreams,
             } => {
                 let remediation = Remediation::compile(&spec.remediation).unwrap_or_else(|e| {
                     problems.push(problem(&spec, e.field, e.message));
                     Remediation::default()
                 });
-                let upstream_tls = UpstreamTls::build(
-                    &spec.id,
-                    &upstream,
-                    spec.upstream_tls.as_ref(),
-                    spec.upstream_protocol,
-                )
-                .unwrap_or_else(|e| {
-                    problems.push(problem(&spec, "upstream_tls", e));
-                    None
-                });
+                let mut list = Vec::with_capacity(upstreams.len());
+                for upstream in upstreams {
+                    let tls = UpstreamTls::build(
+                        &spec.id,
+                        &upstream,
+                        spec.upstream_tls.as_ref(),
+                        spec.upstream_protocol,
+                    )
+                    .unwrap_or_else(|e| {
+                        problems.push(problem(&spec, "upstream_tls", e));
+                        None
+                    });
+                    list.push((upstream.url.as_str().into(), HttpTarget { upstream, tls }));
+                }
                 let service = Arc::new(HttpService {
+                    targets: targets_of(&id, &spec, list),
                     id,
-                    upstream,
-                    upstream_tls,
                     filter,
                     remediation,
                     request_headers: HeaderRules::compile(&spec.headers.request),
@@ -315,11 +333,15 @@ pub fn compile(
                 }
                 routes.services.push(Service::Http(service));
             }
-            Target::Tcp { listen, upstream } => {
+            Target::Tcp { listen, upstreams } => {
+                let list = upstreams
+                    .into_iter()
+                    .map(|u| (u.as_str().into(), u))
+                    .collect();
                 let service = Arc::new(TcpService {
+                    targets: targets_of(&id, &spec, list),
                     id,
                     listen,
-                    upstream,
                     filter,
                     tls,
                     max_connections: spec.max_connections,

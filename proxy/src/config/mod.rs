@@ -8,7 +8,8 @@ mod hostmap;
 mod upstream_tls;
 
 pub use compile::{
-    compile, strip_port, CompileOptions, FileStamp, HostRoutes, HttpService, Routes, TcpService,
+    compile, strip_port, CompileOptions, FileStamp, HostRoutes, HttpService, HttpTarget, Routes,
+    Service, TcpService,
 };
 pub use error::{ConfigError, Problem};
 pub use file::{load_file, parse_services};

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::accesslog::AccessLogEntry;
+use crate::balance::InFlight;
 use crate::shutdown::Phase;
 use crate::state::ProxyState;
 
@@ -25,6 +26,8 @@ pub struct PendingEntry {
     started: Instant,
     body: Arc<BodyStats>,
     state: Arc<ProxyState>,
+    /// The upstream target's count of requests in flight, held until the exchange ends.
+    in_flight: Option<InFlight>,
 }
 
 impl PendingEntry {
@@ -34,7 +37,13 @@ impl PendingEntry {
             started: Instant::now(),
             body,
             state,
+            in_flight: None,
         }
+    }
+
+    /// Counts the exchange in flight to its upstream target until it ends.
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     pub fn entry(&mut self) -> &mut AccessLogEntry {
@@ -54,6 +63,7 @@ impl PendingEntry {
     }
 
     fn finish(&mut self, bytes_out: u64) {
+        self.in_flight = None;
         let Some(mut entry) = self.entry.take() else {
             return;
         };

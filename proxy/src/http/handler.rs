@@ -342,7 +342,7 @@ impl ConnHandler {
                 bytes: proxy_v2_header(SocketAddr::new(client, port), self.local),
             }
         });
-        let mut resp = match self
+        let sent = self
             .upstream
             .send(
                 &routed.service,
@@ -351,9 +351,20 @@ impl ConnHandler {
                 upgrade.is_some(),
                 proxy_header,
             )
-            .await
-        {
-            Ok(resp) => resp,
+            .await;
+        let targets = &routed.service.targets;
+        let target = match &sent {
+            Ok(a) => a.target,
+            Err(f) => f.target,
+        };
+        if targets.len() > 1 {
+            pending.entry().upstream = Some(targets.get(target).name.clone());
+        }
+        let mut resp = match sent {
+            Ok(answered) => {
+                pending.hold(answered.in_flight);
+                answered.response
+            }
             Err(_) if body.too_slow() => {
                 return respond(
                     pending,
@@ -361,7 +372,7 @@ impl ConnHandler {
                     &HeaderMap::new(),
                 )
             }
-            Err(e) => return respond(pending, Local::Upstream(e), &HeaderMap::new()),
+            Err(f) => return respond(pending, Local::Upstream(f.error), &HeaderMap::new()),
         };
         pending.entry().status = Some(resp.status().as_u16());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

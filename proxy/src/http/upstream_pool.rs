@@ -19,6 +19,7 @@ use nb_api::UpstreamProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::CountedBody;
+use crate::balance::{now_ms, InFlight};
 use crate::config::HttpService;
 use crate::upstream::{dial_with, UpstreamError};
 
@@ -29,8 +30,10 @@ enum Sender {
 }
 
 struct Kept {
-    /// The service it was opened for: its upstream, TLS and protocol (a reload makes new ones).
+    /// The service it was opened for: its targets, TLS and protocol (a reload makes new ones).
     service: Arc<HttpService>,
+    /// Which of the service's targets.
+    target: usize,
     /// The client its PROXY header named, if it sent one: only that client's requests use it.
     client: Option<IpAddr>,
     sender: Sender,
@@ -42,10 +45,11 @@ pub struct ProxyHeader {
     pub bytes: Vec<u8>,
 }
 
-/// Only its downstream connection touches it; HTTP/2 streams may briefly overlap.
+/// Only its downstream connection touches it; HTTP/2 streams may briefly overlap. At most one
+/// kept connection per target of the service (one, for most services).
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: Mutex<Option<Kept>>,
+    idle: Mutex<Vec<Kept>>,
 }
 
 /// How long to wait for an upstream.
@@ -57,9 +61,25 @@ pub struct Deadlines {
     pub response: Duration,
 }
 
+/// The upstream's response, the target that gave it, and that target's in-flight count,
+/// held until the response body is done.
+pub struct Answered {
+    pub response: Response<Incoming>,
+    pub target: usize,
+    pub in_flight: InFlight,
+}
+
+/// Why no response came, and from which target.
+pub struct Failed {
+    pub error: UpstreamError,
+    pub target: usize,
+}
+
 impl UpstreamPool {
-    /// Sends `req` to the service's upstream over the kept connection, or a new one. An
-    /// `upgrade` (WebSocket) always goes over HTTP/1.1, on a connection of its own.
+    /// Sends `req` to one of the service's targets over a kept connection, or a new one. A
+    /// connection that cannot be opened is retried once on another target for idempotent
+    /// requests (nothing was sent yet). An `upgrade` (WebSocket) always goes over HTTP/1.1, on
+    /// a connection of its own.
     pub async fn send(
         &self,
         service: &Arc<HttpService>,
@@ -67,28 +87,66 @@ impl UpstreamPool {
         deadlines: Deadlines,
         upgrade: bool,
         proxy_header: Option<ProxyHeader>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Answered, Failed> {
+        let targets = &service.targets;
         let client = proxy_header.as_ref().map(|h| h.client);
-        let kept = match self.take_idle(service, upgrade, client) {
-            Some(kept) => kept,
-            None => connect(service, deadlines.connect, upgrade, proxy_header).await?,
+        let retry = req.method().is_idempotent() && targets.len() > 1;
+        // A lone target needs no clock: it is picked whatever its state.
+        let now = if targets.len() > 1 { now_ms() } else { 0 };
+        let mut target = targets
+            .pick(now, None)
+            .expect("a first pick always finds a target");
+        let mut retried = false;
+        let kept = loop {
+            if let Some(kept) = self.take_idle(service, target, upgrade, client) {
+                break kept;
+            }
+            match connect(
+                service,
+                target,
+                deadlines.connect,
+                upgrade,
+                proxy_header.as_ref(),
+            )
+            .await
+            {
+                Ok(kept) => break kept,
+                Err(error) => {
+                    targets.failed(target, now_ms());
+                    let another = (retry && !retried)
+                        .then(|| targets.pick(now_ms(), Some(target)))
+                        .flatten();
+                    let Some(another) = another else {
+                        return Err(Failed { error, target });
+                    };
+                    tracing::debug!(service = %service.id, target = %targets.get(target).name,
+                        error = %error, "upstream connect failed: retrying on another target");
+                    (target, retried) = (another, true);
+                }
+            }
         };
+        let in_flight = targets.begin(target);
         let Kept {
             service: kept_for,
             mut sender,
             ..
         } = kept;
+        let tls = targets.get(target).upstream.tls.is_some();
         let sent = match &mut sender {
             Sender::Http1(s) => Either::Left(s.send_request(req)),
-            Sender::Http2(s) => {
-                Either::Right(s.send_request(as_http2(req, service.upstream_tls.is_some())))
+            Sender::Http2(s) => Either::Right(s.send_request(as_http2(req, tls))),
+        };
+        let fail = |error| {
+            if error != UpstreamError::Closed {
+                targets.failed(target, now_ms());
             }
+            Err(Failed { error, target })
         };
         let resp = match tokio::time::timeout(deadlines.response, sent).await {
-            Err(_) => return Err(UpstreamError::Timeout),
+            Err(_) => return fail(UpstreamError::Timeout),
             Ok(Err(e)) => {
                 tracing::debug!(service = %service.id, error = %e, "upstream request failed");
-                return Err(if e.is_canceled() || e.is_incomplete_message() {
+                return fail(if e.is_canceled() || e.is_incomplete_message() {
                     UpstreamError::Closed
                 } else {
                     UpstreamError::Failed
@@ -96,65 +154,79 @@ impl UpstreamPool {
             }
             Ok(Ok(r)) => r,
         };
+        targets.succeeded(target);
         // An upgraded connection belongs to its tunnel now.
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            if let Ok(mut slot) = self.idle.lock() {
-                *slot = Some(Kept {
+            if let Ok(mut slots) = self.idle.lock() {
+                slots.retain(|k| k.target != target);
+                slots.push(Kept {
                     service: kept_for,
+                    target,
                     client,
                     sender,
                 });
             }
         }
-        Ok(resp)
+        Ok(Answered {
+            response: resp,
+            target,
+            in_flight,
+        })
     }
 
-    /// The kept connection, if it was opened for `service` and can send now.
+    /// The kept connection to `target`, if it was opened for `service` and can send now.
     fn take_idle(
         &self,
         service: &Arc<HttpService>,
+        target: usize,
         upgrade: bool,
         client: Option<IpAddr>,
     ) -> Option<Kept> {
-        let mut slot = self.idle.lock().ok()?;
-        let same = |k: &Kept| Arc::ptr_eq(&k.service, service) && k.client == client;
-        let kept = slot.take().filter(same)?;
-        match &kept.sender {
-            Sender::Http2(s) if s.is_closed() => None,
-            Sender::Http2(s) => {
-                let shared = Kept {
-                    service: kept.service.clone(),
-                    client: kept.client,
-                    sender: Sender::Http2(s.clone()),
-                };
-                *slot = Some(kept);
-                // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
-                (!upgrade).then_some(shared)
+        let mut slots = self.idle.lock().ok()?;
+        // Connections of a service a reload replaced are of no more use.
+        slots.retain(|k| Arc::ptr_eq(&k.service, service));
+        let at = slots
+            .iter()
+            .position(|k| k.target == target && k.client == client)?;
+        match &slots[at].sender {
+            Sender::Http2(s) if s.is_closed() => {
+                slots.swap_remove(at);
+                None
             }
-            Sender::Http1(s) if s.is_ready() => Some(kept),
+            // HTTP/2 cannot carry an upgrade: that one opens an HTTP/1.1 connection.
+            Sender::Http2(_) if upgrade => None,
+            Sender::Http2(s) => Some(Kept {
+                service: service.clone(),
+                target,
+                client,
+                sender: Sender::Http2(s.clone()),
+            }),
+            Sender::Http1(s) if s.is_ready() => Some(slots.swap_remove(at)),
             Sender::Http1(s) => {
-                if !s.is_closed() {
-                    // Busy with another (HTTP/2 downstream) stream's body: keep it for later.
-                    *slot = Some(kept);
+                if s.is_closed() {
+                    slots.swap_remove(at);
                 }
+                // Else busy with another (HTTP/2 downstream) stream's body: kept for later.
                 None
             }
         }
     }
 }
 
-/// Dials the upstream and speaks the protocol the service asks for (or ALPN chose).
+/// Dials target `target` and speaks the protocol the service asks for (or ALPN chose).
 async fn connect(
     service: &Arc<HttpService>,
+    target: usize,
     timeout: Duration,
     upgrade: bool,
-    proxy_header: Option<ProxyHeader>,
+    proxy_header: Option<&ProxyHeader>,
 ) -> Result<Kept, UpstreamError> {
     let started = tokio::time::Instant::now();
-    let header = proxy_header.as_ref().map(|h| h.bytes.as_slice());
-    let stream = dial_with(&service.upstream.address, timeout, header).await?;
+    let header = proxy_header.map(|h| h.bytes.as_slice());
+    let to = &service.targets.get(target).upstream;
+    let stream = dial_with(&to.upstream.address, timeout, header).await?;
     let protocol = service.spec.upstream_protocol;
-    let sender = match &service.upstream_tls {
+    let sender = match &to.tls {
         None => {
             let http2 = protocol == UpstreamProtocol::H2c && !upgrade;
             handshake(TokioIo::new(stream), http2).await?
@@ -168,7 +240,7 @@ async fn connect(
                     .map_err(|_| UpstreamError::Timeout)?
                     .map_err(|e| {
                         let err = UpstreamError::from_tls(&e);
-                        warn_tls_failure(service, &e);
+                        warn_tls_failure(service, &to.upstream.address, &e);
                         err
                     })?;
             let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -177,6 +249,7 @@ async fn connect(
     };
     Ok(Kept {
         service: service.clone(),
+        target,
         client: proxy_header.map(|h| h.client),
         sender,
     })
@@ -240,7 +313,7 @@ fn as_http2(mut req: Request<CountedBody>, tls: bool) -> Request<CountedBody> {
 
 /// A failed TLS handshake is an operator's problem (CA file, server name): said at warn, at
 /// most once a minute so that clients cannot flood the log with it.
-fn warn_tls_failure(service: &HttpService, e: &std::io::Error) {
+fn warn_tls_failure(service: &HttpService, upstream: &str, e: &std::io::Error) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -251,7 +324,7 @@ fn warn_tls_failure(service: &HttpService, e: &std::io::Error) {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        tracing::warn!(service = %service.id, upstream = %service.upstream.address, error = %e,
+        tracing::warn!(service = %service.id, upstream, error = %e,
             "TLS handshake with the upstream failed");
     } else {
         tracing::debug!(service = %service.id, error = %e, "TLS handshake with the upstream failed");

@@ -225,5 +225,6 @@ fn build_report(server: &Server, applied: &Applied, events_dropped: u64) -> Prox
             .key_salt
             .as_deref()
             .and_then(|salt| crowdsec.key_fingerprint(salt)),
+        targets: crate::balance::report(&server.state().routes.load()),
     }
 }

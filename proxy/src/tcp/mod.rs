@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
 use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
+use crate::balance::{now_ms, InFlight};
 use crate::config::{Protocol, TcpService};
 use crate::io::{ClientStream, Traffic};
 use crate::restrict::{Outcome, Verdict};
@@ -89,7 +90,15 @@ async fn serve(
             policy,
             proxy_header,
         };
-        match forward(&state, connection, downstream, &traffic).await {
+        match forward(
+            &state,
+            connection,
+            downstream,
+            &traffic,
+            &mut entry.upstream,
+        )
+        .await
+        {
             Ok(Ended::Cut) => entry.aborted = Some("cut at shutdown"),
             Ok(Ended::Denied(outcome)) => {
                 entry.outcome = outcome;
@@ -141,18 +150,58 @@ impl Connection<'_> {
     }
 }
 
+/// Dials one of the service's targets; a connection that fails is retried once on another
+/// (nothing was sent yet). The target's name goes in `upstream` for services with several.
+async fn dial_target(
+    service: &TcpService,
+    state: &ProxyState,
+    proxy_header: Option<&[u8]>,
+    upstream: &mut Option<Arc<str>>,
+) -> Result<(TcpStream, InFlight), UpstreamError> {
+    let targets = &service.targets;
+    let mut target = targets
+        .pick(now_ms(), None)
+        .expect("a first pick always finds a target");
+    let mut retried = false;
+    loop {
+        if targets.len() > 1 {
+            *upstream = Some(targets.get(target).name.clone());
+        }
+        let address = &targets.get(target).upstream;
+        match dial_with(address, state.limits.connect_timeout, proxy_header).await {
+            Ok(stream) => {
+                targets.succeeded(target);
+                return Ok((stream, targets.begin(target)));
+            }
+            Err(e) => {
+                targets.failed(target, now_ms());
+                let another = (!retried)
+                    .then(|| targets.pick(now_ms(), Some(target)))
+                    .flatten();
+                let Some(another) = another else {
+                    return Err(e);
+                };
+                tracing::debug!(service = %service.id, target = %address, error = %e,
+                    "upstream connect failed: retrying on another target");
+                (target, retried) = (another, true);
+            }
+        }
+    }
+}
+
 async fn forward(
     state: &ProxyState,
     mut connection: Connection<'_>,
     downstream: ClientStream<TcpStream>,
     traffic: &Traffic,
+    upstream_name: &mut Option<Arc<str>>,
 ) -> Result<Ended, UpstreamError> {
     let (service, client) = (connection.service, connection.client);
-    let address = &service.upstream;
     let limits = &state.limits;
     let mut shutdown = state.shutdown.watch();
-    let mut upstream = tokio::select! {
-        u = dial_with(address, limits.connect_timeout, connection.proxy_header.as_deref()) => u?,
+    let header = connection.proxy_header.take();
+    let (mut upstream, _in_flight) = tokio::select! {
+        u = dial_target(service, state, header.as_deref(), upstream_name) => u?,
         _ = shutdown.reached(Phase::Cut) => return Ok(Ended::Cut),
     };
     let copy = async {

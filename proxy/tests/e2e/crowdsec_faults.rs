@@ -396,20 +396,11 @@ async fn a_trickling_full_sync_hits_its_deadline_and_readiness_says_stale() {
     proxy
         .wait_log_count("synced initial decisions (1)", 1)
         .await;
-    let readyz = || async {
-        let s = connect_from("127.0.0.1", proxy.metrics.unwrap())
-            .await
-            .unwrap();
-        request_over(s, "metrics", "/readyz", &[])
-            .await
-            .unwrap()
-            .json()
-    };
-    assert_eq!(readyz().await["crowdsec"]["stale"], false);
+    assert_eq!(proxy.readyz().await["crowdsec"]["stale"], false);
     proxy
         .wait_log_count("the full sync did not complete within 1s 500ms", 1)
         .await;
-    let r = readyz().await;
+    let r = proxy.readyz().await;
     assert_eq!(r["crowdsec"]["stale"], true, "{r}");
     assert_eq!(r["crowdsec"]["synced"], true, "{r}");
     assert_eq!(proxy.metric("nb_proxy_crowdsec_stale").await, 1.0);

@@ -5,6 +5,7 @@ pub use nb_e2e::{harness, lapi};
 mod access_log;
 mod appsec;
 mod authority;
+mod balance;
 mod captcha;
 mod client_ip;
 mod crowdsec_faults;
