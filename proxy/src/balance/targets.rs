@@ -125,6 +125,11 @@ impl<U> Targets<U> {
         &self.list[i]
     }
 
+    /// Target `i`'s name for the access log: only a service with several names one.
+    pub fn logged_name(&self, i: usize) -> Option<Arc<str>> {
+        (self.list.len() > 1).then(|| self.list[i].name.clone())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Target<U>> {
         self.list.iter()
     }
@@ -164,6 +169,43 @@ impl<U> Targets<U> {
             (Some(i), _) => Some(i),
             (None, None) => Some(start),
             (None, Some(_)) => None,
+        }
+    }
+
+    /// Runs `attempt` (a connection) on the picked target; when it fails and `retry` is set,
+    /// once more on another target. Each failed attempt counts against its target's passive
+    /// health. Gives the target with what it returned.
+    pub async fn attempt<T, E, F, Fut>(
+        &self,
+        retry: bool,
+        mut attempt: F,
+    ) -> Result<(usize, T), (usize, E)>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        // A lone target needs no clock: it is picked whatever its state.
+        let now = if self.list.len() > 1 { now_ms() } else { 0 };
+        let mut target = self
+            .pick(now, None)
+            .expect("a first pick always finds a target");
+        let mut retried = false;
+        loop {
+            let error = match attempt(target).await {
+                Ok(v) => return Ok((target, v)),
+                Err(error) => error,
+            };
+            self.failed(target, now_ms());
+            let another = (retry && !retried)
+                .then(|| self.pick(now_ms(), Some(target)))
+                .flatten();
+            let Some(another) = another else {
+                return Err((target, error));
+            };
+            tracing::debug!(service = %self.service, target = %self.list[target].name,
+                error = %error, "upstream connect failed: retrying on another target");
+            (target, retried) = (another, true);
         }
     }
 

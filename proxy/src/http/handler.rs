@@ -357,9 +357,7 @@ impl ConnHandler {
             Ok(a) => a.target,
             Err(f) => f.target,
         };
-        if targets.len() > 1 {
-            pending.entry().upstream = Some(targets.get(target).name.clone());
-        }
+        pending.entry().upstream = targets.logged_name(target);
         let mut resp = match sent {
             Ok(answered) => {
                 pending.hold(answered.in_flight);

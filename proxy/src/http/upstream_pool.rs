@@ -90,41 +90,17 @@ impl UpstreamPool {
     ) -> Result<Answered, Failed> {
         let targets = &service.targets;
         let client = proxy_header.as_ref().map(|h| h.client);
+        let header = proxy_header.as_ref();
         let retry = req.method().is_idempotent() && targets.len() > 1;
-        // A lone target needs no clock: it is picked whatever its state.
-        let now = if targets.len() > 1 { now_ms() } else { 0 };
-        let mut target = targets
-            .pick(now, None)
-            .expect("a first pick always finds a target");
-        let mut retried = false;
-        let kept = loop {
-            if let Some(kept) = self.take_idle(service, target, upgrade, client) {
-                break kept;
-            }
-            match connect(
-                service,
-                target,
-                deadlines.connect,
-                upgrade,
-                proxy_header.as_ref(),
-            )
-            .await
-            {
-                Ok(kept) => break kept,
-                Err(error) => {
-                    targets.failed(target, now_ms());
-                    let another = (retry && !retried)
-                        .then(|| targets.pick(now_ms(), Some(target)))
-                        .flatten();
-                    let Some(another) = another else {
-                        return Err(Failed { error, target });
-                    };
-                    tracing::debug!(service = %service.id, target = %targets.get(target).name,
-                        error = %error, "upstream connect failed: retrying on another target");
-                    (target, retried) = (another, true);
+        let (target, kept) = targets
+            .attempt(retry, |target| async move {
+                match self.take_idle(service, target, upgrade, client) {
+                    Some(kept) => Ok(kept),
+                    None => connect(service, target, deadlines.connect, upgrade, header).await,
                 }
-            }
-        };
+            })
+            .await
+            .map_err(|(target, error)| Failed { error, target })?;
         let in_flight = targets.begin(target);
         let Kept {
             service: kept_for,

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
 use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
-use crate::balance::{now_ms, InFlight};
+use crate::balance::InFlight;
 use crate::config::{Protocol, TcpService};
 use crate::io::{ClientStream, Traffic};
 use crate::restrict::{Outcome, Verdict};
@@ -159,34 +159,22 @@ async fn dial_target(
     upstream: &mut Option<Arc<str>>,
 ) -> Result<(TcpStream, InFlight), UpstreamError> {
     let targets = &service.targets;
-    let mut target = targets
-        .pick(now_ms(), None)
-        .expect("a first pick always finds a target");
-    let mut retried = false;
-    loop {
-        if targets.len() > 1 {
-            *upstream = Some(targets.get(target).name.clone());
-        }
-        let address = &targets.get(target).upstream;
-        match dial_with(address, state.limits.connect_timeout, proxy_header).await {
-            Ok(stream) => {
-                targets.succeeded(target);
-                return Ok((stream, targets.begin(target)));
-            }
-            Err(e) => {
-                targets.failed(target, now_ms());
-                let another = (!retried)
-                    .then(|| targets.pick(now_ms(), Some(target)))
-                    .flatten();
-                let Some(another) = another else {
-                    return Err(e);
-                };
-                tracing::debug!(service = %service.id, target = %address, error = %e,
-                    "upstream connect failed: retrying on another target");
-                (target, retried) = (another, true);
-            }
-        }
-    }
+    let dialed = targets
+        .attempt(true, |target| {
+            dial_with(
+                &targets.get(target).upstream,
+                state.limits.connect_timeout,
+                proxy_header,
+            )
+        })
+        .await;
+    let target = match &dialed {
+        Ok((target, _)) | Err((target, _)) => *target,
+    };
+    *upstream = targets.logged_name(target);
+    let (target, stream) = dialed.map_err(|(_, e)| e)?;
+    targets.succeeded(target);
+    Ok((stream, targets.begin(target)))
 }
 
 async fn forward(
