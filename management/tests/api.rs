@@ -1361,11 +1361,28 @@ async fn proxy_reports_are_bounded() {
             last_error: Some("x".repeat(5_000)),
             ..Default::default()
         }),
+        targets: vec![
+            nb_api::TargetReport {
+                target: "t".repeat(600),
+                reason: Some("r".repeat(100)),
+                ..Default::default()
+            };
+            2
+        ],
         ..Default::default()
     })
     .await;
     assert_eq!(status, 422, "{v}");
-    assert_eq!(problem_fields(&v), ["config_error", "bouncer.last_error"]);
+    assert_eq!(
+        problem_fields(&v),
+        [
+            "config_error",
+            "bouncer.last_error",
+            "targets.target",
+            "targets.reason"
+        ],
+        "one problem per field: {v}"
+    );
     // Nothing of it was stored.
     let (status, p) = s
         .api
