@@ -113,7 +113,10 @@ impl OversizedBody {
 pub struct ServiceSpec {
     pub id: String,
     pub protocol: Protocol,
-    /// http: routed by Host header (and SNI when TLS is terminated).
+    /// http: routed by Host header (and SNI when TLS is terminated). tcp: TLS server names
+    /// (SNI, read from the ClientHello, TLS passes through untouched) that pick this service
+    /// on a listener shared with other tcp services; a service without them takes the
+    /// connections no name matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// http: serve only paths under this prefix of the hosts (`/admin` serves `/admin` and

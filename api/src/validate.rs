@@ -59,6 +59,9 @@ pub enum Target {
     },
     Tcp {
         listen: SocketAddr,
+        /// TLS server names (normalised as `hosts` of HTTP) that pick this service on a
+        /// listener shared with others; empty: the listener's only (or default) service.
+        server_names: Vec<String>,
         /// `host:port` to dial; at least one.
         upstreams: Vec<String>,
     },
@@ -96,7 +99,7 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
     let mut checked = Vec::with_capacity(specs.len());
     let mut ids: HashMap<String, ()> = HashMap::new();
     let mut hosts: HashMap<String, String> = HashMap::new();
-    let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+    let mut listens: HashMap<SocketAddr, SharedListener> = HashMap::new();
     let mut certificates: HashMap<String, (String, crate::TlsSpec)> = HashMap::new();
     for spec in specs {
         let mut ctx = Ctx {
@@ -146,15 +149,16 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
                         }
                     }
                 }
-                Target::Tcp { listen, .. } => match listens.get(listen) {
-                    Some(other) => ctx.push(
-                        Some("listen"),
-                        format!("{listen} is already used by service \"{other}\""),
-                    ),
-                    None => {
-                        listens.insert(*listen, c.spec.id.clone());
+                Target::Tcp {
+                    listen,
+                    server_names,
+                    ..
+                } => {
+                    let shared = listens.entry(*listen).or_default();
+                    for (field, message) in shared.claim(&c.spec.id, *listen, server_names) {
+                        ctx.push(Some(field), message);
                     }
-                },
+                }
             }
             checked.push(c);
         }
@@ -167,9 +171,61 @@ pub fn check_services(specs: Vec<ServiceSpec>) -> Result<Vec<Checked>, Vec<Probl
     }
 }
 
+/// The TCP services of one listener as far as the set has been checked: at most one without
+/// server names (the default), and each server name routed to one service.
+#[derive(Default)]
+struct SharedListener {
+    default: Option<String>,
+    names: HashMap<String, String>,
+}
+
+impl SharedListener {
+    /// Records `id`'s claim; the problems when it collides with an earlier service's.
+    fn claim(
+        &mut self,
+        id: &str,
+        listen: SocketAddr,
+        server_names: &[String],
+    ) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if server_names.is_empty() {
+            match &self.default {
+                Some(other) => problems.push((
+                    "listen",
+                    format!(
+                        "{listen} is already used by service \"{other}\" (services sharing a \
+                         listener are told apart by the TLS server names in `hosts`)"
+                    ),
+                )),
+                None => self.default = Some(id.to_owned()),
+            }
+        }
+        for name in server_names {
+            match self.names.get(name) {
+                Some(other) => problems.push(("hosts", describe_sni_claim(listen, name, other))),
+                None => {
+                    self.names.insert(name.clone(), id.to_owned());
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// A server name already routed on a listener, in the operator's words.
+pub fn describe_sni_claim(listen: impl std::fmt::Display, name: &str, owner: &str) -> String {
+    format!("TLS server name {name} on {listen} is already routed to service \"{owner}\"")
+}
+
+/// The route key of a TCP service's server name: the listener, a space, the name.
+fn sni_route(listen: SocketAddr, name: &str) -> String {
+    format!("{listen} {name}")
+}
+
 /// What a service claims for itself alone: `("host", name)` for each HTTP host (normalised as
-/// the proxy routes it), `("listen", ip:port)` for a TCP service. Two services may not claim
-/// the same route.
+/// the proxy routes it), `("listen", ip:port)` for a TCP service without server names and
+/// `("sni", "ip:port name")` for each of a TCP service's server names. Two services may not
+/// claim the same route.
 pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
     let mut routes: Vec<(&'static str, String)> = match spec.protocol {
         Protocol::Http => {
@@ -183,13 +239,21 @@ pub fn routes_of(spec: &ServiceSpec) -> Vec<(&'static str, String)> {
                 .map(|h| ("host", http_route(&normalise_host(h), prefix.as_deref())))
                 .collect()
         }
-        Protocol::Tcp => spec
-            .listen
-            .as_deref()
-            .and_then(|l| l.trim().parse::<SocketAddr>().ok())
-            .map(|a| ("listen", a.to_string()))
-            .into_iter()
-            .collect(),
+        Protocol::Tcp => {
+            let listen = spec
+                .listen
+                .as_deref()
+                .and_then(|l| l.trim().parse::<SocketAddr>().ok());
+            match listen {
+                None => Vec::new(),
+                Some(a) if spec.hosts.is_empty() => vec![("listen", a.to_string())],
+                Some(a) => spec
+                    .hosts
+                    .iter()
+                    .map(|h| ("sni", sni_route(a, &normalise_host(h))))
+                    .collect(),
+            }
+        }
     };
     routes.sort();
     routes.dedup();
@@ -245,6 +309,25 @@ pub fn normalise_path_prefix(p: &str) -> Result<Option<String>, String> {
     Ok(Some(trimmed.to_owned()))
 }
 
+/// `hosts`, normalised; each bad or repeated name is a problem.
+fn check_hosts(ctx: &mut Ctx, written: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::with_capacity(written.len());
+    for host in written {
+        let h = normalise_host(host);
+        if !valid_route_host(&h) {
+            ctx.push(
+                Some("hosts"),
+                format!("\"{host}\" is not a valid host name"),
+            );
+        } else if hosts.contains(&h) {
+            ctx.push(Some("hosts"), format!("host {h} is listed twice"));
+        } else {
+            hosts.push(h);
+        }
+    }
+    hosts
+}
+
 struct Ctx {
     id: String,
     problems: Vec<Problem>,
@@ -273,20 +356,7 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
                     "an http service needs at least one host".into(),
                 );
             }
-            let mut hosts: Vec<String> = Vec::with_capacity(spec.hosts.len());
-            for host in &spec.hosts {
-                let h = normalise_host(host);
-                if !valid_route_host(&h) {
-                    ctx.push(
-                        Some("hosts"),
-                        format!("\"{host}\" is not a valid host name"),
-                    );
-                } else if hosts.contains(&h) {
-                    ctx.push(Some("hosts"), format!("host {h} is listed twice"));
-                } else {
-                    hosts.push(h);
-                }
-            }
+            let hosts = check_hosts(ctx, &spec.hosts);
             if spec.listen.is_some() {
                 ctx.push(
                     Some("listen"),
@@ -339,12 +409,8 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
             })
         }
         Protocol::Tcp => {
-            if !spec.hosts.is_empty() {
-                ctx.push(
-                    Some("hosts"),
-                    "tcp services are not routed by host; remove `hosts`".into(),
-                );
-            }
+            // Server names, read from the ClientHello without terminating TLS.
+            let server_names = check_hosts(ctx, &spec.hosts);
             let http_only = [
                 ("path_prefix", spec.path_prefix.is_some()),
                 ("strip_path_prefix", spec.strip_path_prefix),
@@ -391,7 +457,11 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
             }
             match listen {
                 Some(listen) if upstreams.len() == written.len() && !upstreams.is_empty() => {
-                    Some(Target::Tcp { listen, upstreams })
+                    Some(Target::Tcp {
+                        listen,
+                        server_names,
+                        upstreams,
+                    })
                 }
                 _ => None,
             }
@@ -1000,7 +1070,8 @@ mod tests {
                 "service \"b\": hosts: host web.test is already served by service \"a\"",
                 "service \"a\": id: is used by more than one service",
                 "service \"c\": hosts: host *.apps.test is already served by service \"a\"",
-                "service \"db2\": listen: 127.0.0.1:5433 is already used by service \"db1\"",
+                "service \"db2\": listen: 127.0.0.1:5433 is already used by service \"db1\" \
+                 (services sharing a listener are told apart by the TLS server names in `hosts`)",
             ]
         );
         let ok = check_services(vec![
@@ -1012,6 +1083,58 @@ mod tests {
             ok.len(),
             2,
             "a wildcard and a name under it are different routes"
+        );
+    }
+
+    fn tcp_named(id: &str, listen: &str, names: &[&str]) -> ServiceSpec {
+        ServiceSpec {
+            hosts: names.iter().map(|n| n.to_string()).collect(),
+            ..tcp(id, listen)
+        }
+    }
+
+    #[test]
+    fn tcp_services_share_a_listener_by_server_name() {
+        let ok = check_services(vec![
+            tcp_named("a", "127.0.0.1:8443", &["a.test", "*.apps.test"]),
+            tcp_named("b", "127.0.0.1:8443", &["B.test."]),
+            tcp("rest", "127.0.0.1:8443"),
+        ])
+        .unwrap();
+        match &ok[1].target {
+            Target::Tcp { server_names, .. } => assert_eq!(server_names, &["b.test"]),
+            other => panic!("{other:?}"),
+        }
+        let p = check_services(vec![
+            tcp_named("a", "127.0.0.1:8443", &["a.test"]),
+            tcp_named("b", "127.0.0.1:8443", &["A.test", "b.test"]),
+            tcp("rest", "127.0.0.1:8443"),
+            tcp("rest2", "127.0.0.1:8443"),
+            tcp_named(
+                "c",
+                "127.0.0.1:8444",
+                &["a.test", "bad name", "c.test", "c.test"],
+            ),
+        ])
+        .unwrap_err();
+        let said: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            said,
+            [
+                "service \"b\": hosts: TLS server name a.test on 127.0.0.1:8443 is already \
+                 routed to service \"a\"",
+                "service \"rest2\": listen: 127.0.0.1:8443 is already used by service \"rest\" \
+                 (services sharing a listener are told apart by the TLS server names in `hosts`)",
+                "service \"c\": hosts: \"bad name\" is not a valid host name",
+                "service \"c\": hosts: host c.test is listed twice",
+            ]
+        );
+        assert_eq!(
+            routes_of(&tcp_named("a", "127.0.0.1:8443", &["A.test.", "*.x.test"])),
+            [
+                ("sni", "127.0.0.1:8443 *.x.test".to_owned()),
+                ("sni", "127.0.0.1:8443 a.test".to_owned())
+            ]
         );
     }
 

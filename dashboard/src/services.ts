@@ -19,7 +19,7 @@ export async function renderServices(page: HTMLElement): Promise<void> {
           {},
           h("td", {}, h("a", { href: `#/services/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "hint" }, s.id)),
           h("td", {}, s.protocol.toUpperCase()),
-          h("td", {}, s.protocol === "http" ? (s.hosts ?? []).map((host) => host + (s.path_prefix ?? "")).join(", ") : (s.listen ?? "")),
+          h("td", {}, s.protocol === "http" ? (s.hosts ?? []).map((host) => host + (s.path_prefix ?? "")).join(", ") : [s.listen ?? "", ...(s.hosts ?? [])].join(", ")),
           h("td", {}, h("code", {}, s.upstreams?.length ? s.upstreams.join(", ") : s.upstream)),
           h(
             "td",
@@ -308,7 +308,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     field("id", "Id", idInput, "Lower-case letters, digits, '-', '_' or '.'; cannot be changed later."),
     field("name", "Name", nameInput),
     field("protocol", "Protocol", protocol),
-    field("hosts", "Hosts", hosts, "HTTP: comma-separated host names."),
+    field("hosts", "Hosts", hosts, "HTTP: comma-separated host names. TCP, optional: TLS server names (SNI) that pick this service when several TCP services share a listen address; TLS passes through untouched, and a service without names takes the other connections."),
     field("path_prefix", "Path prefix", pathPrefix, "HTTP, optional: serve only this path and below it (/admin). Services can share a host with different prefixes; the longest wins, and its access rules apply."),
     h(
       "div",
@@ -410,7 +410,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     id: service?.id ?? idInput.value.trim(),
     name: nameInput.value.trim() || idInput.value.trim(),
     protocol: protocol.value as ServiceBody["protocol"],
-    hosts: protocol.value === "http" ? lines(hosts.value) : [],
+    hosts: lines(hosts.value),
     path_prefix: protocol.value === "http" ? pathPrefix.value.trim() || null : null,
     strip_path_prefix: protocol.value === "http" && stripPrefix.checked,
     listen: protocol.value === "tcp" ? listen.value.trim() || null : null,

@@ -128,6 +128,13 @@ pub fn conflict_problems(
                     nb_api::validate::describe_http_route(key)
                 ),
             ),
+            "sni" => {
+                let (listen, name) = key.split_once(' ').unwrap_or((key, ""));
+                FieldProblem::new(
+                    "hosts",
+                    nb_api::validate::describe_sni_claim(listen, name, owner),
+                )
+            }
             _ => FieldProblem::new(
                 "listen",
                 format!("{key} is already used by service \"{owner}\""),

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::ServiceSlots;
 use crate::config::{CompileOptions, ConfigError, Problem, Routes};
 use crate::crowdsec::BouncerRef;
 use crate::state::ProxyState;
@@ -39,7 +38,6 @@ pub enum StartError {
 /// reloads as long as the address stays in use.
 struct TcpListenerTasks {
     tasks: Vec<AbortHandle>,
-    _slots: Arc<ServiceSlots>,
 }
 
 pub struct Server {
@@ -153,14 +151,14 @@ impl Server {
         // Bind every new address first; on any failure the new listeners are dropped.
         let mut fresh = Vec::new();
         let mut problems = Vec::new();
-        for (addr, service) in &routes.tcp {
+        for (addr, on_listener) in &routes.tcp {
             if running.contains(addr) {
                 continue;
             }
             match self.workers.bind(*addr) {
                 Ok(l) => fresh.push((*addr, l)),
                 Err(e) => problems.push(Problem {
-                    service: Some(service.id.to_string()),
+                    service: Some(on_listener.first_id().to_owned()),
                     field: Some("listen"),
                     message: format!(
                         "cannot listen on {addr}: {e}{}",
@@ -195,19 +193,11 @@ impl Server {
         let mut table = self.tcp.lock().expect("listener table");
         for (addr, listener) in fresh {
             let st = self.state.clone();
-            let slots = Arc::new(ServiceSlots::default());
-            let shared = slots.clone();
             match self.workers.serve(listener, move |l| {
-                crate::tcp::run_listener(st.clone(), l, addr, shared.clone())
+                crate::tcp::run_listener(st.clone(), l, addr)
             }) {
                 Ok(tasks) => {
-                    table.insert(
-                        addr,
-                        TcpListenerTasks {
-                            tasks,
-                            _slots: slots,
-                        },
-                    );
+                    table.insert(addr, TcpListenerTasks { tasks });
                 }
                 Err(e) => tracing::error!(listen = %addr, error = %e, "cannot serve listener"),
             }

@@ -100,6 +100,22 @@ fn duplicate_hosts_and_ports_are_blamed_on_the_newcomer() {
     assert!(conflict_problems(&w, &owners(&w, &[http("a", "web.example.com")])).is_empty());
     let v6 = tcp("v6", "[0:0::1]:5432");
     assert_eq!(routes_of(&v6), [("listen", "[::1]:5432".to_owned())]);
+
+    // TCP services with TLS server names share a listener; a name is claimed once on it.
+    let named = |id: &str, names: &[&str]| ServiceSpec {
+        hosts: names.iter().map(|n| n.to_string()).collect(),
+        ..tcp(id, "127.0.0.1:8443")
+    };
+    let others = [named("a", &["a.test"]), tcp("rest", "127.0.0.1:8443")];
+    let b = named("b", &["b.test"]);
+    assert!(conflict_problems(&b, &owners(&b, &others)).is_empty());
+    let c = named("c", &["b.test", "A.test"]);
+    let p = conflict_problems(&c, &owners(&c, &others));
+    assert_eq!(fields(&p), ["hosts"]);
+    assert_eq!(
+        p[0].message,
+        "TLS server name a.test on 127.0.0.1:8443 is already routed to service \"a\""
+    );
 }
 
 #[test]

@@ -20,7 +20,11 @@ pub fn carry_over(old: &Routes, new: &Routes) {
         };
         match (service, before) {
             (Service::Http(n), Service::Http(o)) => n.targets.adopt(&o.targets),
-            (Service::Tcp(n), Service::Tcp(o)) => n.targets.adopt(&o.targets),
+            (Service::Tcp(n), Service::Tcp(o)) => {
+                n.targets.adopt(&o.targets);
+                // A service's max_connections counts the connections it already has.
+                n.slots.store(o.slots.load_full());
+            }
             _ => {}
         }
     }

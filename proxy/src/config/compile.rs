@@ -12,10 +12,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+use arc_swap::ArcSwap;
+
 use super::error::{ConfigError, Problem};
 use super::headers::{hsts_value, HeaderRules};
 use super::hostmap::HostMap;
 use super::upstream_tls::UpstreamTls;
+use crate::admission::ServiceSlots;
 use crate::balance::Targets;
 use crate::remediation::Remediation;
 use crate::restrict::{CountrySet, Filter, IpSet};
@@ -49,11 +52,15 @@ pub struct HttpService {
     pub spec: ServiceSpec,
 }
 
-/// A TCP service on its own listener.
+/// A TCP service on its listener (its own, or one shared by TLS server name).
 #[derive(Debug)]
 pub struct TcpService {
     pub id: Arc<str>,
     pub listen: SocketAddr,
+    /// Normalised TLS server names that route to it; empty: the listener's default.
+    pub server_names: Vec<String>,
+    /// Its open connections; a reload hands the count on to the service that replaces it.
+    pub slots: ArcSwap<ServiceSlots>,
     /// `host:port` to dial.
     pub targets: Targets<String>,
     pub filter: Filter,
@@ -61,6 +68,36 @@ pub struct TcpService {
     pub tls: Option<Arc<CertifiedKey>>,
     pub max_connections: Option<u32>,
     pub spec: ServiceSpec,
+}
+
+/// The TCP services on one listener: by the server name in the ClientHello, and the one
+/// that takes every other connection.
+#[derive(Debug, Default)]
+pub struct TcpRoutes {
+    pub by_name: HostMap<Arc<TcpService>>,
+    pub default: Option<Arc<TcpService>>,
+}
+
+impl TcpRoutes {
+    /// Whether a connection's ClientHello must be read to pick its service.
+    pub fn routes_by_name(&self) -> bool {
+        !self.by_name.is_empty()
+    }
+
+    /// The service for a connection that named `server_name` (or none, or sent no TLS).
+    pub fn route(&self, server_name: Option<&str>) -> Option<&Arc<TcpService>> {
+        server_name
+            .and_then(|n| self.by_name.get(n))
+            .or(self.default.as_ref())
+    }
+
+    /// Some service of the listener, to name in a problem about it.
+    pub fn first_id(&self) -> &str {
+        match &self.default {
+            Some(s) => &s.id,
+            None => self.by_name.values().next().map_or("", |s| &s.id),
+        }
+    }
 }
 
 /// A service ready for the data plane: one or the other, never both.
@@ -99,7 +136,7 @@ pub struct Routes {
     pub services: Vec<Service>,
     /// Host name (or `*.suffix`) ⇒ its HTTP services, by path prefix.
     pub http: HostMap<HostRoutes>,
-    pub tcp: HashMap<SocketAddr, Arc<TcpService>>,
+    pub tcp: HashMap<SocketAddr, TcpRoutes>,
     /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
     pub certificates: HostMap<Arc<CertifiedKey>>,
     /// The certificate, key and CA files these routes read (and `--tls-dir` files they would
@@ -333,7 +370,11 @@ pub fn compile(
                 }
                 routes.services.push(Service::Http(service));
             }
-            Target::Tcp { listen, upstreams } => {
+            Target::Tcp {
+                listen,
+                server_names,
+                upstreams,
+            } => {
                 let list = upstreams
                     .into_iter()
                     .map(|u| (u.as_str().into(), u))
@@ -342,12 +383,21 @@ pub fn compile(
                     targets: targets_of(&id, &spec, list),
                     id,
                     listen,
+                    server_names,
+                    slots: ArcSwap::default(),
                     filter,
                     tls,
                     max_connections: spec.max_connections,
                     spec,
                 });
-                routes.tcp.insert(listen, service.clone());
+                // Unique: the checks refused a second default or a name routed twice.
+                let on_listener = routes.tcp.entry(listen).or_default();
+                if service.server_names.is_empty() {
+                    on_listener.default = Some(service.clone());
+                }
+                for name in &service.server_names {
+                    let _ = on_listener.by_name.insert(name.clone(), service.clone());
+                }
                 routes.services.push(Service::Tcp(service));
             }
         }

@@ -57,6 +57,11 @@ impl<T> HostMap<T> {
         })
     }
 
+    /// Every value, exact names first.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact.values().chain(self.wildcard.values())
+    }
+
     pub fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
     }

@@ -1,4 +1,6 @@
-//! TCP services: one listener each; denied connections are closed before the upstream is dialled.
+//! TCP services: a listener each, or one shared by TLS server name (SNI, read from the
+//! ClientHello while TLS passes through); denied connections are closed before the upstream
+//! is dialled.
 //! An open connection is checked again whenever the policy changes (the service's restrictions,
 //! the GeoIP database, the bouncer's decisions) and cut if its client is now denied.
 
@@ -12,50 +14,59 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
-use crate::admission::{Permit, Refusal, ServicePermit, ServiceSlots};
+mod sni;
+
+use crate::admission::{Permit, Refusal, ServicePermit};
 use crate::balance::InFlight;
-use crate::config::{Protocol, TcpService};
+use crate::config::{Protocol, Service, TcpService};
 use crate::io::{ClientStream, Traffic};
 use crate::restrict::{Outcome, Verdict};
 use crate::shutdown::Phase;
 use crate::state::{PolicyWatch, ProxyState};
 use crate::upstream::{dial_with, proxy_v2_header, UpstreamError};
+use sni::Hello;
 
-/// Accepts connections for the TCP service currently configured on `local`. `slots` counts the
-/// service's open connections across workers and reloads.
-pub async fn run_listener(
-    state: Arc<ProxyState>,
-    listener: TcpListener,
-    local: SocketAddr,
-    slots: Arc<ServiceSlots>,
-) {
+/// Accepts connections for the TCP services currently configured on `local`.
+pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, local: SocketAddr) {
     let st = state.clone();
     accept_loop(listener, state, move |stream, peer, permit| {
-        let Some(service) = st.routes.load().tcp.get(&local).cloned() else {
+        let routes = st.routes.load();
+        let Some(on_listener) = routes.tcp.get(&local) else {
             return;
         };
-        let Some(service_permit) = slots.take(service.max_connections) else {
-            st.admission.count_refusal(Refusal::Service);
-            refused(&st, Refusal::Service, peer);
-            return;
+        // A listener's only service takes the slot at accept, before anything is read; on a
+        // shared one the service is known once the ClientHello is in.
+        let chosen = match &on_listener.default {
+            Some(service) if !on_listener.routes_by_name() => {
+                let Some(slot) = take_slot(&st, service, peer) else {
+                    return;
+                };
+                Some((service.clone(), slot))
+            }
+            _ => None,
         };
-        tokio::spawn(serve(
-            st.clone(),
-            service,
-            stream,
-            peer,
-            (permit, service_permit),
-        ));
+        tokio::spawn(serve(st.clone(), local, chosen, stream, peer, permit));
     })
     .await;
 }
 
+/// A place among the service's `max_connections`, or `None` (counted and logged) when full.
+fn take_slot(state: &ProxyState, service: &TcpService, peer: SocketAddr) -> Option<ServicePermit> {
+    let slot = service.slots.load().take(service.max_connections);
+    if slot.is_none() {
+        state.admission.count_refusal(Refusal::Service);
+        refused(state, Refusal::Service, peer);
+    }
+    slot
+}
+
 async fn serve(
     state: Arc<ProxyState>,
-    service: Arc<TcpService>,
+    local: SocketAddr,
+    chosen: Option<(Arc<TcpService>, ServicePermit)>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    (mut permit, _service_permit): (Permit, ServicePermit),
+    mut permit: Permit,
 ) {
     let ts = SystemTime::now();
     let started = Instant::now();
@@ -71,7 +82,40 @@ async fn serve(
         refused(&state, reason, SocketAddr::new(client, peer.port()));
         return;
     }
+    let (service, _slot, rest, server_name) = match chosen {
+        Some((service, slot)) => (service, slot, rest, None),
+        None => {
+            let limit = state.limits.tls_handshake_timeout;
+            let (hello, read) = sni::read_hello(&mut stream, rest, limit).await;
+            let server_name = match hello {
+                Hello::Named(name) => Some(name),
+                Hello::Unnamed(why) => {
+                    tracing::debug!(%client, why, "tcp connection without a server name");
+                    None
+                }
+            };
+            let routes = state.routes.load();
+            let routed = routes
+                .tcp
+                .get(&local)
+                .and_then(|r| r.route(server_name.as_deref()))
+                .cloned();
+            let Some(service) = routed else {
+                let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, "".into(), client);
+                entry.host = server_name;
+                entry.outcome = Outcome::plain(Verdict::NoService);
+                entry.duration = started.elapsed();
+                state.access_log.record(entry);
+                return;
+            };
+            let Some(slot) = take_slot(&state, &service, peer) else {
+                return;
+            };
+            (service, slot, read, server_name)
+        }
+    };
     let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, service.id.clone(), client);
+    entry.host = server_name;
     // Watching from before the check: no change between the check and the copy is missed.
     let policy = state.policy_watch();
     entry.outcome = state.check(&service.filter, client);
@@ -139,7 +183,11 @@ impl Connection<'_> {
         loop {
             self.policy.changed().await;
             let routes = state.routes.load();
-            let Some(now) = routes.tcp.values().find(|s| s.id == self.service.id) else {
+            let now = routes.services.iter().find_map(|s| match s {
+                Service::Tcp(s) if s.id == self.service.id => Some(s),
+                _ => None,
+            });
+            let Some(now) = now else {
                 continue;
             };
             let outcome = state.check(&now.filter, self.client);

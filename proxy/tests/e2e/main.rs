@@ -21,6 +21,7 @@ mod paths;
 mod pki;
 mod reload;
 mod remediation;
+mod sni;
 mod tcp;
 mod tls;
 mod upstreams;
