@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 #   the linter: shellcheck, over scripts/*.sh.
 #   python3-yaml, systemd: the static checks of deploy/ (compose structure, systemd-analyze).
 #   python3-grpcio: the real gRPC client and server of the proxy's gRPC test.
+#   pebble:     the ACME test server (with pebble-challtestsrv as its DNS) of the ACME tests.
 packages=(crowdsec postgresql chromium curl jq python3 procps tmux shellcheck python3-yaml
-  python3-grpcio)
+  python3-grpcio pebble)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 # Node.js 20+ and npm build the dashboard; the machines ship them, Debian's are older.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)

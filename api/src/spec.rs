@@ -222,8 +222,26 @@ impl ServiceSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
+    /// PEM certificate chain on the proxy's machine; with `key_file`, instead of `acme`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cert_file: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_file: String,
+    /// http: get the hosts' certificate from an ACME CA (Let's Encrypt by default), answer its
+    /// HTTP-01 or TLS-ALPN-01 challenge, and renew it before it expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acme: bool,
+}
+
+impl TlsSpec {
+    /// Automatic certificates, no files.
+    pub fn acme() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            acme: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

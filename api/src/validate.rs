@@ -309,6 +309,45 @@ pub fn normalise_path_prefix(p: &str) -> Result<Option<String>, String> {
     Ok(Some(trimmed.to_owned()))
 }
 
+/// Certificate files, or ACME for the hosts of an http service (whose challenges prove each
+/// name: no wildcards, which need DNS-01).
+fn tls_problems(tls: &crate::TlsSpec, spec: &ServiceSpec) -> Vec<(&'static str, String)> {
+    let files = !tls.cert_file.trim().is_empty() || !tls.key_file.trim().is_empty();
+    let mut problems = Vec::new();
+    if tls.acme && files {
+        problems.push((
+            "tls",
+            "either acme: true or cert_file and key_file, not both".to_owned(),
+        ));
+    } else if !tls.acme && (tls.cert_file.trim().is_empty() || tls.key_file.trim().is_empty()) {
+        problems.push((
+            "tls",
+            "needs cert_file and key_file, or acme: true".to_owned(),
+        ));
+    }
+    if tls.acme && spec.protocol == Protocol::Tcp {
+        problems.push((
+            "tls.acme",
+            "applies to http services; a tcp service that terminates TLS needs cert_file and \
+             key_file"
+                .to_owned(),
+        ));
+    }
+    if tls.acme {
+        for host in spec.hosts.iter().filter(|h| h.trim().starts_with("*.")) {
+            problems.push((
+                "tls.acme",
+                format!(
+                    "{} needs a DNS-01 challenge, which nb-proxy does not answer; give the \
+                     wildcard host a service with cert_file and key_file",
+                    host.trim()
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// `hosts`, normalised; each bad or repeated name is a problem.
 fn check_hosts(ctx: &mut Ctx, written: &[String]) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::with_capacity(written.len());
@@ -467,6 +506,11 @@ fn check_one(ctx: &mut Ctx, spec: ServiceSpec) -> Option<Checked> {
             }
         }
     };
+    if let Some(tls) = &spec.tls {
+        for (field, message) in tls_problems(tls, &spec) {
+            ctx.push(Some(field), message);
+        }
+    }
     let r = &spec.restrictions;
     let cidr_allow = parse_cidrs(ctx, "restrictions.cidr_allow", &r.cidr_allow);
     let cidr_deny = parse_cidrs(ctx, "restrictions.cidr_deny", &r.cidr_deny);
@@ -1015,6 +1059,7 @@ mod tests {
             tls: Some(crate::TlsSpec {
                 cert_file: cert.into(),
                 key_file: "k".into(),
+                acme: false,
             }),
             ..under(id, prefix)
         };
@@ -1084,6 +1129,58 @@ mod tests {
             2,
             "a wildcard and a name under it are different routes"
         );
+    }
+
+    #[test]
+    fn tls_is_files_or_acme() {
+        let with = |tls: crate::TlsSpec, protocol: Protocol| ServiceSpec {
+            tls: Some(tls),
+            ..match protocol {
+                Protocol::Http => http("s", &["a.test", "*.w.test"], "http://x:1"),
+                Protocol::Tcp => tcp("s", "127.0.0.1:7000"),
+            }
+        };
+        let files = |c: &str, k: &str| crate::TlsSpec {
+            cert_file: c.into(),
+            key_file: k.into(),
+            acme: false,
+        };
+        assert!(check_service(with(files("c", "k"), Protocol::Http)).is_ok());
+        let said = |s: ServiceSpec| -> Vec<String> {
+            check_service(s)
+                .unwrap_err()
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        assert_eq!(
+            said(with(files("c", ""), Protocol::Http)),
+            ["service \"s\": tls: needs cert_file and key_file, or acme: true"]
+        );
+        let both = crate::TlsSpec {
+            acme: true,
+            ..files("c", "k")
+        };
+        assert_eq!(
+            said(with(both, Protocol::Http))[0],
+            "service \"s\": tls: either acme: true or cert_file and key_file, not both"
+        );
+        assert_eq!(
+            said(with(crate::TlsSpec::acme(), Protocol::Http)),
+            [
+                "service \"s\": tls.acme: *.w.test needs a DNS-01 challenge, which nb-proxy does \
+              not answer; give the wildcard host a service with cert_file and key_file"
+            ]
+        );
+        assert_eq!(
+            fields(&check_service(with(crate::TlsSpec::acme(), Protocol::Tcp)).unwrap_err()),
+            ["tls.acme"]
+        );
+        let plain = ServiceSpec {
+            tls: Some(crate::TlsSpec::acme()),
+            ..http("s", &["a.test"], "http://x:1")
+        };
+        assert!(check_service(plain).is_ok());
     }
 
     fn tcp_named(id: &str, listen: &str, names: &[&str]) -> ServiceSpec {

@@ -173,6 +173,8 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   stripPrefix.checked = service?.strip_path_prefix ?? false;
   const sendProxy = h("input", { id: "svc-send-proxy-protocol", type: "checkbox" });
   sendProxy.checked = service?.send_proxy_protocol ?? false;
+  const acme = h("input", { id: "svc-acme", type: "checkbox" });
+  acme.checked = service?.tls?.acme ?? false;
   const listen = h("input", { id: "svc-listen", value: service?.listen ?? "", placeholder: "0.0.0.0:5432" });
   const targets = service?.upstreams?.length ? service.upstreams : [service?.upstream ?? ""];
   const upstream = h("input", { id: "svc-upstream", value: targets[0], placeholder: "http://10.0.0.5:8080", required: true });
@@ -315,6 +317,12 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
       { class: "field", "data-field": "strip_path_prefix" },
       h("label", { for: "svc-strip-prefix" }, stripPrefix, " Remove the prefix from the path sent upstream"),
     ),
+    h(
+      "div",
+      { class: "field", "data-field": "tls" },
+      h("label", { for: "svc-acme" }, acme, " Automatic certificate (ACME)"),
+      h("p", { class: "hint", "data-field": "tls.acme" }, "HTTP: each proxy gets a certificate for these hosts from its ACME CA (Let's Encrypt by default) and renews it. The hosts' DNS must point at the proxies, with port 80 (http-01) or 443 (tls-alpn-01) reaching them. Not for wildcard hosts."),
+    ),
     field("listen", "Listen address", listen, "TCP: the address the proxies listen on."),
     field("upstream", "Upstream", upstream, "HTTP: http://host:port or https://host:port. TCP: host:port."),
     field("upstreams", "More targets", moreUpstreams, "One per line, the same kind as the upstream above: requests (TCP: connections) are balanced across all of them. See the Upstream tab."),
@@ -425,6 +433,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
         }
       : undefined,
     send_proxy_protocol: sendProxy.checked,
+    tls: protocol.value === "http" && acme.checked ? { acme: true } : undefined,
     ...(protocol.value === "http"
       ? {
           upstream_protocol: upstreamProtocol.value as NonNullable<ServiceBody["upstream_protocol"]>,

@@ -134,6 +134,7 @@ describe("dashboard", () => {
     await page.fill("#svc-path-prefix", "/console/");
     await page.check("#svc-strip-prefix");
     await page.check("#svc-send-proxy-protocol");
+    await page.check("#svc-acme");
     await page.click("#tab-btn-upstream");
     await page.fill("#upstream-ca-file", "/etc/nb-proxy/pve-ca.pem");
     await page.fill("#upstream-server-name", "pve.lan");
@@ -163,8 +164,10 @@ describe("dashboard", () => {
     expect(saved.path_prefix).toBe("/console/");
     expect(saved.strip_path_prefix).toBe(true);
     expect(saved.send_proxy_protocol).toBe(true);
+    expect(saved.tls).toEqual({ acme: true });
 
     await page.reload();
+    expect(await page.isChecked("#svc-acme")).toBe(true);
     await page.click("#tab-btn-upstream");
     expect(await page.inputValue("#upstream-server-name")).toBe("pve.lan");
     expect(await page.inputValue("#request-headers")).toBe("X-Env: prod\n-X-Debug");

@@ -55,10 +55,11 @@ pub fn validate_service(candidate: &ServiceSpec) -> Vec<FieldProblem> {
             "must be 1-63 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit",
         ));
     }
-    if candidate.tls.is_some() {
+    if candidate.tls.as_ref().is_some_and(|t| !t.acme) {
         problems.push(FieldProblem::new(
             "tls",
-            "certificate files live on each proxy: start nb-proxy with --tls-dir instead",
+            "certificate files live on each proxy: start nb-proxy with --tls-dir instead, or \
+             set acme: true",
         ));
     }
     let r = &candidate.restrictions;
@@ -101,7 +102,8 @@ pub fn validate_service(candidate: &ServiceSpec) -> Vec<FieldProblem> {
         return problems;
     }
     let mut probe = candidate.clone();
-    probe.tls = None;
+    // Certificate files were refused above; ACME is checked like the proxy checks it.
+    probe.tls = probe.tls.filter(|t| t.acme);
     if let Err(found) = check_service(probe) {
         for p in found {
             problems.push(FieldProblem::new(p.field.unwrap_or("service"), p.message));

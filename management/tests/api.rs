@@ -497,6 +497,77 @@ async fn front_door_options_are_stored_shipped_and_checked_on_both_stores() {
         assert_eq!(status, 422, "{v}");
         assert_eq!(problem_fields(&v), ["hsts"], "{v}");
         assert_eq!(s.store.revision().await.unwrap(), before);
+
+        // Automatic certificates are accepted (nothing to read on the proxies); files and
+        // wildcards with ACME are not.
+        let acme = json!({"id": "shop", "protocol": "http", "hosts": ["shop.example.com"],
+                          "upstream": "http://10.0.0.7:80", "tls": {"acme": true}});
+        let (status, created) = s.api.call("POST", "/api/v1/services", Some(&acme)).await;
+        assert_eq!(status, 201, "{name} {created}");
+        assert_eq!(created["tls"], json!({"acme": true}));
+        let first = first_services_event(&s, &token).await;
+        let shipped: Vec<&serde_json::Value> = first["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|sv| sv["id"] == "shop")
+            .collect();
+        assert_eq!(shipped[0]["tls"], json!({"acme": true}), "{first}");
+        let before = s.store.revision().await.unwrap();
+        for (body, field) in [
+            (
+                json!({"id": "w", "protocol": "http", "hosts": ["*.example.com"],
+                       "upstream": "http://10.0.0.7:80", "tls": {"acme": true}}),
+                "tls.acme",
+            ),
+            (
+                json!({"id": "f", "protocol": "http", "hosts": ["f.example.com"],
+                       "upstream": "http://10.0.0.7:80",
+                       "tls": {"cert_file": "/etc/f.crt", "key_file": "/etc/f.key"}}),
+                "tls",
+            ),
+        ] {
+            let (status, v) = s.api.call("POST", "/api/v1/services", Some(&body)).await;
+            assert_eq!(status, 422, "{v}");
+            assert!(
+                problem_fields(&v).contains(&field.to_owned()),
+                "{field}: {v}"
+            );
+        }
+        assert_eq!(s.store.revision().await.unwrap(), before);
+
+        // TCP services share a listen address by TLS server name; a name is routed once.
+        let tcp = |id: &str, hosts: serde_json::Value| {
+            json!({"id": id, "protocol": "tcp", "listen": "127.0.0.1:18443", "hosts": hosts,
+                   "upstream": "10.0.0.8:443"})
+        };
+        for (id, hosts) in [("git", json!(["git.example.com"])), ("rest", json!([]))] {
+            let (status, v) = s
+                .api
+                .call("POST", "/api/v1/services", Some(&tcp(id, hosts)))
+                .await;
+            assert_eq!(status, 201, "{name} {v}");
+        }
+        let (status, v) = s
+            .api
+            .call(
+                "POST",
+                "/api/v1/services",
+                Some(&tcp("git2", json!(["GIT.example.com"]))),
+            )
+            .await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(
+            v["problems"][0]["message"],
+            "TLS server name git.example.com on 127.0.0.1:18443 is already routed to service \"git\"",
+            "{v}"
+        );
+        let (status, v) = s
+            .api
+            .call("POST", "/api/v1/services", Some(&tcp("rest2", json!([]))))
+            .await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(problem_fields(&v), ["listen"], "{v}");
     }
 }
 

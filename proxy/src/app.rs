@@ -187,8 +187,11 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         appsec: settings.appsec.clone().map(crate::appsec::AppSec::new),
         admission: Admission::new(max_connections, per_ip),
         shutdown: Shutdown::default(),
+        acme: crate::acme::Acme::new(settings.acme.clone()),
         policy: Default::default(),
     };
+    // Idle until some service wants an ACME certificate.
+    tokio::spawn(crate::acme::run(state.acme.clone()));
     Ok((Arc::new(state), shipping))
 }
 

@@ -1,4 +1,4 @@
-//! Retry delays for the LAPI and management connections.
+//! Retry delays for the LAPI and management connections and ACME orders.
 
 use std::time::Duration;
 

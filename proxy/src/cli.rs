@@ -82,6 +82,33 @@ pub struct Args {
     #[arg(long, env = "NB_PROXY_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
 
+    /// ACME directory for services with `tls: {acme: true}` (default: Let's Encrypt).
+    #[arg(long, env = "NB_PROXY_ACME_DIRECTORY", default_value = crate::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+
+    /// Contact e-mail for the ACME account (the CA's expiry notices), optional.
+    #[arg(long, env = "NB_PROXY_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// Where the ACME account key and certificates are kept (0600 files), across restarts.
+    #[arg(long, env = "NB_PROXY_ACME_CACHE_DIR", default_value = "acme")]
+    pub acme_cache_dir: PathBuf,
+
+    /// A PEM CA that signs the ACME directory's HTTPS certificate (a private CA such as
+    /// step-ca, or pebble in tests) instead of the system's CAs.
+    #[arg(long, env = "NB_PROXY_ACME_CA_FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// The challenge the CA checks: http-01 on the plain listener (port 80), or tls-alpn-01
+    /// on the HTTPS listener (port 443).
+    #[arg(
+        long,
+        env = "NB_PROXY_ACME_CHALLENGE",
+        value_enum,
+        default_value = "http-01"
+    )]
+    pub acme_challenge: crate::acme::ChallengeKind,
+
     /// JSON-lines access log: a file path, or `-` for stdout.
     #[arg(long, env = "NB_PROXY_ACCESS_LOG", default_value = "-")]
     pub access_log: String,

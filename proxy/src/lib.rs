@@ -5,6 +5,7 @@
 
 pub(crate) mod accept;
 pub(crate) mod accesslog;
+pub(crate) mod acme;
 pub(crate) mod admission;
 pub mod app;
 pub(crate) mod appsec;

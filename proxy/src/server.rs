@@ -185,6 +185,7 @@ impl Server {
         );
         crate::balance::carry_over(&self.state.routes.load(), routes);
         self.state.routes.store(routes.clone());
+        self.state.acme.want(routes.acme.clone());
         crate::balance::start_checks(routes);
         drop(std::mem::replace(
             &mut *self.bouncer.lock().expect("bouncer reference"),

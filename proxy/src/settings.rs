@@ -33,6 +33,8 @@ pub struct Settings {
     pub appsec: Option<AppSecConfig>,
     pub services: ServiceSource,
     pub compile: CompileOptions,
+    /// Automatic certificates, for services with `tls: {acme: true}`.
+    pub acme: crate::acme::AcmeSettings,
     pub access_log: Destination,
     pub geo_db: Option<PathBuf>,
     pub asn_db: Option<PathBuf>,
@@ -212,6 +214,18 @@ impl TryFrom<Args> for Settings {
             services,
             compile: CompileOptions {
                 tls_dir: args.tls_dir,
+            },
+            acme: crate::acme::AcmeSettings {
+                directory: args.acme_directory.trim().to_owned(),
+                email: args
+                    .acme_email
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
+                cache_dir: args.acme_cache_dir.clone(),
+                ca_file: args.acme_ca_file.clone(),
+                challenge: args.acme_challenge,
             },
             access_log: Destination::parse(&args.access_log),
             geo_db: args.geo_db,

@@ -72,6 +72,8 @@ pub struct ProxyState {
     /// Connection slots: global and per client.
     pub admission: Arc<Admission>,
     pub shutdown: Shutdown,
+    /// Certificates obtained by ACME, and the challenges being answered.
+    pub acme: Arc<crate::acme::Acme>,
     /// Told whenever the routes or the GeoIP database change, so open connections re-check.
     pub policy: PolicyChanges,
 }

@@ -19,7 +19,12 @@ pub fn sni_config(state: Arc<ProxyState>) -> Arc<ServerConfig> {
         .expect("ring supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { state }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 last: only a CA's TLS-ALPN-01 validation offers it, and nothing else.
+    cfg.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        crate::acme::ACME_TLS_ALPN.to_vec(),
+    ];
     Arc::new(cfg)
 }
 
@@ -46,7 +51,21 @@ impl std::fmt::Debug for SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?;
+        let acme = &self.state.acme;
+        if is_acme_validation(&hello) {
+            return acme.alpn_challenge(name);
+        }
         let routes = self.state.routes.load();
-        routes.certificates.get(name).cloned()
+        match routes.certificates.get(name) {
+            Some(cert) => Some(cert.clone()),
+            None => acme.certificate(&name.to_ascii_lowercase()),
+        }
     }
+}
+
+/// A CA's TLS-ALPN-01 validation handshake: it offers `acme-tls/1` alone (RFC 8737).
+fn is_acme_validation(hello: &ClientHello<'_>) -> bool {
+    hello.alpn().is_some_and(|mut offered| {
+        offered.next() == Some(crate::acme::ACME_TLS_ALPN) && offered.next().is_none()
+    })
 }

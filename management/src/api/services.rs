@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nb_api::{
-    HeadersSpec, HstsSpec, Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec,
+    HeadersSpec, HstsSpec, Protocol, RemediationSpec, RestrictionsSpec, ServiceSpec, TlsSpec,
     UpstreamProtocol, UpstreamTlsSpec,
 };
 use nb_api::{HealthCheckSpec, LoadBalancing, PassiveHealthSpec};
@@ -81,6 +81,10 @@ pub struct ServiceBody {
     /// http: request and response headers to set, add or remove.
     #[serde(default)]
     pub headers: HeadersSpec,
+    /// http: `{acme: true}` gets the hosts' certificate automatically on every proxy (ACME,
+    /// HTTP-01 or TLS-ALPN-01). Certificate files are not taken here: use nb-proxy --tls-dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// http: answer plain-HTTP requests for hosts with a certificate with a 308 to https://.
     #[serde(default = "yes")]
     pub https_redirect: bool,
@@ -141,6 +145,10 @@ pub struct ServiceView {
     /// http: request and response headers to set, add or remove.
     #[serde(default)]
     pub headers: HeadersSpec,
+    /// http: `{acme: true}` gets the hosts' certificate automatically on every proxy (ACME,
+    /// HTTP-01 or TLS-ALPN-01). Certificate files are not taken here: use nb-proxy --tls-dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// http: answer plain-HTTP requests for hosts with a certificate with a 308 to https://.
     #[serde(default = "yes")]
     pub https_redirect: bool,
@@ -178,6 +186,7 @@ impl From<&Service> for ServiceView {
             remediation: s.spec.remediation.clone(),
             upstream_protocol: s.spec.upstream_protocol,
             upstream_tls: s.spec.upstream_tls.clone(),
+            tls: s.spec.tls.clone(),
             headers: s.spec.headers.clone(),
             https_redirect: s.spec.https_redirect,
             hsts: s.spec.hsts.clone(),
@@ -222,7 +231,7 @@ impl ServiceBody {
             load_balancing: self.load_balancing,
             passive_health: self.passive_health,
             health_check: self.health_check,
-            tls: None,
+            tls: self.tls,
             max_connections: self.max_connections,
             send_proxy_protocol: self.send_proxy_protocol,
             restrictions: trimmed(self.restrictions),

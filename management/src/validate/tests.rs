@@ -138,8 +138,14 @@ fn tls_files_are_refused() {
     s.tls = Some(nb_api::TlsSpec {
         cert_file: "/etc/x.crt".into(),
         key_file: "/etc/x.key".into(),
+        acme: false,
     });
     assert_eq!(fields(&validate_service(&s)), ["tls"]);
+    // Automatic certificates need no file on the proxies: accepted.
+    s.tls = Some(nb_api::TlsSpec::acme());
+    assert!(validate_service(&s).is_empty());
+    s.hosts.push("*.apps.example.com".into());
+    assert_eq!(fields(&validate_service(&s)), ["tls.acme"]);
 }
 
 fn proxy(name: &str, last_seen: Option<i64>, crowdsec: bool) -> Proxy {

@@ -139,6 +139,8 @@ pub struct Routes {
     pub tcp: HashMap<SocketAddr, TcpRoutes>,
     /// SNI name (or `*.suffix`) ⇒ certificate, for HTTP services that terminate TLS.
     pub certificates: HostMap<Arc<CertifiedKey>>,
+    /// The host sets of services with `tls: {acme: true}` (each sorted): one certificate each.
+    pub acme: Vec<Vec<String>>,
     /// The certificate, key and CA files these routes read (and `--tls-dir` files they would
     /// read), as they were: when one changes, the routes are compiled again.
     pub files: Vec<(PathBuf, Option<FileStamp>)>,
@@ -167,6 +169,7 @@ fn files_read(specs: &[ServiceSpec], opts: &CompileOptions) -> Vec<(PathBuf, Opt
     let mut paths: Vec<PathBuf> = Vec::new();
     for spec in specs {
         match &spec.tls {
+            Some(t) if t.acme => {}
             Some(t) => {
                 paths.push(t.cert_file.clone().into());
                 paths.push(t.key_file.clone().into());
@@ -300,7 +303,8 @@ pub fn compile(
         ..Routes::default()
     };
     for c in checked {
-        let tls = c.spec.tls.as_ref().and_then(|t| {
+        let acme = c.spec.tls.as_ref().is_some_and(|t| t.acme);
+        let tls = c.spec.tls.as_ref().filter(|t| !t.acme).and_then(|t| {
             certified_key(Path::new(&t.cert_file), Path::new(&t.key_file))
                 .map_err(|e| problems.push(problem(&c.spec, "tls", e)))
                 .ok()
@@ -342,16 +346,24 @@ pub fn compile(
                     hsts: hsts_value(spec.hsts.as_ref()),
                     spec,
                 });
+                if acme {
+                    let mut set = hosts.clone();
+                    set.sort();
+                    routes.acme.push(set);
+                }
                 for host in hosts {
                     let cert = match (&tls, &opts.tls_dir) {
                         (Some(cert), _) => Some(cert.clone()),
+                        (None, _) if acme => None,
                         (None, Some(dir)) => cert_from_dir(dir, &host)
                             .map_err(|e| problems.push(problem(&service.spec, "hosts", e)))
                             .ok()
                             .flatten(),
                         (None, None) => None,
                     };
-                    let certified = cert.is_some();
+                    // An ACME host counts as certified from the start: its certificate
+                    // comes within seconds, and its challenges are answered before redirects.
+                    let certified = cert.is_some() || acme;
                     if let Some(cert) = cert {
                         // Services sharing a host share its certificate (the checks refused
                         // two different ones).

@@ -141,6 +141,11 @@ impl ConnHandler {
         let host = authority.as_ref().and_then(|a| a.to_str().ok());
         let entry = pending.entry();
         entry.host = Some(host.unwrap_or_default().to_owned());
+        if !self.tls {
+            if let Some(answer) = self.acme_http_challenge(req) {
+                return Err(Local::AcmeChallenge(answer));
+            }
+        }
         let routes = self.state.routes.load();
         let (Some(host_routes), Some(authority)) =
             (host.and_then(|h| routes.http_host(h)), authority)
@@ -160,6 +165,20 @@ impl ConnHandler {
             upstream_path,
             certified: host_routes.certified(),
         })
+    }
+
+    /// The key authorization a CA asks for at `/.well-known/acme-challenge/TOKEN` while an
+    /// order is validated. Answered before access rules and redirects: the CA is not a client
+    /// of the service, and must reach the name over plain HTTP.
+    fn acme_http_challenge(&self, req: &Request<Incoming>) -> Option<String> {
+        let token = req
+            .uri()
+            .path()
+            .strip_prefix(crate::acme::HTTP_CHALLENGE_PREFIX)?;
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return None;
+        }
+        self.state.acme.http_challenge(token)
     }
 
     /// `restrict` decides; nothing else does. A captcha decision is the one verdict the client

@@ -30,6 +30,8 @@ pub enum Local {
     Upstream(UpstreamError),
     /// A plain-HTTP request for a host with a certificate: `308` to this `https://` URL.
     ToHttps(HeaderValue),
+    /// An ACME CA's HTTP-01 check: `200` with this key authorization.
+    AcmeChallenge(String),
 }
 
 /// `request` is the client's request headers (for the format of a denial page).
@@ -52,6 +54,7 @@ pub fn respond(
         }
         Local::Denied(service) => return deny(pending, &service, request),
         Local::ToHttps(location) => return to_https(pending, location),
+        Local::AcmeChallenge(answer) => return acme_challenge(pending, answer),
         // Answered by `challenge`, which needs the request body; never reaches here.
         Local::Challenge(service, _) => return deny(pending, &service, request),
         Local::Upstream(e) => {
@@ -105,6 +108,16 @@ fn deny(
     entry.status = Some(answer.status().as_u16());
     let (parts, body) = answer.into_parts();
     Response::from_parts(parts, ProxyBody::full(body, Some(pending)))
+}
+
+fn acme_challenge(mut pending: PendingEntry, answer: String) -> Response<ProxyBody> {
+    pending.entry().status = Some(StatusCode::OK.as_u16());
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(answer), Some(pending)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
 }
 
 fn to_https(mut pending: PendingEntry, location: HeaderValue) -> Response<ProxyBody> {

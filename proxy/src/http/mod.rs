@@ -135,6 +135,11 @@ async fn serve_connection(
                     return;
                 }
             };
+            if tls_stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                // A CA's TLS-ALPN-01 validation: the handshake was the whole answer.
+                tracing::debug!(%peer, "ACME tls-alpn-01 validation handshake");
+                return;
+            }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
         }

@@ -3,6 +3,7 @@
 pub use nb_e2e::{harness, lapi};
 
 mod access_log;
+mod acme;
 mod appsec;
 mod authority;
 mod balance;
