@@ -58,7 +58,7 @@ impl ResolvesServerCert for SniResolver {
         let routes = self.state.routes.load();
         match routes.certificates.get(name) {
             Some(cert) => Some(cert.clone()),
-            None => acme.certificate(&name.to_ascii_lowercase()),
+            None => acme.certificate(name),
         }
     }
 }

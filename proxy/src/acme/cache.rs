@@ -39,11 +39,16 @@ pub struct Cached {
     pub validity: Validity,
 }
 
+/// 12 hex digits of SHA-256: a file name part that stays short whatever it stands for.
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A short, stable file name for a host set: the first host and a hash of all of them.
 fn stem(hosts: &[String]) -> String {
-    let digest = Sha256::digest(hosts.join(",").as_bytes());
-    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", hosts.first().map_or("none", String::as_str))
+    let first = hosts.first().map_or("none", String::as_str);
+    format!("{first}-{}", short_hash(&hosts.join(",")))
 }
 
 pub fn cert_path(dir: &Path, hosts: &[String]) -> PathBuf {
@@ -55,9 +60,7 @@ pub fn key_path(dir: &Path, hosts: &[String]) -> PathBuf {
 }
 
 fn account_path(dir: &Path, directory: &str) -> PathBuf {
-    let digest = Sha256::digest(directory.as_bytes());
-    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("account-{hex}.json"))
+    dir.join(format!("account-{}.json", short_hash(directory)))
 }
 
 /// Creates the directory (0700) if needed.

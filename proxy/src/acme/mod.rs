@@ -78,9 +78,9 @@ impl Acme {
         })
     }
 
-    /// The issued certificate for `host` (lower case), if there is one yet.
+    /// The issued certificate for `host` (any case), if there is one yet.
     pub fn certificate(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.issued.load().get(host).cloned()
+        self.issued.load().get(&*lower(host)).cloned()
     }
 
     /// The key authorization for an HTTP-01 `token` being validated.
@@ -92,7 +92,7 @@ impl Acme {
     /// The TLS-ALPN-01 validation certificate for `host`, while its order is being validated.
     pub fn alpn_challenge(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let certs = self.alpn_certs.lock().ok()?;
-        certs.get(&host.to_ascii_lowercase()).cloned()
+        certs.get(&*lower(host)).cloned()
     }
 
     /// Tells the background task which host sets the running routes need.
@@ -114,6 +114,15 @@ impl Acme {
             }
             next
         });
+    }
+}
+
+/// `host` in lower case, copied only when it is not already.
+fn lower(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
     }
 }
 

@@ -51,6 +51,16 @@ fn the_cache_keeps_certificates_and_keys_private_and_whole() {
     std::fs::write(cache::key_path(&cache_dir, &hosts), other_key).unwrap();
     let e = cache::load_certificate(&cache_dir, &hosts).err().unwrap();
     assert!(e.contains("does not belong"), "{e}");
+    // A truncated or foreign certificate file is refused (and a new one ordered), not served.
+    std::fs::write(
+        cache::cert_path(&cache_dir, &hosts),
+        &cert[..cert.len() / 2],
+    )
+    .unwrap();
+    assert!(cache::load_certificate(&cache_dir, &hosts).is_err());
+    std::fs::write(cache::cert_path(&cache_dir, &hosts), "not pem").unwrap();
+    let e = cache::load_certificate(&cache_dir, &hosts).err().unwrap();
+    assert!(e.contains("holds no certificate"), "{e}");
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! An open connection is checked again whenever the policy changes (the service's restrictions,
 //! the GeoIP database, the bouncer's decisions) and cut if its client is now denied.
 
+mod sni;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,8 +16,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{accept_loop, refused};
 use crate::accesslog::AccessLogEntry;
-mod sni;
-
 use crate::admission::{Permit, Refusal, ServicePermit};
 use crate::balance::InFlight;
 use crate::config::{Protocol, Service, TcpService};
@@ -48,6 +48,16 @@ pub async fn run_listener(state: Arc<ProxyState>, listener: TcpListener, local: 
         tokio::spawn(serve(st.clone(), local, chosen, stream, peer, permit));
     })
     .await;
+}
+
+/// The service of a shared listener for a ClientHello's server name (or the default).
+fn routed_by_name(
+    state: &ProxyState,
+    local: SocketAddr,
+    server_name: Option<&str>,
+) -> Option<Arc<TcpService>> {
+    let routes = state.routes.load();
+    routes.tcp.get(&local)?.route(server_name).cloned()
 }
 
 /// A place among the service's `max_connections`, or `None` (counted and logged) when full.
@@ -85,8 +95,8 @@ async fn serve(
     let (service, _slot, rest, server_name) = match chosen {
         Some((service, slot)) => (service, slot, rest, None),
         None => {
-            let limit = state.limits.tls_handshake_timeout;
-            let (hello, read) = sni::read_hello(&mut stream, rest, limit).await;
+            let (hello, read) =
+                sni::read_hello(&mut stream, rest, state.limits.tls_handshake_timeout).await;
             let server_name = match hello {
                 Hello::Named(name) => Some(name),
                 Hello::Unnamed(why) => {
@@ -94,13 +104,7 @@ async fn serve(
                     None
                 }
             };
-            let routes = state.routes.load();
-            let routed = routes
-                .tcp
-                .get(&local)
-                .and_then(|r| r.route(server_name.as_deref()))
-                .cloned();
-            let Some(service) = routed else {
+            let Some(service) = routed_by_name(&state, local, server_name.as_deref()) else {
                 let mut entry = AccessLogEntry::connection(ts, Protocol::Tcp, "".into(), client);
                 entry.host = server_name;
                 entry.outcome = Outcome::plain(Verdict::NoService);

@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nb_e2e::ports::reserve_port;
@@ -233,6 +234,28 @@ async fn a_certificate_is_issued_by_http_01_kept_private_and_reused_after_a_rest
     )
     .await;
     assert_eq!(unknown.status, 403);
+
+    // A handshake that offers only acme-tls/1 while no order is open gets no certificate at
+    // all (not the served one, and no way to reach the service).
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https))
+        .await
+        .unwrap();
+    let validation = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("web.test").unwrap(), tcp)
+        .await;
+    assert!(
+        validation.is_err(),
+        "no validation certificate outside an order"
+    );
 
     // The account and the certificate are cached privately.
     assert_eq!(mode(&cache), 0o700);
