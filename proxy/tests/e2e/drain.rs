@@ -142,3 +142,60 @@ async fn a_second_sigterm_exits_at_once() {
     assert!(t.elapsed() < Duration::from_secs(1));
     assert_eq!(status.code(), Some(143));
 }
+
+#[tokio::test]
+async fn sigterm_lets_http2_streams_in_flight_finish_and_refuses_new_ones() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (up, echo_up) = (Upstream::start("u").await, EchoUpstream::start().await);
+    let mut proxy = ProxyBuilder::new(&services(&up, &echo_up))
+        .port("raw")
+        .start()
+        .await;
+    let stream = connect_from("127.0.12.1", proxy.http_addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        hyper::Request::builder()
+            .uri(format!("http://web.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // Three streams in flight on one connection when SIGTERM comes.
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let fut = sender.send_request(get("/wait/2000"));
+            tokio::spawn(async move {
+                let resp = fut.await?;
+                let status = resp.status();
+                resp.into_body().collect().await?;
+                Ok::<_, hyper::Error>(status)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // GOAWAY: a stream opened after it is refused, not served.
+    let late = sender.send_request(get("/late")).await;
+    assert!(late.is_err(), "a new stream after SIGTERM: {late:?}");
+    for r in in_flight {
+        assert_eq!(r.await.unwrap().expect("the stream completes"), 200);
+    }
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits once the connection drained");
+    assert!(status.success(), "{status:?}");
+    assert!(conn.await.unwrap().is_ok(), "the connection ended cleanly");
+    let entries = proxy.entries();
+    assert_eq!(entries.len(), 3, "the three streams, nothing else: {entries:?}");
+    assert!(entries
+        .iter()
+        .all(|e| e["status"] == 200 && e["metadata"].get("aborted").is_none()));
+}
