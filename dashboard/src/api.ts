@@ -1,4 +1,5 @@
-/** Typed client for nb-management's API. The admin token lives in sessionStorage. */
+/** Typed client for nb-management's API. The browser holds the session in an HttpOnly cookie;
+ *  this module keeps only the CSRF token that writes must echo, in memory. */
 
 import type { components } from "./generated/api";
 import { verdictValues } from "./generated/api";
@@ -18,6 +19,13 @@ export type CrowdSecSupport = Schemas["CrowdSecSupport"];
 export type AccessEvent = Schemas["EventView"];
 export type EventPage = Schemas["EventList"];
 export type Problem = Schemas["FieldProblem"];
+export type Role = Schemas["Role"];
+export type Me = Schemas["SessionView"];
+export type User = Schemas["UserView"];
+export type Token = Schemas["TokenView"];
+export type CreatedToken = Schemas["CreatedToken"];
+export type AuditEntry = Schemas["AuditView"];
+export type AuditPage = Schemas["AuditList"];
 
 export class ApiError extends Error {
   constructor(
@@ -29,23 +37,49 @@ export class ApiError extends Error {
   }
 }
 
-const TOKEN = "nb-admin-token";
+const ROLES: readonly Role[] = ["viewer", "operator", "admin"];
 
+/** Who is signed in (with the CSRF token), once known. */
 export const session = {
-  token: (): string | null => sessionStorage.getItem(TOKEN),
-  signIn: (t: string) => sessionStorage.setItem(TOKEN, t),
-  signOut: () => sessionStorage.removeItem(TOKEN),
+  me: null as Me | null,
+  /** Whether the signed-in person's role includes `role`. */
+  can: (role: Role): boolean => !!session.me && ROLES.indexOf(session.me.role) >= ROLES.indexOf(role),
+  /** The current session, if the cookie still holds one. */
+  load: async (): Promise<Me | null> => {
+    try {
+      session.me = await call<Me>("GET", "/api/v1/session");
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) session.me = null;
+      else throw e;
+    }
+    return session.me;
+  },
+  signIn: async (body: { name: string; password: string } | { token: string }): Promise<Me> => {
+    session.me = await call<Me>("POST", "/api/v1/session", body);
+    return session.me;
+  },
+  signOut: async (): Promise<void> => {
+    try {
+      await call<void>("DELETE", "/api/v1/session");
+    } finally {
+      session.me = null;
+    }
+  },
 };
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Authorization: `Bearer ${session.token() ?? ""}` };
+async function send(method: string, path: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  let res: Response;
+  if (method !== "GET" && session.me?.csrf_token) headers["X-CSRF-Token"] = session.me.csrf_token;
   try {
-    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    return await fetch(path, { method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     throw new ApiError(0, `cannot reach nb-management: ${(e as Error).message}`);
   }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await send(method, path, body);
   if (res.status === 204) return undefined as T;
   const text = await res.text();
   const json = text ? JSON.parse(text) : undefined;
@@ -54,6 +88,8 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   }
   return json as T;
 }
+
+const at = (base: string, id: string) => `${base}/${encodeURIComponent(id)}`;
 
 export const api = {
   services: () => call<Service[]>("GET", "/api/v1/services"),
@@ -68,18 +104,21 @@ export const api = {
   events: (query: URLSearchParams) => call<EventPage>("GET", `/api/v1/events?${query}`),
   /** Every event the filters match, as a file (`csv` or `jsonl`). */
   exportEvents: async (query: URLSearchParams): Promise<Blob> => {
-    let res: Response;
-    try {
-      res = await fetch(`/api/v1/events/export?${query}`, { headers: { Authorization: `Bearer ${session.token() ?? ""}` } });
-    } catch (e) {
-      throw new ApiError(0, `cannot reach nb-management: ${(e as Error).message}`);
-    }
+    const res = await send("GET", `/api/v1/events/export?${query}`);
     if (!res.ok) {
       const json = await res.json().catch(() => undefined);
       throw new ApiError(res.status, json?.error ?? `HTTP ${res.status}`);
     }
     return res.blob();
   },
+  users: () => call<User[]>("GET", "/api/v1/users"),
+  createUser: (u: { name: string; role: Role; password: string }) => call<User>("POST", "/api/v1/users", u),
+  updateUser: (name: string, change: { role?: Role; password?: string }) => call<User>("PUT", at("/api/v1/users", name), change),
+  deleteUser: (name: string) => call<void>("DELETE", at("/api/v1/users", name)),
+  tokens: () => call<Token[]>("GET", "/api/v1/tokens"),
+  createToken: (t: { name: string; expires_in_days?: number }) => call<CreatedToken>("POST", "/api/v1/tokens", t),
+  revokeToken: (id: string) => call<void>("DELETE", at("/api/v1/tokens", id)),
+  audit: (query: URLSearchParams) => call<AuditPage>("GET", `/api/v1/audit?${query}`),
 };
 
 /** Deny reasons as the proxies write them: every verdict but `allow`. */

@@ -1,4 +1,4 @@
-import { api, ApiError, type Mode, type Problem, type Service, type ServiceBody } from "./api";
+import { api, ApiError, session, type Mode, type Problem, type Service, type ServiceBody } from "./api";
 import { countryName, loadCountries } from "./countries";
 import { clear, h } from "./dom";
 import { showError } from "./main";
@@ -6,6 +6,8 @@ import { showError } from "./main";
 export async function renderServices(page: HTMLElement): Promise<void> {
   clear(page, h("p", { class: "loading" }, "Loading services…"));
   const services = await api.services();
+  // Viewers read; the server refuses their writes anyway, so the page does not offer them.
+  const writable = session.can("operator");
   const table = h(
     "table",
     {},
@@ -28,14 +30,14 @@ export async function renderServices(page: HTMLElement): Promise<void> {
             s.restrictions.crowdsec_mode !== "off" &&
               h("span", { class: `badge ${s.restrictions.crowdsec_mode}` }, `CrowdSec ${s.restrictions.crowdsec_mode}`),
           ),
-          h("td", {}, h("button", { class: "danger", onclick: () => void remove(page, s) }, "Delete")),
+          h("td", {}, writable && h("button", { class: "danger", onclick: () => void remove(page, s) }, "Delete")),
         ),
       ),
     ),
   );
   clear(
     page,
-    h("div", { class: "title" }, h("h1", {}, "Services"), h("a", { class: "button primary", href: "#/services/new" }, "New service")),
+    h("div", { class: "title" }, h("h1", {}, "Services"), writable && h("a", { class: "button primary", href: "#/services/new" }, "New service")),
     services.length === 0
       ? h("p", { class: "empty" }, "No services yet. Create one to put it behind the proxies.")
       : table,
@@ -513,7 +515,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     access,
     denied,
     summary,
-    h("div", { class: "actions" }, h("a", { href: "#/services", class: "button" }, "Cancel"), h("button", { type: "submit", class: "primary" }, "Save")),
+    h("div", { class: "actions" }, h("a", { href: "#/services", class: "button" }, "Cancel"), session.can("operator") && h("button", { type: "submit", class: "primary" }, "Save")),
   );
   clear(page, h("h1", {}, service ? `Service ${service.name}` : "New service"), form);
 }

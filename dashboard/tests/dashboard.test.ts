@@ -5,7 +5,7 @@ import type { BrowserContext, Page } from "playwright-core";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { browser, cleanup, cspViolations, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, until } from "./harness";
+import { browser, cleanup, cspViolations, Lapi, LAPI_KEY, ManagedProxy, Management, screenshot, signIn, signInWithToken, until } from "./harness";
 
 let context: BrowserContext | undefined;
 afterEach(async () => {
@@ -41,8 +41,7 @@ describe("dashboard", () => {
     const page = await open();
 
     await page.goto(m.url);
-    await page.fill("#token", "wrong-token-wrong-token");
-    await page.click("button[type=submit]");
+    await signInWithToken(page, "wrong-token-wrong-token");
     await page.waitForSelector("text=The token was refused");
     await screenshot(page, "01-sign-in");
     await signIn(page, m);
@@ -121,7 +120,10 @@ describe("dashboard", () => {
     await page.waitForSelector("text=No services yet");
 
     await page.click("text=Sign out");
-    await page.waitForSelector("#token");
+    await page.waitForSelector("#user");
+    // Signing out ended the session on the server: a reload does not sign back in.
+    await page.reload();
+    await page.waitForSelector("#user");
   });
 
   test("the Upstream tab sets an https:// upstream's TLS, HTTP version and headers", async () => {

@@ -186,9 +186,24 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
+/** Signs in with the bootstrap admin token (the way in before any user exists). */
 export async function signIn(page: Page, m: Management): Promise<void> {
   await page.goto(m.url);
-  await page.fill("#token", ADMIN);
+  await signInWithToken(page, ADMIN);
+  await page.waitForSelector("h1:text('Services')");
+}
+
+export async function signInWithToken(page: Page, token: string): Promise<void> {
+  await page.click("text=Sign in with the admin token");
+  await page.fill("#token", token);
+  await page.click("#token-submit");
+}
+
+/** Signs in as a user with a password, as a person does. */
+export async function signInAs(page: Page, m: Management, name: string, password: string): Promise<void> {
+  await page.goto(m.url);
+  await page.fill("#user", name);
+  await page.fill("#password", password);
   await page.click("button[type=submit]");
   await page.waitForSelector("h1:text('Services')");
 }

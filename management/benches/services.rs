@@ -53,6 +53,7 @@ async fn main() {
         max_age: None,
         max_rows: None,
         max_bytes: None,
+        audit_max_age: None,
         interval: Duration::from_secs(3600),
     };
     let running = start(

@@ -46,6 +46,12 @@ fn announce_ready(path: &std::path::Path, listen: std::net::SocketAddr) -> std::
 pub async fn run(config: Config) -> Result<(), RunError> {
     let store = open_store(&config).await?;
     let (hash, generated) = settle_admin_token(&store, config.admin_token.as_deref()).await?;
+    if store.count_users().await? == 0 {
+        tracing::info!(
+            "no users yet: create the first admin with `nb-management user add NAME --role admin` \
+             (same --data-dir or --database-url); until then, sign in with the admin token"
+        );
+    }
     if let Some(token) = generated {
         announce_generated_token(&config, &token)?;
     }

@@ -8,6 +8,12 @@ use sha2::{Digest, Sha256};
 /// Admin tokens start with this, so that an operator can tell the two kinds apart.
 pub const ADMIN_TOKEN_PREFIX: &str = "nba_";
 pub const PROXY_TOKEN_PREFIX: &str = "nbp_";
+/// Personal API tokens of users.
+pub const USER_TOKEN_PREFIX: &str = "nbu_";
+/// Session cookies.
+pub const SESSION_PREFIX: &str = "nbs_";
+/// Users' passwords must be at least this long.
+pub const MIN_PASSWORD_LEN: usize = 12;
 /// An admin token set by the operator must be at least this long.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
@@ -41,7 +47,7 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// How the admin token is stored: SHA-256 hex for generated tokens, an argon2id PHC string
-/// (`$argon2id$…`) for operator-chosen ones.
+/// (`$argon2id$…`) for operator-chosen ones. Users' passwords are stored the same way.
 pub fn hash_chosen_token(token: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let mut salt = [0u8; 16];
@@ -83,17 +89,7 @@ impl AdminCredential {
         if cached.is_some_and(|c| same_hash(&c, &digest)) {
             return true;
         }
-        let (stored, token) = (self.stored.clone(), token.to_owned());
-        let ok = tokio::task::spawn_blocking(move || {
-            use argon2::password_hash::{PasswordHash, PasswordVerifier};
-            PasswordHash::new(&stored).is_ok_and(|h| {
-                argon2::Argon2::default()
-                    .verify_password(token.as_bytes(), &h)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
+        let ok = verify_argon2(self.stored.clone(), token.to_owned()).await;
         if ok {
             if let Ok(mut v) = self.verified.lock() {
                 *v = Some(digest);
@@ -101,6 +97,35 @@ impl AdminCredential {
         }
         ok
     }
+}
+
+pub fn hash_password(password: &str) -> String {
+    hash_chosen_token(password)
+}
+
+/// Whether `secret` matches the argon2 PHC string `stored`, on a blocking thread (argon2 takes
+/// tens of milliseconds on purpose).
+pub async fn verify_argon2(stored: String, secret: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        PasswordHash::new(&stored).is_ok_and(|h| {
+            argon2::Argon2::default()
+                .verify_password(secret.as_bytes(), &h)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Checks `password` against a hash of nothing anyone knows, so that signing in as a user who
+/// does not exist takes as long as with a wrong password.
+pub async fn verify_nobody(password: &str) {
+    static NOBODY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let stored = NOBODY
+        .get_or_init(|| hash_password(&random_hex(16)))
+        .clone();
+    verify_argon2(stored, password.to_owned()).await;
 }
 
 /// Compares without an early exit, so timing does not tell how much of a hash matched.

@@ -45,6 +45,7 @@ pub struct Args {
     /// Where the default SQLite database lives (created if missing).
     #[arg(
         long,
+        global = true,
         env = "NB_MANAGEMENT_DATA_DIR",
         default_value = "nb-management-data"
     )]
@@ -52,7 +53,12 @@ pub struct Args {
 
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB` (several replicas may share one
     /// PostgreSQL database). Default: `management.db` in the data directory.
-    #[arg(long, env = "NB_MANAGEMENT_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "NB_MANAGEMENT_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// The admin token for the API (16+ characters; stored as a salted argon2id hash). Without
@@ -90,6 +96,15 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_EVENTS_MAX_BYTES", default_value = "2GiB", value_parser = size)]
     pub events_max_bytes: u64,
 
+    /// Audit entries older than this are removed (`0` keeps them forever). Separate from the
+    /// events: who changed what is usually kept longer than traffic.
+    #[arg(long, env = "NB_MANAGEMENT_AUDIT_MAX_AGE", default_value = "400d", value_parser = duration)]
+    pub audit_max_age: Duration,
+
+    /// How long a dashboard sign-in lasts.
+    #[arg(long, env = "NB_MANAGEMENT_SESSION_LIFETIME", default_value = "12h", value_parser = duration)]
+    pub session_lifetime: Duration,
+
     /// How often retention runs.
     #[arg(long, env = "NB_MANAGEMENT_RETENTION_INTERVAL", default_value = "60s", value_parser = duration)]
     pub retention_interval: Duration,
@@ -123,9 +138,37 @@ pub struct Args {
     #[arg(long)]
     pub openapi: bool,
 
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Log filter (tracing syntax), e.g. `info` or `nb_management=debug`.
-    #[arg(long, env = "NB_MANAGEMENT_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "NB_MANAGEMENT_LOG", default_value = "info")]
     pub log: String,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Manage the people who sign in (the server need not be running).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from --password-file, else from
+    /// NB_MANAGEMENT_USER_PASSWORD, else asked for on the terminal (or read from standard input).
+    Add {
+        /// Letters, digits, '.', '_', '-' or '@'.
+        name: String,
+        /// admin (everything, users included), operator (services and proxies) or viewer.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Read the password from this file (first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the users and their roles.
+    List,
 }
 
 #[cfg(test)]

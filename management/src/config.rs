@@ -91,12 +91,14 @@ impl TryFrom<Args> for Config {
             max_age: Some(args.events_max_age).filter(|d| !d.is_zero()),
             max_rows: Some(args.events_max_rows).filter(|n| *n > 0),
             max_bytes: Some(args.events_max_bytes).filter(|n| *n > 0),
+            audit_max_age: Some(args.audit_max_age).filter(|d| !d.is_zero()),
             interval: args.retention_interval,
         };
         let api = Settings {
             live_window: args.proxy_live_window,
             events_max_age: retention.max_age,
             auth_failures_per_second: args.auth_failures_per_second,
+            session_lifetime: args.session_lifetime,
             ..Settings::default()
         };
         Ok(Config {

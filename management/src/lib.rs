@@ -12,4 +12,5 @@ pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod users_cli;
 pub mod validate;

@@ -2,11 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use nb_management::cli::Args;
+use nb_management::cli::{Args, Command};
 use nb_management::config::Config;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let command = args.command.take();
     if args.openapi {
         println!("{}", nb_management::api::openapi_json());
         return ExitCode::SUCCESS;
@@ -15,6 +16,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    if let Some(Command::User(user)) = command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        return match runtime.map(|rt| rt.block_on(nb_management::users_cli::run(&config, user))) {
+            Ok(Ok(())) => ExitCode::SUCCESS,
+            Ok(Err(e)) => fail(&e),
+            Err(e) => fail(&format!("cannot start the runtime: {e}")),
+        };
+    }
     nb_management::secrets::private_files();
     tracing_subscriber::fmt()
         .with_env_filter(

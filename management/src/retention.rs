@@ -1,4 +1,5 @@
-//! Prunes old events by age and by count.
+//! Prunes old events by age and by count, audit entries by age (kept apart: an audit trail
+//! usually outlives the access log), and expired sessions.
 
 use std::time::Duration;
 
@@ -12,26 +13,37 @@ pub struct Retention {
     pub max_rows: Option<u64>,
     /// About this many bytes of event text at most (`None`: no limit).
     pub max_bytes: Option<u64>,
+    /// Audit entries older than this are removed (`None` keeps them).
+    pub audit_max_age: Option<Duration>,
     pub interval: Duration,
 }
 
 impl Retention {
     pub async fn run_once(&self, store: &Store) {
         let cutoff = self.max_age.map(|a| now_ms() - a.as_millis() as i64);
-        match store
-            .prune_events(cutoff, self.max_rows, self.max_bytes)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "old events pruned"),
-            Err(e) => tracing::warn!("cannot prune events: {e}"),
+        if cutoff.is_some() || self.max_rows.is_some() || self.max_bytes.is_some() {
+            match store
+                .prune_events(cutoff, self.max_rows, self.max_bytes)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "old events pruned"),
+                Err(e) => tracing::warn!("cannot prune events: {e}"),
+            }
+        }
+        if let Some(age) = self.audit_max_age {
+            match store.prune_audit(now_ms() - age.as_millis() as i64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "old audit entries pruned"),
+                Err(e) => tracing::warn!("cannot prune the audit log: {e}"),
+            }
+        }
+        if let Err(e) = store.delete_expired_sessions().await {
+            tracing::warn!("cannot remove expired sessions: {e}");
         }
     }
 
     pub async fn run(self, store: Store) {
-        if self.max_age.is_none() && self.max_rows.is_none() && self.max_bytes.is_none() {
-            return;
-        }
         loop {
             self.run_once(&store).await;
             tokio::time::sleep(self.interval).await;

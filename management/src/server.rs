@@ -85,6 +85,7 @@ pub async fn start(
                 settings.auth_failures_per_second,
                 settings.auth_exempt_loopback,
             )),
+            sign_ins: Arc::default(),
             changes,
             settings: Arc::new(settings),
             stopping,

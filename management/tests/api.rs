@@ -10,7 +10,7 @@ use nb_management::api::Settings;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use common::{both, server, server_with, sqlite, Server};
+use common::{both, concrete, server, server_with, sqlite, Server, PERSON_ROUTES};
 
 async fn body(res: reqwest::Response) -> Value {
     res.json().await.unwrap()
@@ -31,21 +31,6 @@ fn web(id: &str, host: &str) -> Value {
     json!({"id": id, "protocol": "http", "hosts": [host], "upstream": "http://127.0.0.1:8080"})
 }
 
-const ADMIN_ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/v1/services"),
-    ("POST", "/api/v1/services"),
-    ("GET", "/api/v1/services/x"),
-    ("PUT", "/api/v1/services/x"),
-    ("DELETE", "/api/v1/services/x"),
-    ("GET", "/api/v1/proxies"),
-    ("POST", "/api/v1/proxies"),
-    ("GET", "/api/v1/proxies/x"),
-    ("DELETE", "/api/v1/proxies/x"),
-    ("GET", "/api/v1/capabilities"),
-    ("GET", "/api/v1/countries"),
-    ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/events/export"),
-];
 const PROXY_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/proxy/stream"),
     ("PUT", "/api/v1/proxy/report"),
@@ -61,7 +46,10 @@ async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
     };
     let s = server_with(sqlite().await, settings).await;
     let (proxy_id, proxy_token) = s.create_proxy("edge-1").await;
-    for &(m, path) in ADMIN_ROUTES.iter().chain(PROXY_ROUTES) {
+    let person_routes = PERSON_ROUTES.iter().map(|&(m, p, _)| (m, concrete(p)));
+    let proxy_routes = PROXY_ROUTES.iter().map(|&(m, p)| (m, p.to_owned()));
+    for (m, path) in person_routes.chain(proxy_routes) {
+        let path = path.as_str();
         let m: Method = m.parse().unwrap();
         let res = s.http.request(m.clone(), s.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 401, "{m} {path} without credentials");
@@ -85,7 +73,8 @@ async fn every_route_refuses_missing_wrong_and_misplaced_credentials() {
             .unwrap();
         assert_eq!(res.status(), 401, "{m} {path} with basic auth");
     }
-    for &(m, path) in ADMIN_ROUTES {
+    for &(m, path, _) in PERSON_ROUTES {
+        let path = &concrete(path);
         let (status, v) = s.api.call_as(&proxy_token, m, path, None).await;
         assert_eq!(status, 403, "{m} {path} with a proxy token");
         assert!(v["error"].as_str().unwrap().contains("proxy token"));
@@ -1251,8 +1240,8 @@ async fn the_openapi_document_describes_every_route() {
     let s = server().await;
     let doc = body(s.http.get(s.url("/api/openapi.json")).send().await.unwrap()).await;
     assert_eq!(doc["openapi"], "3.1.0");
-    for &(m, path) in ADMIN_ROUTES.iter().chain(PROXY_ROUTES) {
-        let path = path.replace("/x", "/{id}");
+    let person_routes = PERSON_ROUTES.iter().map(|&(m, p, _)| (m, p));
+    for (m, path) in person_routes.chain(PROXY_ROUTES.iter().copied()) {
         let op = &doc["paths"][&path][m.to_ascii_lowercase()];
         assert!(op.is_object(), "{m} {path} is documented");
         assert!(
@@ -1262,6 +1251,7 @@ async fn the_openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["ServiceBody"].is_object());
     assert!(doc["components"]["securitySchemes"]["admin"].is_object());
+    assert!(doc["components"]["securitySchemes"]["session"].is_object());
 }
 
 #[tokio::test]
@@ -1492,5 +1482,6 @@ fn the_dashboards_types_come_from_the_current_openapi_document() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n, "duplicate operation ids: {ids:?}");
-    assert_eq!(n, 16);
+    // Every route the tests list, and signing in and out (which need no credentials / end them).
+    assert_eq!(n, PERSON_ROUTES.len() + PROXY_ROUTES.len() + 2);
 }

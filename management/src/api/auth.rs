@@ -1,7 +1,8 @@
-//! Who is calling: the admin (dashboard, operators' scripts) or a proxy. Each extractor refuses
-//! the other kind of token with 403 and anything else with 401. Failed attempts are logged with
-//! their source address and limited per source: past the limit, the source gets 429 for the rest
-//! of the second, before any token is checked.
+//! Who is calling: a user (by session cookie or personal token), the bootstrap admin token, or
+//! a proxy. [`Viewer`], [`Operator`] and [`Admin`] authenticate a person and check their role;
+//! [`ProxyCaller`] a proxy. Each refuses the other kind of token with 403 and anything else with
+//! 401. Failed attempts are logged with their source address and limited per source: past the
+//! limit, the source gets 429 for the rest of the second, before any token is checked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,15 +10,49 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
+use axum::http::Method;
 
 use super::{ApiError, AppState};
-use crate::auth::hash_token;
-use crate::store::ProxyIdentity;
+use crate::auth::{hash_token, USER_TOKEN_PREFIX};
+use crate::store::{now_ms, ProxyIdentity, Role, User};
 
-/// The caller presented the admin token.
-pub struct Admin;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "nb_session";
+/// The header cookie-authenticated writes carry the session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A person (or their script), authenticated, with the role their credentials carry.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// For the audit log and messages: the user's name, or `admin token`.
+    pub actor: String,
+    /// `None` for the bootstrap admin token.
+    pub user: Option<User>,
+    pub role: Role,
+    /// The client's address, for the audit log.
+    pub source: String,
+    /// Set when authenticated by a session cookie.
+    pub session: Option<SessionCookie>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionCookie {
+    pub token_hash: String,
+    pub csrf_token: String,
+    pub expires_at: i64,
+}
+
+/// The actor name of the bootstrap admin token.
+pub const ADMIN_TOKEN_ACTOR: &str = "admin token";
+
+/// Any signed-in person: read-only routes.
+pub struct Viewer(pub Caller);
+/// An operator or admin: services and proxies.
+pub struct Operator(pub Caller);
+/// An admin: users and the audit log.
+pub struct Admin(pub Caller);
 
 /// The caller presented a proxy's token.
 pub struct ProxyCaller(pub ProxyIdentity);
@@ -152,30 +187,157 @@ async fn guarded<T>(
     result
 }
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        guarded(parts, state, async {
-            let token = bearer(parts)?;
-            if state.admin.verify(token).await {
-                return Ok(Admin);
-            }
-            if state
-                .store
-                .proxy_by_token_hash(&hash_token(token))
-                .await?
-                .is_some()
-            {
-                return Err(ApiError::Forbidden(
-                    "this is a proxy token: admin routes need the admin token".into(),
-                ));
-            }
-            Err(ApiError::Unauthorized("invalid token".into()))
-        })
-        .await
-    }
+pub(super) fn source_text(parts: &Parts) -> String {
+    source(parts).map_or_else(|| "unknown".into(), |ip| ip.to_canonical().to_string())
 }
+
+fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads that cannot change anything do not need the CSRF token.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+async fn authenticate(parts: &Parts, st: &AppState) -> Result<Caller, ApiError> {
+    let source = source_text(parts);
+    if parts.headers.contains_key(AUTHORIZATION) {
+        let token = bearer(parts)?;
+        if token.starts_with(USER_TOKEN_PREFIX) {
+            return personal_token(st, token, source).await;
+        }
+        if st.admin.verify(token).await {
+            return Ok(Caller {
+                actor: ADMIN_TOKEN_ACTOR.into(),
+                user: None,
+                role: Role::Admin,
+                source,
+                session: None,
+            });
+        }
+        if st
+            .store
+            .proxy_by_token_hash(&hash_token(token))
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::Forbidden(
+                "this is a proxy token: these routes need a user's session or token, or the \
+                 admin token"
+                    .into(),
+            ));
+        }
+        return Err(ApiError::Unauthorized("invalid token".into()));
+    }
+    let Some(cookie) = session_cookie(parts) else {
+        return Err(ApiError::Unauthorized(
+            "missing credentials: sign in, or send Authorization: Bearer <token>".into(),
+        ));
+    };
+    let token_hash = hash_token(cookie);
+    let session = st.store.session(&token_hash).await?.ok_or_else(|| {
+        ApiError::Unauthorized("your session expired or was ended: sign in again".into())
+    })?;
+    if !is_safe(&parts.method) {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !crate::auth::same_hash(sent, &session.csrf_token) {
+            return Err(ApiError::Forbidden(
+                "missing or wrong CSRF token: send the X-CSRF-Token header with the value \
+                 returned at sign-in"
+                    .into(),
+            ));
+        }
+    }
+    let (actor, role) = match &session.user {
+        Some(u) => (u.name.clone(), u.role),
+        None => (ADMIN_TOKEN_ACTOR.to_owned(), Role::Admin),
+    };
+    Ok(Caller {
+        actor,
+        user: session.user,
+        role,
+        source,
+        session: Some(SessionCookie {
+            token_hash,
+            csrf_token: session.csrf_token,
+            expires_at: session.expires_at,
+        }),
+    })
+}
+
+async fn personal_token(st: &AppState, token: &str, source: String) -> Result<Caller, ApiError> {
+    let Some((t, user)) = st.store.api_token_by_hash(&hash_token(token)).await? else {
+        return Err(ApiError::Unauthorized("invalid token".into()));
+    };
+    if t.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized(format!(
+            "the token \"{}\" of {} was revoked",
+            t.name, user.name
+        )));
+    }
+    if t.expires_at <= now_ms() {
+        return Err(ApiError::Unauthorized(format!(
+            "the token \"{}\" of {} expired at {}",
+            t.name,
+            user.name,
+            super::time::rfc3339(t.expires_at)
+        )));
+    }
+    Ok(Caller {
+        actor: user.name.clone(),
+        role: user.role,
+        user: Some(user),
+        source,
+        session: None,
+    })
+}
+
+async fn caller_with(parts: &Parts, st: &AppState, needed: Role) -> Result<Caller, ApiError> {
+    let caller = guarded(parts, st, authenticate(parts, st)).await?;
+    if caller.role < needed {
+        let article = if caller.role == Role::Viewer {
+            "a"
+        } else {
+            "an"
+        };
+        return Err(ApiError::Forbidden(format!(
+            "{} is {article} {}: this needs the {needed} role",
+            caller.actor, caller.role
+        )));
+    }
+    Ok(caller)
+}
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr) => {
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                st: &AppState,
+            ) -> Result<Self, ApiError> {
+                caller_with(parts, st, $role).await.map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(Viewer, Role::Viewer);
+role_extractor!(Operator, Role::Operator);
+role_extractor!(Admin, Role::Admin);
 
 impl FromRequestParts<AppState> for ProxyCaller {
     type Rejection = ApiError;

@@ -63,6 +63,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CheckedBody<T> {
     }
 }
 
+/// The problems of fields that did not decode, then the handler's own checks of fields not
+/// already reported (a dropped field reads as its default there).
+pub fn with_checks(mut reported: Vec<FieldProblem>, more: Vec<FieldProblem>) -> Vec<FieldProblem> {
+    let seen: Vec<String> = reported.iter().map(|p| p.field.clone()).collect();
+    reported.extend(more.into_iter().filter(|p| !seen.contains(&p.field)));
+    reported
+}
+
 /// At most this many field problems are reported for one body.
 const MAX_PROBLEMS: usize = 50;
 

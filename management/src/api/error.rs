@@ -23,6 +23,11 @@ pub enum ApiError {
     TooLarge(String),
     /// Too many failed sign-ins from this address: wait a second.
     TooManyAttempts(String),
+    /// Too many failed sign-ins: the next attempt waits `retry_after` seconds.
+    LockedOut {
+        message: String,
+        retry_after: u64,
+    },
     /// Readable but rejected, field by field.
     Invalid {
         message: String,
@@ -67,6 +72,22 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, vec![]),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, vec![]),
             ApiError::TooManyAttempts(m) => (StatusCode::TOO_MANY_REQUESTS, m, vec![]),
+            ApiError::LockedOut {
+                message,
+                retry_after,
+            } => {
+                let mut res = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(ErrorBody {
+                        error: message,
+                        problems: vec![],
+                    }),
+                )
+                    .into_response();
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after.into());
+                return res;
+            }
             ApiError::Invalid { message, problems } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, message, problems)
             }

@@ -8,7 +8,7 @@ use axum::Json;
 use nb_api::{AccessLogLine, Protocol, Timestamp, Verdict};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::auth::Viewer;
 use super::time::parse_rfc3339;
 use super::{ApiError, AppState, ErrorBody};
 use crate::store::{Event, EventCursor, EventFilter, EventPage};
@@ -154,11 +154,11 @@ pub fn filter_of(q: EventQuery) -> Result<EventFilter, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", operation_id = "query_events", tag = "events",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(EventQuery),
     responses((status = 200, body = EventList), (status = 400, body = ErrorBody)))]
 pub async fn query(
-    _: Admin,
+    _: Viewer,
     State(st): State<AppState>,
     Query(q): Query<EventQuery>,
 ) -> Result<Json<EventList>, ApiError> {

@@ -1,6 +1,7 @@
 //! The HTTP API: admin routes (services, proxies, events, capabilities), the proxy link (stream,
 //! report, events) and the OpenAPI document.
 
+mod audit;
 mod auth;
 mod body;
 mod dashboard;
@@ -11,7 +12,9 @@ mod link;
 mod openapi;
 mod proxies;
 mod services;
+mod session;
 mod time;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +26,15 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-pub use auth::AuthFailures;
+pub use audit::{changed_fields, record, AuditList, AuditView, Change};
+pub use auth::{AuthFailures, ADMIN_TOKEN_ACTOR, CSRF_HEADER, SESSION_COOKIE};
 pub use error::{ApiError, ErrorBody};
 pub use events::{filter_of, EventList, EventQuery, EventView};
 pub use openapi::ApiDoc;
 pub use proxies::{CreatedProxy, ProxyView};
 pub use services::{ServiceBody, ServiceView};
+pub use session::{SessionView, SignInThrottle};
+pub use users::{name_problems, password_problems, CreatedToken, TokenView, UserView};
 
 use crate::changes::Changes;
 use crate::store::Store;
@@ -38,6 +44,8 @@ pub struct AppState {
     pub store: Store,
     pub admin: Arc<crate::auth::AdminCredential>,
     pub auth_failures: Arc<auth::AuthFailures>,
+    /// Failed sign-ins by address and by user name.
+    pub sign_ins: Arc<session::SignInThrottle>,
     pub changes: Changes,
     pub settings: Arc<Settings>,
     /// Turns true when the process shuts down: proxy streams end so that it can exit.
@@ -60,6 +68,10 @@ pub struct Settings {
     pub auth_failures_per_second: u32,
     /// Loopback clients are never limited (tests that make many failures on purpose).
     pub auth_exempt_loopback: bool,
+    /// How long a sign-in lasts.
+    pub session_lifetime: Duration,
+    /// Session cookies are marked Secure (sent over HTTPS only).
+    pub secure_cookies: bool,
 }
 
 impl Default for Settings {
@@ -70,6 +82,8 @@ impl Default for Settings {
             events_max_age: None,
             auth_failures_per_second: 10,
             auth_exempt_loopback: false,
+            session_lifetime: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
         }
     }
 }
@@ -81,6 +95,16 @@ pub const MAX_EVENT_BATCH_BYTES: usize = nb_api::events::MAX_BATCH_BYTES;
 /// from the same list (`utoipa-axum`).
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            session::sign_in,
+            session::whoami,
+            session::sign_out
+        ))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::update, users::delete))
+        .routes(routes!(users::list_tokens, users::create_token))
+        .routes(routes!(users::revoke_token))
+        .routes(routes!(audit::query))
         .routes(routes!(services::list, services::create))
         .routes(routes!(
             services::get_one,

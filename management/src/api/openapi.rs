@@ -1,7 +1,7 @@
 //! The OpenAPI document's frame: title, description and security schemes. Its paths come from
 //! the router (see `api_routes`), so each route is declared once.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -9,7 +9,10 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "nb-management API",
         description = "Services and their access control, proxies, and the reverse-proxy event log. \
-            Admin routes take the admin token, proxy routes a proxy token, both as `Authorization: Bearer`."
+            People authenticate with a session cookie (POST /api/v1/session; writes then carry \
+            X-CSRF-Token), a personal token (`nbu_…`) or the bootstrap admin token, both as \
+            `Authorization: Bearer`; each route names the least role it needs (viewer, operator, \
+            admin). Proxy routes take a proxy token."
     ),
     modifiers(&Security)
 )]
@@ -26,5 +29,12 @@ impl Modify for Security {
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
         }
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "nb_session",
+                "set by POST /api/v1/session",
+            ))),
+        );
     }
 }

@@ -7,7 +7,8 @@ use axum::Json;
 use nb_api::{BouncerReport, TargetReport};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::audit::Change;
+use super::auth::{Operator, Viewer};
 use super::body::JsonBody;
 use super::time::rfc3339;
 use super::{ApiError, AppState, ErrorBody};
@@ -65,6 +66,11 @@ impl ProxyView {
     }
 }
 
+/// What the audit log keeps of a proxy: who it is, not what it last reported.
+fn audited(p: &ProxyView) -> serde_json::Value {
+    serde_json::json!({ "id": p.id, "name": p.name, "created_at": p.created_at })
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProxy {
@@ -87,9 +93,9 @@ pub struct Capabilities {
 }
 
 #[utoipa::path(get, path = "/api/v1/proxies", operation_id = "list_proxies", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     responses((status = 200, body = [ProxyView]), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<ProxyView>>, ApiError> {
+pub async fn list(_: Viewer, State(st): State<AppState>) -> Result<Json<Vec<ProxyView>>, ApiError> {
     let proxies = st.store.proxies().await?;
     Ok(Json(
         proxies
@@ -100,11 +106,11 @@ pub async fn list(_: Admin, State(st): State<AppState>) -> Result<Json<Vec<Proxy
 }
 
 #[utoipa::path(get, path = "/api/v1/proxies/{id}", operation_id = "get_proxy", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ProxyView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
-    _: Admin,
+    _: Viewer,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ProxyView>, ApiError> {
@@ -117,12 +123,12 @@ pub async fn get_one(
 }
 
 #[utoipa::path(post, path = "/api/v1/proxies", operation_id = "create_proxy", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     request_body = NewProxy,
     responses((status = 201, body = CreatedProxy), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn create(
-    _: Admin,
+    Operator(caller): Operator,
     State(st): State<AppState>,
     JsonBody(body): JsonBody<NewProxy>,
 ) -> Result<(StatusCode, Json<CreatedProxy>), ApiError> {
@@ -139,37 +145,50 @@ pub async fn create(
         .create_proxy(&generate_id(), name, &hash_token(&token))
         .await?;
     tracing::info!(proxy = %proxy.name, id = %proxy.id, "proxy token created");
+    let view = ProxyView::new(&proxy, &st, &[]);
+    st.audit_by(
+        &caller,
+        Change::new("create", "proxy", &proxy.id).after(&audited(&view)),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
-        Json(CreatedProxy {
-            proxy: ProxyView::new(&proxy, &st, &[]),
-            token,
-        }),
+        Json(CreatedProxy { proxy: view, token }),
     ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/proxies/{id}", operation_id = "revoke_proxy", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(("id" = String, Path)),
     responses((status = 204, description = "token revoked; an open stream closes within the check interval"),
         (status = 404, body = ErrorBody)))]
 pub async fn revoke(
-    _: Admin,
+    Operator(caller): Operator,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let proxies = st.store.proxies().await?;
+    let before = proxies
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| ProxyView::new(p, &st, &proxies));
     if !st.store.delete_proxy(&id).await? {
         return Err(ApiError::NotFound(format!("no proxy \"{id}\"")));
     }
     tracing::info!(id = %id, "proxy token revoked");
+    let mut change = Change::new("revoke", "proxy", &id);
+    if let Some(before) = &before {
+        change = change.before(&audited(before));
+    }
+    st.audit_by(&caller, change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/capabilities", operation_id = "capabilities", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     responses((status = 200, body = Capabilities)))]
 pub async fn capabilities(
-    _: Admin,
+    _: Viewer,
     State(st): State<AppState>,
 ) -> Result<Json<Capabilities>, ApiError> {
     let proxies = st.store.proxies().await?;
@@ -180,8 +199,8 @@ pub async fn capabilities(
 }
 
 #[utoipa::path(get, path = "/api/v1/countries", operation_id = "countries", tag = "proxies",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     responses((status = 200, description = "ISO 3166-1 alpha-2 codes the country lists accept", body = [String])))]
-pub async fn countries(_: Admin) -> Json<Vec<&'static str>> {
+pub async fn countries(_: Viewer) -> Json<Vec<&'static str>> {
     Json(nb_api::CountryCode::assigned().collect())
 }

@@ -12,7 +12,8 @@ use nb_api::{
 use nb_api::{HealthCheckSpec, LoadBalancing, PassiveHealthSpec};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Admin;
+use super::audit::Change;
+use super::auth::{Operator, Viewer};
 use super::body::{CheckedBody, Undecoded};
 use super::time::rfc3339;
 use super::{ApiError, AppState};
@@ -268,10 +269,10 @@ fn trimmed(mut r: RestrictionsSpec) -> RestrictionsSpec {
 }
 
 #[utoipa::path(get, path = "/api/v1/services", operation_id = "list_services", tag = "services",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     responses((status = 200, body = [ServiceView]), (status = 401, body = ErrorBody)))]
 pub async fn list(
-    _: Admin,
+    _: Viewer,
     State(st): State<AppState>,
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
     let services = st.store.services().await?;
@@ -279,11 +280,11 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{id}", operation_id = "get_service", tag = "services",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
-    _: Admin,
+    _: Viewer,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ServiceView>, ApiError> {
@@ -292,12 +293,12 @@ pub async fn get_one(
 }
 
 #[utoipa::path(post, path = "/api/v1/services", operation_id = "create_service", tag = "services",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     request_body = ServiceBody,
     responses((status = 201, body = ServiceView), (status = 409, body = ErrorBody),
         (status = 422, description = "field-level problems", body = ErrorBody)))]
 pub async fn create(
-    _: Admin,
+    Operator(caller): Operator,
     State(st): State<AppState>,
     CheckedBody(body): CheckedBody<ServiceBody>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
@@ -320,17 +321,23 @@ pub async fn create(
     let saved = change.insert(&name, &spec, &routes).await?;
     finish(&st, change).await?;
     tracing::info!(service = %spec.id, "service created");
-    Ok((StatusCode::CREATED, Json(ServiceView::from(&saved))))
+    let view = ServiceView::from(&saved);
+    st.audit_by(
+        &caller,
+        Change::new("create", "service", &spec.id).after(&view),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(put, path = "/api/v1/services/{id}", operation_id = "update_service", tag = "services",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(("id" = String, Path)),
     request_body = ServiceBody,
     responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody),
         (status = 422, description = "field-level problems", body = ErrorBody)))]
 pub async fn update(
-    _: Admin,
+    Operator(caller): Operator,
     State(st): State<AppState>,
     Path(id): Path<String>,
     CheckedBody(body): CheckedBody<ServiceBody>,
@@ -354,24 +361,38 @@ pub async fn update(
         .ok_or_else(|| not_found(&id))?;
     finish(&st, change).await?;
     tracing::info!(service = %id, "service updated");
-    Ok(Json(ServiceView::from(&saved)))
+    let view = ServiceView::from(&saved);
+    st.audit_by(
+        &caller,
+        Change::new("update", "service", &id)
+            .before(&ServiceView::from(&current))
+            .after(&view),
+    )
+    .await;
+    Ok(Json(view))
 }
 
 #[utoipa::path(delete, path = "/api/v1/services/{id}", operation_id = "delete_service", tag = "services",
-    security(("admin" = [])),
+    security(("admin" = []), ("session" = [])),
     params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(
-    _: Admin,
+    Operator(caller): Operator,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut change = st.store.change_services().await?;
+    let current = change.get(&id).await?.ok_or_else(|| not_found(&id))?;
     if !change.delete(&id).await? {
         return Err(not_found(&id));
     }
     finish(&st, change).await?;
     tracing::info!(service = %id, "service deleted");
+    st.audit_by(
+        &caller,
+        Change::new("delete", "service", &id).before(&ServiceView::from(&current)),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

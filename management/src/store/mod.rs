@@ -2,12 +2,14 @@
 //! sqlx's `Any` driver. SQL here is written in the dialect both understand (`$n` placeholders,
 //! `ON CONFLICT`, `RETURNING`); times are milliseconds since the Unix epoch.
 
+mod audit;
 mod error;
 mod events;
 mod proxies;
 mod services;
 mod settings;
 mod sql;
+mod users;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -16,11 +18,13 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
+pub use audit::{AuditEntry, AuditFilter};
 pub use error::StoreError;
 pub use events::{Event, EventCursor, EventFilter, EventPage, NewEvent};
 pub use proxies::{Proxy, ProxyIdentity};
 pub use services::{Service, ServicesChange};
 pub use settings::{ADMIN_TOKEN_HASH, KEY_SALT};
+pub use users::{ApiToken, Role, Session, User};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

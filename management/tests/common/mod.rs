@@ -11,9 +11,44 @@ use std::time::Duration;
 use nb_management::api::Settings;
 use nb_management::retention::Retention;
 use nb_management::server::{serve, settle_admin_token, start};
-use nb_management::store::Store;
+use nb_management::store::{Role, Store};
 
 pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
+
+/// Every route a person calls, with the least role it needs. Paths as the OpenAPI document
+/// writes them; [`concrete`] fills the parameters.
+pub const PERSON_ROUTES: &[(&str, &str, Role)] = &[
+    ("GET", "/api/v1/services", Role::Viewer),
+    ("POST", "/api/v1/services", Role::Operator),
+    ("GET", "/api/v1/services/{id}", Role::Viewer),
+    ("PUT", "/api/v1/services/{id}", Role::Operator),
+    ("DELETE", "/api/v1/services/{id}", Role::Operator),
+    ("GET", "/api/v1/proxies", Role::Viewer),
+    ("POST", "/api/v1/proxies", Role::Operator),
+    ("GET", "/api/v1/proxies/{id}", Role::Viewer),
+    ("DELETE", "/api/v1/proxies/{id}", Role::Operator),
+    ("GET", "/api/v1/capabilities", Role::Viewer),
+    ("GET", "/api/v1/countries", Role::Viewer),
+    ("GET", "/api/v1/events", Role::Viewer),
+    ("GET", "/api/v1/events/export", Role::Viewer),
+    ("GET", "/api/v1/session", Role::Viewer),
+    ("GET", "/api/v1/tokens", Role::Viewer),
+    ("POST", "/api/v1/tokens", Role::Viewer),
+    ("DELETE", "/api/v1/tokens/{id}", Role::Viewer),
+    ("GET", "/api/v1/users", Role::Admin),
+    ("POST", "/api/v1/users", Role::Admin),
+    ("PUT", "/api/v1/users/{name}", Role::Admin),
+    ("DELETE", "/api/v1/users/{name}", Role::Admin),
+    ("GET", "/api/v1/audit", Role::Admin),
+];
+
+/// The path with each `{parameter}` replaced by `x`.
+pub fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
 
 pub use nb_e2e::admin_api::AdminApi;
 pub use nb_e2e::ports::reserve_port;
@@ -184,6 +219,15 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A database the test made itself (and cleans up itself).
+    pub fn at(url: String) -> Backend {
+        Backend {
+            name: "given",
+            url,
+            _dir: None,
+        }
+    }
+
     /// The same PostgreSQL database, for a second management replica.
     pub fn replica(&self) -> Backend {
         assert!(self._dir.is_none(), "replicas share a PostgreSQL database");
@@ -234,6 +278,7 @@ pub async fn server_with(backend: Backend, settings: Settings) -> Server {
         max_age: None,
         max_rows: None,
         max_bytes: None,
+        audit_max_age: None,
         interval: Duration::from_secs(60),
     };
     let running = start(
@@ -340,5 +385,79 @@ pub struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A user created for a test, signed in (session cookie and CSRF token) and holding a personal
+/// API token.
+pub struct Person {
+    pub name: String,
+    pub password: String,
+    /// `nb_session=…`, as a browser sends it back.
+    pub cookie: String,
+    pub csrf: String,
+    /// A personal token (`nbu_…`).
+    pub token: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// `name=value` of the Set-Cookie header.
+pub fn session_cookie(res: &reqwest::Response) -> String {
+    let set = res.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+impl Server {
+    pub async fn sign_in(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/session"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A request with `p`'s session cookie and CSRF token, as the dashboard sends it.
+    pub fn as_session(
+        &self,
+        p: &Person,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("cookie", &p.cookie)
+            .header("x-csrf-token", &p.csrf)
+    }
+
+    /// Creates a user with the admin token, signs in and makes a personal token.
+    pub async fn add_user(&self, name: &str, role: Role) -> Person {
+        let body = serde_json::json!({"name": name, "role": role, "password": PASSWORD});
+        let (status, v) = self.api.call("POST", "/api/v1/users", Some(&body)).await;
+        assert_eq!(status, 201, "{v}");
+        let res = self
+            .sign_in(serde_json::json!({"name": name, "password": PASSWORD}))
+            .await;
+        assert_eq!(res.status(), 200);
+        let cookie = session_cookie(&res);
+        let v: serde_json::Value = res.json().await.unwrap();
+        let mut p = Person {
+            name: name.into(),
+            password: PASSWORD.into(),
+            cookie,
+            csrf: v["csrf_token"].as_str().unwrap().to_owned(),
+            token: String::new(),
+        };
+        let res = self
+            .as_session(&p, reqwest::Method::POST, "/api/v1/tokens")
+            .json(&serde_json::json!({"name": "tests"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let v: serde_json::Value = res.json().await.unwrap();
+        p.token = v["secret"].as_str().unwrap().to_owned();
+        p
     }
 }

@@ -194,7 +194,11 @@ async fn sigterm_lets_http2_streams_in_flight_finish_and_refuses_new_ones() {
     assert!(status.success(), "{status:?}");
     assert!(conn.await.unwrap().is_ok(), "the connection ended cleanly");
     let entries = proxy.entries();
-    assert_eq!(entries.len(), 3, "the three streams, nothing else: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        3,
+        "the three streams, nothing else: {entries:?}"
+    );
     assert!(entries
         .iter()
         .all(|e| e["status"] == 200 && e["metadata"].get("aborted").is_none()));
