@@ -61,6 +61,23 @@ impl fmt::Display for CountryCode {
     }
 }
 
+/// As its two letters. Reading is as lenient as [`CountryCode::from_database`]: an entry from a
+/// proxy with a newer database than this binary still reads.
+impl serde::Serialize for CountryCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CountryCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        CountryCode::from_database(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("\"{s}\" is not a two-letter country code"))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

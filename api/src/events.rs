@@ -84,6 +84,11 @@ pub struct AccessLogLine<'a> {
     #[serde(default, with = "deny_reason")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub deny_reason: Option<crate::Verdict>,
+    /// The client's country (ISO 3166-1 alpha-2), for denied and CrowdSec-flagged entries when
+    /// the proxy has a GeoIP database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub country: Option<crate::CountryCode>,
     #[serde(default)]
     pub metadata: Metadata<'a>,
 }

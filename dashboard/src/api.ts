@@ -26,6 +26,10 @@ export type Token = Schemas["TokenView"];
 export type CreatedToken = Schemas["CreatedToken"];
 export type AuditEntry = Schemas["AuditView"];
 export type AuditPage = Schemas["AuditList"];
+export type Timeline = Schemas["Timeline"];
+export type TopLists = Schemas["TopLists"];
+export type EnforcePreview = Schemas["EnforcePreview"];
+export type CreatedProxy = Schemas["CreatedProxy"];
 
 export class ApiError extends Error {
   constructor(
@@ -99,7 +103,14 @@ export const api = {
     call<Service>("PUT", `/api/v1/services/${encodeURIComponent(id)}`, s),
   deleteService: (id: string) => call<void>("DELETE", `/api/v1/services/${encodeURIComponent(id)}`),
   proxies: () => call<Proxy[]>("GET", "/api/v1/proxies"),
-  capabilities: () => call<{ crowdsec: CrowdSecSupport; appsec: CrowdSecSupport }>("GET", "/api/v1/capabilities"),
+  createProxy: (p: { name: string; group?: string }) => call<CreatedProxy>("POST", "/api/v1/proxies", p),
+  revokeProxy: (id: string) => call<void>("DELETE", at("/api/v1/proxies", id)),
+  /** What a service targeting `groups` can use (the whole fleet without them). */
+  capabilities: (groups?: string[]) =>
+    call<{ crowdsec: CrowdSecSupport; appsec: CrowdSecSupport }>(
+      "GET",
+      groups?.length ? `/api/v1/capabilities?${new URLSearchParams({ groups: groups.join(",") })}` : "/api/v1/capabilities",
+    ),
   countries: () => call<string[]>("GET", "/api/v1/countries"),
   events: (query: URLSearchParams) => call<EventPage>("GET", `/api/v1/events?${query}`),
   /** Every event the filters match, as a file (`csv` or `jsonl`). */
@@ -119,6 +130,9 @@ export const api = {
   createToken: (t: { name: string; expires_in_days?: number }) => call<CreatedToken>("POST", "/api/v1/tokens", t),
   revokeToken: (id: string) => call<void>("DELETE", at("/api/v1/tokens", id)),
   audit: (query: URLSearchParams) => call<AuditPage>("GET", `/api/v1/audit?${query}`),
+  timeline: (query: URLSearchParams) => call<Timeline>("GET", `/api/v1/stats/timeline?${query}`),
+  top: (query: URLSearchParams) => call<TopLists>("GET", `/api/v1/stats/top?${query}`),
+  enforcePreview: () => call<EnforcePreview[]>("GET", "/api/v1/stats/enforce-preview"),
 };
 
 /** Deny reasons as the proxies write them: every verdict but `allow`. */

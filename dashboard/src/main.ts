@@ -3,6 +3,7 @@ import { ApiError, session } from "./api";
 import { renderAudit } from "./audit";
 import { clear, h } from "./dom";
 import { renderEvents } from "./events";
+import { renderOverview } from "./overview";
 import { renderTokens, renderUsers } from "./people";
 import { renderProxies } from "./proxies";
 import { renderServiceEditor, renderServices } from "./services";
@@ -24,7 +25,7 @@ function signIn(message?: string): void {
     error.textContent = "";
     try {
       await session.signIn(body);
-      if (!location.hash || location.hash === "#/") location.hash = "#/services";
+      if (!location.hash || location.hash === "#/") location.hash = "#/overview";
       await route();
     } catch (e) {
       error.textContent = refusal(e, "token" in body);
@@ -77,6 +78,7 @@ function layout(active: string): HTMLElement {
       h(
         "nav",
         {},
+        link("#/overview", "Overview"),
         link("#/services", "Services"),
         link("#/proxies", "Proxies"),
         link("#/events", "Event log"),
@@ -118,12 +120,14 @@ async function route(): Promise<void> {
   stopPage?.();
   stopPage = undefined;
   if (!session.me && !(await session.load().catch(() => null))) return signIn();
-  const hash = location.hash || "#/services";
+  const hash = location.hash || "#/overview";
   const [, section, id] = hash.split("/");
   const page = layout(`#/${section}`);
   try {
     if (section === "services" && id) {
       await renderServiceEditor(page, id === "new" ? undefined : decodeURIComponent(id));
+    } else if (section === "overview") {
+      stopPage = await renderOverview(page);
     } else if (section === "proxies") {
       await renderProxies(page);
     } else if (section === "events") {

@@ -1,5 +1,6 @@
-import { api, ApiError, session, type Role } from "./api";
+import { api, session, type Role } from "./api";
 import { clear, h, time } from "./dom";
+import { dangerButton, placeProblems, shownOnce } from "./forms";
 import { showError } from "./main";
 
 const ROLES: Role[] = ["viewer", "operator", "admin"];
@@ -8,37 +9,6 @@ const ROLE_HELP: Record<Role, string> = {
   operator: "also changes services and proxies",
   admin: "everything, users and the audit log included",
 };
-
-/** A field's problems under it, the rest in `summary`. */
-function placeProblems(form: HTMLElement, summary: HTMLElement, e: unknown): void {
-  form.querySelectorAll(".field-error").forEach((el) => el.remove());
-  if (!(e instanceof ApiError) || e.problems.length === 0) {
-    clear(summary, h("p", { class: "error", role: "alert" }, e instanceof Error ? e.message : String(e)));
-    return;
-  }
-  clear(summary);
-  for (const p of e.problems) {
-    const input = form.querySelector(`[name="${p.field}"]`);
-    const message = h("p", { class: "field-error", role: "alert" }, p.message);
-    if (input) input.after(message);
-    else summary.append(message);
-  }
-}
-
-/** A button that asks first, then acts; a failure is shown on the page. */
-function dangerButton(label: string, question: string, page: HTMLElement, act: () => Promise<void>): HTMLElement {
-  return h(
-    "button",
-    {
-      class: "danger",
-      onclick: async () => {
-        if (!confirm(question)) return;
-        await act().catch((err) => showError(page, err));
-      },
-    },
-    label,
-  );
-}
 
 export async function renderUsers(page: HTMLElement): Promise<void> {
   clear(page, h("p", { class: "loading" }, "Loading users…"));
@@ -127,16 +97,12 @@ export async function renderTokens(page: HTMLElement): Promise<void> {
         try {
           const created = await api.createToken({ name: name.value.trim(), expires_in_days: Number(days.value) });
           await renderTokens(page);
-          const secret = h("code", { id: "token-secret" }, created.secret);
           page.prepend(
-            h(
-              "div",
-              { class: "notice", role: "status" },
-              h("h3", {}, `Token "${created.token.name}" created`),
-              h("p", {}, "Copy it now: it is shown once, and only its hash is stored. Send it as Authorization: Bearer <token>."),
-              secret,
-              " ",
-              h("button", { type: "button", onclick: () => void navigator.clipboard?.writeText(created.secret) }, "Copy"),
+            shownOnce(
+              "token-secret",
+              `Token "${created.token.name}" created`,
+              created.secret,
+              "Copy it now: it is shown once, and only its hash is stored. Send it as Authorization: Bearer <token>.",
             ),
           );
         } catch (err) {

@@ -151,17 +151,15 @@ let flash: string | undefined;
 
 export async function renderServiceEditor(page: HTMLElement, id?: string): Promise<void> {
   clear(page, h("p", { class: "loading" }, "Loading…"));
-  const [service, caps, countries] = await Promise.all([
-    id ? api.service(id) : Promise.resolve(undefined),
-    api.capabilities(),
-    loadCountries(),
-  ]);
+  const service = id ? await api.service(id) : undefined;
+  const [caps, countries] = await Promise.all([api.capabilities(service?.groups ?? ["default"]), loadCountries()]);
   const r = service?.restrictions;
   const field = (name: string, label: string, input: HTMLElement, hint?: string) =>
     h("div", { class: "field", "data-field": name }, h("label", { for: input.id }, label), input, hint && h("p", { class: "hint" }, hint));
 
   const idInput = h("input", { id: "svc-id", value: service?.id ?? "", disabled: !!service, required: true });
   const nameInput = h("input", { id: "svc-name", value: service?.name ?? "" });
+  const groups = h("input", { id: "svc-groups", value: (service?.groups ?? ["default"]).join(", ") });
   const protocol = h(
     "select",
     { id: "svc-protocol" },
@@ -311,6 +309,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
     { id: "tab-general", role: "tabpanel", "aria-labelledby": "tab-btn-general" },
     field("id", "Id", idInput, "Lower-case letters, digits, '-', '_' or '.'; cannot be changed later."),
     field("name", "Name", nameInput),
+    field("groups", "Proxy groups", groups, "Comma-separated: the proxies of these groups serve it. CrowdSec and AppSec need every live proxy of them to support it."),
     field("protocol", "Protocol", protocol),
     field("hosts", "Hosts", hosts, "HTTP: comma-separated host names. TCP, optional: TLS server names (SNI) that pick this service when several TCP services share a listen address; TLS passes through untouched, and a service without names takes the other connections."),
     field("path_prefix", "Path prefix", pathPrefix, "HTTP, optional: serve only this path and below it (/admin). Services can share a host with different prefixes; the longest wins, and its access rules apply."),
@@ -419,6 +418,7 @@ export async function renderServiceEditor(page: HTMLElement, id?: string): Promi
   const body = (): ServiceBody => ({
     id: service?.id ?? idInput.value.trim(),
     name: nameInput.value.trim() || idInput.value.trim(),
+    groups: lines(groups.value),
     protocol: protocol.value as ServiceBody["protocol"],
     hosts: lines(hosts.value),
     path_prefix: protocol.value === "http" ? pathPrefix.value.trim() || null : null,

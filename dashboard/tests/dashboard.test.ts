@@ -216,6 +216,11 @@ describe("dashboard", () => {
 
     // Observe: the request is served; the event log shows what CrowdSec would have done.
     await until("the proxy to serve web.test", async () => (await proxy.get("web.test", "127.0.0.77")) === 200 || undefined);
+    // Three more from the banned address and two from the captcha one: six flagged requests
+    // from two addresses, which the overview must count.
+    for (const source of ["127.0.0.77", "127.0.0.77", "127.0.0.77", "127.0.0.78", "127.0.0.78"]) {
+      expect(await proxy.get("web.test", source)).toBe(200);
+    }
     await page.click("text=Event log");
     await page.check("#f-observe");
     const observed = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
@@ -256,13 +261,33 @@ describe("dashboard", () => {
     await page.press("#f-source", "Enter");
     await observed.waitFor();
 
+    // The overview: the charts and figures count the traffic, and "what enforce would
+    // change" names the six flagged requests and two addresses, with the switch.
+    await page.click("nav a:text('Overview')");
+    const would = page.locator("#enforce-preview li[data-service=web] .would-change");
+    await would.waitFor();
+    await until("the overview to count every flagged request", async () => {
+      if ((await would.textContent())?.includes("6 requests")) return true;
+      await page.selectOption("#ov-range", "1h");
+      await page.selectOption("#ov-range", "24h");
+      return undefined;
+    }, 30_000);
+    expect(await would.textContent()).toBe("Switching Service web to enforce would have denied 6 requests from 2 addresses in the last 24 h.");
+    expect(Number((await page.textContent("#fig-observed .value"))!.replace(/,/g, ""))).toBeGreaterThanOrEqual(6);
+    expect(await page.locator("#chart-requests canvas").count()).toBeGreaterThan(0);
+    const bouncer = page.locator(`#bouncers tr[data-proxy='${proxy.name}']`);
+    expect(await bouncer.locator(".badge").textContent()).toBe("synced");
+    expect(await bouncer.locator("td").nth(2).textContent()).toBe("2");
+    await screenshot(page, "24-overview-observe");
+    page.once("dialog", (d) => void d.accept());
+    await page.click("button[data-switch=web]");
+    await page.waitForSelector("text=No service is in CrowdSec observe mode.");
+
     // Enforce: the next request from that address is denied with crowdsec_ban.
     await page.goto(`${m.url}/#/services/web`);
     await page.click("#tab-btn-access");
     expect(await page.inputValue("#bypass")).toBe("192.0.2.0/24");
-    await page.selectOption("#crowdsec-mode", "enforce");
-    await page.click("button[type=submit]");
-    await page.waitForSelector("text=Saved.");
+    expect(await page.inputValue("#crowdsec-mode")).toBe("enforce");
     await until("enforce to apply", async () => (await proxy.get("web.test", "127.0.0.77")) === 403 || undefined);
     await page.click("text=Event log");
     await page.selectOption("#f-verdict", "crowdsec_ban");
@@ -271,6 +296,12 @@ describe("dashboard", () => {
     expect(await denied.locator(".badge.deny").textContent()).toBe("crowdsec_ban");
     expect(await denied.locator("td").nth(5).textContent()).toBe("403");
     await screenshot(page, "08-event-log-enforce");
+
+    // The denial reaches the overview's top list.
+    await page.click("nav a:text('Overview')");
+    await page.waitForSelector("#top-sources >> text=127.0.0.77");
+    expect(await page.textContent("#top-countries")).toContain("unknown");
+    await screenshot(page, "25-overview-enforce");
 
     await page.click("text=Proxies");
     await page.waitForSelector("text=2 decisions");

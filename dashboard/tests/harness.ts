@@ -78,22 +78,25 @@ export class Management {
 export class ManagedProxy {
   dir = mkdtempSync(join(tmpdir(), "nb-ui-proxy-"));
   port = 0;
-  name = `edge-${Math.random().toString(16).slice(2, 8)}`;
-  async start(m: Management, lapi: { url: string; key: string }): Promise<this> {
-    const { token } = await m.call("POST", "/api/v1/proxies", { name: this.name });
+  constructor(public name = `edge-${Math.random().toString(16).slice(2, 8)}`) {}
+  /** Starts nb-proxy against `m`: with a LAPI, it waits until CrowdSec is available; with a
+   *  `token` (a proxy created elsewhere, e.g. in the dashboard) it uses it instead of making one. */
+  async start(m: Management, lapi?: { url: string; key: string }, token?: string): Promise<this> {
+    token ??= (await m.call("POST", "/api/v1/proxies", { name: this.name })).token as string;
     const ready = join(this.dir, "ready.json");
+    const crowdsec = lapi ? ["--crowdsec-api-url", lapi.url, "--crowdsec-api-key", lapi.key, "--crowdsec-update-interval", "1s"] : [];
     start(
       bin("nb-proxy"),
       ["--management-url", m.url, "--token", token, "--management-cache", join(this.dir, "cache.json"),
         "--http-listen", "127.0.0.1:0", "--ready-file", ready, "--access-log", join(this.dir, "access.log"),
-        "--management-report-interval", "500ms",
-        "--crowdsec-api-url", lapi.url, "--crowdsec-api-key", lapi.key, "--crowdsec-update-interval", "1s"],
+        "--management-report-interval", "500ms", ...crowdsec],
       join(this.dir, "log"),
     );
     this.port = Number((await readyFile(ready, "nb-proxy")).http.split(":").pop());
     await until("the proxy to report", async () => {
-      const caps = await m.call("GET", "/api/v1/capabilities");
-      return caps.crowdsec.supported || undefined;
+      if (lapi) return (await m.call("GET", "/api/v1/capabilities")).crowdsec.supported || undefined;
+      const proxies: { name: string; live: boolean }[] = await m.call("GET", "/api/v1/proxies");
+      return proxies.some((p) => p.name === this.name && p.live) || undefined;
     });
     return this;
   }
@@ -186,10 +189,17 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
-/** Signs in with the bootstrap admin token (the way in before any user exists). */
+/** Signs in with the bootstrap admin token (the way in before any user exists), then opens
+ *  the Services page (the landing page is the Overview). */
 export async function signIn(page: Page, m: Management): Promise<void> {
   await page.goto(m.url);
   await signInWithToken(page, ADMIN);
+  await toServices(page);
+}
+
+async function toServices(page: Page): Promise<void> {
+  await page.waitForSelector("h1:text('Overview')");
+  await page.click("nav a:text('Services')");
   await page.waitForSelector("h1:text('Services')");
 }
 
@@ -205,5 +215,5 @@ export async function signInAs(page: Page, m: Management, name: string, password
   await page.fill("#user", name);
   await page.fill("#password", password);
   await page.click("button[type=submit]");
-  await page.waitForSelector("h1:text('Services')");
+  await toServices(page);
 }

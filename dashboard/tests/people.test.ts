@@ -3,7 +3,7 @@
 // page; users and personal tokens are managed from the dashboard.
 import { afterAll, afterEach, describe, expect, test } from "vitest";
 import type { BrowserContext, Page } from "playwright-core";
-import { browser, cleanup, cspViolations, Management, screenshot, signInAs } from "./harness";
+import { browser, cleanup, cspViolations, ManagedProxy, Management, screenshot, signInAs, until } from "./harness";
 
 let context: BrowserContext | undefined;
 afterEach(async () => {
@@ -64,6 +64,11 @@ describe("people", () => {
     await screenshot(page, "20-viewer-service");
     // The server refuses the viewer's write whatever the page offers.
     expect(await writeFromPage(page)).toBe(403);
+    // Nor can a viewer create or revoke proxies.
+    await page.click("nav a:text('Proxies')");
+    await page.waitForSelector("h1:text('Proxies')");
+    expect(await page.locator("#new-proxy-name").count()).toBe(0);
+    expect(await page.locator("button:text('Revoke')").count()).toBe(0);
     await signOut(page);
 
     // An operator edits the service; users and the audit log are not theirs.
@@ -120,5 +125,52 @@ describe("people", () => {
     await page.locator("tr[data-token=ci]").locator("button:text('Revoke')").click();
     await page.waitForSelector("tr[data-token=ci] .badge:text('revoked')");
     expect((await call(secret)).status).toBe(401);
+  });
+
+  test("an operator creates a proxy in a group, it connects with the copied token, and is revoked", async () => {
+    const m = await new Management().start();
+    await m.call("POST", "/api/v1/users", { name: "otto", role: "operator", password: PASSWORD });
+    const { createServer } = await import("node:http");
+    const upstream = createServer((_, res) => res.end("eu upstream"));
+    await new Promise<void>((ok) => upstream.listen(0, "127.0.0.1", ok));
+    const upstreamPort = (upstream.address() as { port: number }).port;
+    await m.call("POST", "/api/v1/services", { id: "eu-web", protocol: "http", hosts: ["eu.test"], upstream: `http://127.0.0.1:${upstreamPort}`, groups: ["eu"] });
+    const page = await open();
+    await context!.grantPermissions(["clipboard-read", "clipboard-write"], { origin: m.url });
+    await signInAs(page, m, "otto", PASSWORD);
+    await page.click("nav a:text('Proxies')");
+    await page.waitForSelector("text=No proxy yet. Add one below");
+
+    // A bad group name is said under its field.
+    await page.fill("#new-proxy-name", "edge-eu");
+    await page.fill("#new-proxy-group", "Europe West");
+    await page.click("button:text('Create proxy')");
+    await page.waitForSelector("#new-proxy-group + .field-error:text('is not a group name')");
+    await page.fill("#new-proxy-group", "eu");
+    await page.click("button:text('Create proxy')");
+    const token = (await page.textContent("#proxy-token"))!;
+    expect(token).toMatch(/^nbp_[0-9a-f]{64}$/);
+    expect(await page.textContent(".notice")).toContain(`--management-url ${m.url}`);
+    await page.click("#proxy-token-copy");
+    await page.waitForSelector("#proxy-token-copied:text('Copied.')");
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(token);
+    await screenshot(page, "26-proxy-created");
+
+    // The proxy starts with that token: live, in its group, serving that group's service.
+    const proxy = await new ManagedProxy("edge-eu").start(m, undefined, token);
+    await page.reload();
+    const row = page.locator("tr[data-proxy=edge-eu]");
+    await row.locator(".badge.ok:text('live')").waitFor();
+    expect(await row.locator("td").nth(1).textContent()).toBe("eu");
+    await until("the eu service to be served", async () => (await proxy.get("eu.test", "127.0.0.5")) === 200 || undefined);
+    await screenshot(page, "27-proxies-groups");
+
+    // Revoked from the page: gone from the list, and its token no longer works.
+    page.once("dialog", (d) => void d.accept());
+    await row.locator("button:text('Revoke')").click();
+    await page.waitForSelector("tr[data-proxy=edge-eu]", { state: "detached" });
+    const report = await fetch(`${m.url}/api/v1/proxy/report`, { method: "PUT", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}" });
+    expect(report.status).toBe(401);
+    upstream.close();
   });
 });

@@ -11,3 +11,4 @@ pub mod binaries;
 pub mod harness;
 pub mod lapi;
 pub mod ports;
+pub mod postgres;

@@ -80,7 +80,10 @@ async fn main() {
             let mut change = store.change_services().await.unwrap();
             for i in stored..(stored + 1000).min(size) {
                 let s = spec(i);
-                change.insert(&s.id, &s, &routes_of(&s)).await.unwrap();
+                change
+                    .insert(&s.id, &s, &["default".to_owned()], &routes_of(&s))
+                    .await
+                    .unwrap();
             }
             change.commit().await.unwrap();
             stored = (stored + 1000).min(size);

@@ -31,11 +31,22 @@ pub enum RunError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The ready file, replaced whole (written beside it, then renamed).
-fn announce_ready(path: &std::path::Path, listen: std::net::SocketAddr) -> std::io::Result<()> {
-    let ready = serde_json::json!({ "pid": std::process::id(), "listen": listen.to_string() });
+fn announce_ready(
+    path: &std::path::Path,
+    listen: std::net::SocketAddr,
+    https: bool,
+) -> std::io::Result<()> {
+    let scheme = if https { "https" } else { "http" };
+    let ready = serde_json::json!({
+        "pid": std::process::id(),
+        "listen": listen.to_string(),
+        "url": format!("{scheme}://{listen}"),
+    });
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     std::fs::write(&tmp, ready.to_string())?;
@@ -55,6 +66,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some(token) = generated {
         announce_generated_token(&config, &token)?;
     }
+    // A bad certificate or key stops the start, before anything listens.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|(files, every)| {
+            Ok::<_, RunError>((crate::tls::Certificate::load(files.clone())?, *every))
+        })
+        .transpose()?;
     let running = start(
         store.clone(),
         hash,
@@ -71,18 +90,35 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             source,
         })?;
     let bound = listener.local_addr().map_err(RunError::Serve)?;
-    tracing::info!(listen = %bound, "nb-management ready");
+    let https = tls.is_some();
+    tracing::info!(
+        listen = %bound,
+        url = %format!("{}://{bound}", if https { "https" } else { "http" }),
+        "nb-management ready"
+    );
     if let Some(path) = &config.ready_file {
-        announce_ready(path, bound).map_err(|source| RunError::ReadyFile {
+        announce_ready(path, bound, https).map_err(|source| RunError::ReadyFile {
             path: path.clone(),
             source,
         })?;
     }
     let mut signalled = on_signals()?;
     let mut stop = signalled.clone();
-    let server = serve(listener, running, async move {
+    let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
-    });
+    };
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> =
+        match tls {
+            Some((certificate, every)) => {
+                tokio::spawn(certificate.clone().watch(every));
+                use axum::serve::ListenerExt;
+                let listener = crate::tls::TlsListener::new(listener, certificate.server_config())
+                    .map_err(RunError::Serve)?
+                    .tap_io(|_| {});
+                Box::pin(serve(listener, running, stopped))
+            }
+            None => Box::pin(serve(listener, running, stopped)),
+        };
     let timeout = config.shutdown_timeout;
     tokio::select! {
         r = server => r.map_err(RunError::Serve)?,

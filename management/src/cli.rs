@@ -128,6 +128,26 @@ pub struct Args {
     #[arg(long, env = "NB_MANAGEMENT_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Both files are read
+    /// again when they change: a renewed certificate needs no restart. Session cookies are
+    /// then marked Secure.
+    #[arg(long, env = "NB_MANAGEMENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "NB_MANAGEMENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often --tls-cert and --tls-key are checked for changes.
+    #[arg(long, env = "NB_MANAGEMENT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Let pages from this origin (`https://tools.example.com`) call the API from a browser
+    /// (CORS), with a personal or admin token. Repeat it, or separate origins with commas.
+    /// Without it no other origin may.
+    #[arg(long, env = "NB_MANAGEMENT_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
     /// Once serving, write the address actually bound to this file as JSON, atomically: for
     /// supervisors and tests that listen on port 0.
     #[arg(long, env = "NB_MANAGEMENT_READY_FILE")]

@@ -23,6 +23,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where to say, once serving, which address was bound.
     pub ready_file: Option<PathBuf>,
+    /// HTTPS, and how often its files are checked for changes.
+    pub tls: Option<(crate::tls::TlsFiles, Duration)>,
     /// The tracing filter.
     pub log: String,
 }
@@ -54,6 +56,23 @@ pub enum ConfigError {
     WeakAdminToken,
     #[error("--database-url must start with sqlite:// or postgres:// (got {0})")]
     DatabaseScheme(String),
+    #[error("--cors-origin {0:?} is not an origin: expected scheme://host[:port], e.g. https://tools.example.com")]
+    CorsOrigin(String),
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn origin(s: &str) -> Result<String, ConfigError> {
+    let s = s.trim().trim_end_matches('/');
+    let ok = s.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https")
+            && !rest.is_empty()
+            && !rest.contains(['/', '?', '#', '@', ' '])
+    });
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::CorsOrigin(s.to_owned()))
+    }
 }
 
 impl TryFrom<Args> for Config {
@@ -94,11 +113,25 @@ impl TryFrom<Args> for Config {
             audit_max_age: Some(args.audit_max_age).filter(|d| !d.is_zero()),
             interval: args.retention_interval,
         };
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((crate::tls::TlsFiles { cert, key }, args.tls_reload_interval))
+            }
+            _ => None,
+        };
+        let cors_origins = args
+            .cors_origin
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
         let api = Settings {
             live_window: args.proxy_live_window,
             events_max_age: retention.max_age,
             auth_failures_per_second: args.auth_failures_per_second,
             session_lifetime: args.session_lifetime,
+            secure_cookies: tls.is_some(),
+            cors_origins,
             ..Settings::default()
         };
         Ok(Config {
@@ -111,6 +144,7 @@ impl TryFrom<Args> for Config {
             change_poll_interval: args.change_poll_interval,
             shutdown_timeout: args.shutdown_timeout,
             ready_file: args.ready_file,
+            tls,
             log: args.log,
         })
     }
@@ -195,5 +229,38 @@ mod tests {
         assert!(!e.contains("u:p"), "{e}");
         let c = config(&["--database-url", "postgres://nb:s3cret@db/nb"]).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn https_and_cors_origins() {
+        let c = config(&["--tls-cert", "/etc/nb/m.crt", "--tls-key", "/etc/nb/m.key"]).unwrap();
+        let (files, every) = c.tls.unwrap();
+        assert_eq!(files.cert, PathBuf::from("/etc/nb/m.crt"));
+        assert_eq!(every, Duration::from_secs(10));
+        assert!(c.api.secure_cookies, "cookies are Secure under TLS");
+        assert!(!config(&[]).unwrap().api.secure_cookies);
+        let argv = ["nb-management", "--tls-cert", "/etc/nb/m.crt"];
+        let e = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains("--tls-key"), "{e}");
+
+        let c = config(&[
+            "--cors-origin",
+            "https://Tools.example.com/,http://127.0.0.1:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.api.cors_origins,
+            ["https://tools.example.com", "http://127.0.0.1:3000"]
+        );
+        assert!(config(&[]).unwrap().api.cors_origins.is_empty());
+        for bad in [
+            "tools.example.com",
+            "https://a.example/path",
+            "ftp://a.example",
+            "https://",
+        ] {
+            let e = config(&["--cors-origin", bad]).unwrap_err().to_string();
+            assert!(e.contains("is not an origin"), "{bad}: {e}");
+        }
     }
 }

@@ -172,6 +172,9 @@ fn to_event(
             .map_or("", |m| m.as_str())
             .to_owned(),
         metadata,
+        country: l
+            .country
+            .map_or_else(String::new, |c| c.as_str().to_owned()),
     }))
 }
 

@@ -12,5 +12,6 @@ pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod users_cli;
 pub mod validate;

@@ -1,5 +1,6 @@
-//! Prunes old events by age and by count, audit entries by age (kept apart: an audit trail
-//! usually outlives the access log), and expired sessions.
+//! Prunes old events by age and by count, the overview's aggregates past the week they serve,
+//! audit entries by age (kept apart: an audit trail usually outlives the access log), and
+//! expired sessions.
 
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ impl Retention {
                 Ok(n) => tracing::info!(removed = n, "old events pruned"),
                 Err(e) => tracing::warn!("cannot prune events: {e}"),
             }
+        }
+        // The overview's aggregates keep their own, fixed periods (a week at most).
+        if let Err(e) = store.prune_rollups(now_ms()).await {
+            tracing::warn!("cannot prune the overview's aggregates: {e}");
         }
         if let Some(age) = self.audit_max_age {
             match store.prune_audit(now_ms() - age.as_millis() as i64).await {

@@ -4,8 +4,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-
 use crate::api::{router, AppState, Settings};
 use crate::auth::{
     generate_token, hash_chosen_token, hash_token, AdminCredential, ADMIN_TOKEN_PREFIX,
@@ -97,12 +95,18 @@ pub async fn start(
 }
 
 /// Serves until `shutdown` resolves, then closes proxy streams and waits for requests in
-/// flight (the caller bounds that wait).
-pub async fn serve(
-    listener: TcpListener,
+/// flight (the caller bounds that wait). Plain HTTP on a [`TcpListener`], or HTTPS on a
+/// [`crate::tls::TlsListener`] (wrapped by `tap_io`, which gives it the client's address).
+pub async fn serve<L>(
+    listener: L,
     running: Running,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let stop = running.stop.clone();
     let app = router(running.state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

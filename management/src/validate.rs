@@ -38,6 +38,58 @@ fn valid_id(id: &str) -> bool {
         })
 }
 
+/// The group every proxy and service is in unless told otherwise.
+pub const DEFAULT_GROUP: &str = "default";
+/// Most groups one service may target.
+pub const MAX_GROUPS: usize = 32;
+
+/// What is wrong with a proxy group's name, if anything: the same shape as a service id.
+pub fn group_problem(group: &str) -> Option<String> {
+    (!valid_id(group)).then(|| {
+        format!(
+            "\"{group}\" is not a group name: 1-63 lower-case letters, digits, '-', '_' or '.', \
+             starting with a letter or digit"
+        )
+    })
+}
+
+/// The problems of a service's `groups`: at least one, valid names, no repeats.
+pub fn groups_problems(groups: &[String]) -> Vec<FieldProblem> {
+    let mut problems = Vec::new();
+    if groups.is_empty() {
+        problems.push(FieldProblem::new(
+            "groups",
+            "name at least one proxy group (\"default\" is every proxy's unless told otherwise)",
+        ));
+    }
+    if groups.len() > MAX_GROUPS {
+        problems.push(FieldProblem::new(
+            "groups",
+            format!("at most {MAX_GROUPS} groups"),
+        ));
+    }
+    for (i, g) in groups.iter().enumerate() {
+        if let Some(why) = group_problem(g) {
+            problems.push(FieldProblem::new(&format!("groups[{i}]"), why));
+        } else if groups[..i].contains(g) {
+            problems.push(FieldProblem::new(
+                &format!("groups[{i}]"),
+                format!("\"{g}\" is listed twice"),
+            ));
+        }
+    }
+    problems
+}
+
+/// The proxies of these groups: the ones a service targeting them runs on.
+pub fn in_groups(proxies: &[Proxy], groups: &[String]) -> Vec<Proxy> {
+    proxies
+        .iter()
+        .filter(|p| groups.contains(&p.group))
+        .cloned()
+        .collect()
+}
+
 /// Most hosts one service may have, and entries one CIDR or country list may hold: bounds on
 /// what one request can make every proxy compile.
 pub const MAX_HOSTS: usize = 100;
@@ -156,10 +208,17 @@ pub struct CrowdSecSupport {
     pub live_proxies_with_crowdsec: usize,
 }
 
-/// Every live proxy serves every service, so all of them must have a bouncer.
-pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
+/// Every live proxy of the service's groups serves it, so all of them must have a bouncer.
+/// `groups`: `None` for the whole fleet.
+pub fn crowdsec_support(
+    proxies: &[Proxy],
+    groups: Option<&[String]>,
+    now_ms: i64,
+    live_window: Duration,
+) -> CrowdSecSupport {
     support(
         proxies,
+        groups,
         now_ms,
         live_window,
         |p| p.supports_crowdsec,
@@ -171,10 +230,16 @@ pub fn crowdsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -
     )
 }
 
-/// The same rule for AppSec: every live proxy must have an AppSec component configured.
-pub fn appsec_support(proxies: &[Proxy], now_ms: i64, live_window: Duration) -> CrowdSecSupport {
+/// The same rule for AppSec: every live proxy of the groups must have an AppSec component.
+pub fn appsec_support(
+    proxies: &[Proxy],
+    groups: Option<&[String]>,
+    now_ms: i64,
+    live_window: Duration,
+) -> CrowdSecSupport {
     support(
         proxies,
+        groups,
         now_ms,
         live_window,
         |p| p.report.as_ref().is_some_and(|r| r.supports_appsec),
@@ -194,6 +259,7 @@ struct Feature {
 
 fn support(
     proxies: &[Proxy],
+    groups: Option<&[String]>,
     now_ms: i64,
     live_window: Duration,
     has: impl Fn(&Proxy) -> bool,
@@ -202,7 +268,20 @@ fn support(
     let live: Vec<&Proxy> = proxies
         .iter()
         .filter(|p| p.is_live(now_ms, live_window))
+        .filter(|p| groups.is_none_or(|g| g.contains(&p.group)))
         .collect();
+    // "proxy", or "proxy of group \"eu\"" when other groups exist, for the messages.
+    let of = match groups {
+        Some(g) if proxies.iter().any(|p| !g.contains(&p.group)) => {
+            let names: Vec<&str> = g.iter().map(String::as_str).collect();
+            format!(
+                " of group{} {}",
+                if g.len() == 1 { "" } else { "s" },
+                quoted_list(&names)
+            )
+        }
+        _ => String::new(),
+    };
     let without: Vec<&str> = live
         .iter()
         .filter(|p| !has(p))
@@ -210,13 +289,13 @@ fn support(
         .collect();
     let reason = if live.is_empty() {
         Some(format!(
-            "no proxy is connected: {} needs a live proxy (one with its stream open) \
+            "no proxy{of} is connected: {} needs a live proxy{of} (one with its stream open) \
              started with {}",
             f.name, f.flags
         ))
     } else if !without.is_empty() {
         Some(format!(
-            "not every live proxy supports {}: {} {} no {} configured; start {} with {}",
+            "not every live proxy{of} supports {}: {} {} no {} configured; start {} with {}",
             f.name,
             quoted_list(&without),
             if without.len() == 1 { "has" } else { "have" },

@@ -1485,3 +1485,200 @@ fn the_dashboards_types_come_from_the_current_openapi_document() {
     // Every route the tests list, and signing in and out (which need no credentials / end them).
     assert_eq!(n, PERSON_ROUTES.len() + PROXY_ROUTES.len() + 2);
 }
+
+/// CORS only for the origins the operator named: a page elsewhere gets no CORS headers, so
+/// the browser keeps it from reading the API.
+#[tokio::test]
+async fn cors_only_for_the_configured_origins() {
+    let preflight = |s: &Server, origin: &str| {
+        s.http
+            .request(Method::OPTIONS, s.url("/api/v1/services"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = |res: &reqwest::Response| {
+        res.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let closed = server().await;
+    let res = preflight(&closed, "https://tools.example.com")
+        .await
+        .unwrap();
+    assert_eq!(allowed(&res), None, "no CORS unless configured");
+    let res = closed
+        .admin(Method::GET, "/api/v1/services")
+        .header("origin", "https://tools.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed(&res), None);
+
+    let open = server_with(
+        sqlite().await,
+        Settings {
+            cors_origins: vec!["https://tools.example.com".into()],
+            ..Settings::default()
+        },
+    )
+    .await;
+    let res = preflight(&open, "https://tools.example.com").await.unwrap();
+    assert_eq!(allowed(&res).as_deref(), Some("https://tools.example.com"));
+    let methods = res.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("PUT"), "{methods}");
+    let res = preflight(&open, "https://evil.example.com").await.unwrap();
+    assert_eq!(allowed(&res), None, "another origin");
+    let res = open
+        .admin(Method::GET, "/api/v1/services")
+        .header("origin", "https://tools.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(allowed(&res).as_deref(), Some("https://tools.example.com"));
+    // The security headers are on CORS answers too.
+    assert!(res.headers().contains_key("content-security-policy"));
+}
+
+/// The overview's figures over the API on both stores, from batches shipped as proxies ship
+/// them: the timeline by verdict, the top denied sources and countries, and what enforce would
+/// change for the services in observe mode.
+#[tokio::test]
+async fn overview_figures_follow_shipped_events_on_both_stores() {
+    for backend in both().await {
+        let name = backend.name;
+        let s = server_with(backend, Settings::default()).await;
+        let (_, token) = s.create_proxy("edge").await;
+        for (id, mode) in [("web", "observe"), ("api", "off")] {
+            let mut v = web(id, &format!("{id}.test"));
+            v["restrictions"] = json!({ "crowdsec_mode": mode });
+            if mode == "observe" {
+                // The cluster rule: a live proxy with a LAPI.
+                let _live = s.connect(&token, true).await;
+                let (status, v) = s.api.call("POST", "/api/v1/services", Some(&v)).await;
+                assert_eq!(status, 201, "{name}: {v}");
+            } else {
+                s.api.call("POST", "/api/v1/services", Some(&v)).await;
+            }
+        }
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let line = |service: &str, source: &str, deny: &str, country: Option<&str>, flag: &str| {
+            let mut v: Value = serde_json::from_str(LINE).unwrap();
+            v["ts"] = json!(now);
+            v["service_id"] = json!(service);
+            v["source_ip"] = json!(source);
+            v["deny_reason"] = json!(deny);
+            if let Some(c) = country {
+                v["country"] = json!(c);
+            }
+            v["metadata"] = if flag.is_empty() {
+                json!({})
+            } else {
+                json!({"crowdsec_verdict": flag, "crowdsec_mode": "observe"})
+            };
+            v.to_string()
+        };
+        let batch = [
+            line("web", "192.0.2.1", "", None, ""),
+            line("web", "192.0.2.2", "", None, "crowdsec_ban"),
+            line("web", "192.0.2.2", "", None, "crowdsec_ban"),
+            line("web", "192.0.2.3", "", None, "crowdsec_captcha"),
+            line("api", "198.51.100.9", "ip_restricted", Some("NL"), ""),
+            line("api", "198.51.100.9", "ip_restricted", Some("NL"), ""),
+            line("api", "198.51.100.8", "country_restricted", Some("RU"), ""),
+        ]
+        .join("\n");
+        let res = s
+            .with_token(&token, Method::POST, "/api/v1/proxy/events")
+            .body(batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{name}");
+
+        let (status, t) = s
+            .api
+            .call("GET", "/api/v1/stats/timeline?range=1h", None)
+            .await;
+        assert_eq!(status, 200, "{name}: {t}");
+        assert_eq!(t["resolution_secs"], 60);
+        assert_eq!(t["buckets"].as_array().unwrap().len(), 60);
+        let total = |verdict: &str| -> i64 {
+            t["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["verdict"] == verdict)
+                .map_or(0, |s| s["total"].as_i64().unwrap())
+        };
+        assert_eq!(
+            (
+                total("allow"),
+                total("ip_restricted"),
+                total("country_restricted")
+            ),
+            (4, 2, 1),
+            "{name}: {t}"
+        );
+        assert_eq!(t["series"][0]["verdict"], "allow", "allow first");
+        let observed: i64 = t["observed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .sum();
+        assert_eq!(observed, 3);
+        let (_, t) = s
+            .api
+            .call("GET", "/api/v1/stats/timeline?range=7d&service=web", None)
+            .await;
+        assert_eq!(
+            (
+                t["resolution_secs"].as_i64(),
+                t["series"].as_array().unwrap().len()
+            ),
+            (Some(3600), 1)
+        );
+
+        let (_, top) = s.api.call("GET", "/api/v1/stats/top?range=24h", None).await;
+        assert_eq!(
+            top["sources"][0],
+            json!({"source_ip": "198.51.100.9", "country": "NL", "requests": 2}),
+            "{name}: {top}"
+        );
+        assert_eq!(top["countries"].as_array().unwrap().len(), 2);
+        assert_eq!(top["countries"][0], json!({"country": "NL", "requests": 2}));
+        let (_, top) = s
+            .api
+            .call("GET", "/api/v1/stats/top?range=7d&service=web", None)
+            .await;
+        assert!(
+            top["sources"].as_array().unwrap().is_empty(),
+            "web denied nothing: {top}"
+        );
+
+        let (_, preview) = s
+            .api
+            .call("GET", "/api/v1/stats/enforce-preview", None)
+            .await;
+        assert_eq!(
+            preview,
+            json!([{"service_id": "web", "name": "web", "requests": 3, "addresses": 2,
+                    "since": preview[0]["since"]}]),
+            "{name}"
+        );
+
+        let (status, v) = s.api.call("GET", "/api/v1/stats/top?range=1y", None).await;
+        assert_eq!(status, 400);
+        assert!(v["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"1y\" is not one of 1h, 24h, 7d"));
+        let (status, _) = s.api.call("GET", "/api/v1/stats/top?limit=0", None).await;
+        assert_eq!(status, 400);
+    }
+}

@@ -128,11 +128,12 @@ impl ProxyState {
         }
     }
 
-    /// Asks `restrict` about one client, with this process's sources.
+    /// Asks `restrict` about one client, with this process's sources. A denied or flagged
+    /// client's country is looked up for the log when the country layer did not.
     pub fn check(&self, filter: &Filter, client: IpAddr) -> Outcome {
         let geo = self.geo.load();
         let lookup = geo.as_deref().map(|g| g as &dyn CountryLookup);
-        filter.check(client, lookup, |ip| {
+        let mut outcome = filter.check(client, lookup, |ip| {
             self.crowdsec.reputation(ip, || Network {
                 asn: self.asn.as_ref().and_then(|db| db.asn(ip)),
                 country: geo
@@ -140,6 +141,10 @@ impl ProxyState {
                     .and_then(|g| g.country(ip))
                     .map(|c| c.bytes()),
             })
-        })
+        });
+        if outcome.is_noteworthy() && outcome.country.is_none() {
+            outcome.country = lookup.and_then(|g| g.country(client.to_canonical()));
+        }
+        outcome
     }
 }

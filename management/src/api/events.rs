@@ -70,6 +70,7 @@ impl From<Event> for EventView {
             bytes_in: ev.bytes_in.max(0) as u64,
             bytes_out: ev.bytes_out.max(0) as u64,
             deny_reason: Verdict::parse(&ev.deny_reason),
+            country: nb_api::CountryCode::from_database(&ev.country),
             metadata: serde_json::from_str(&ev.metadata).unwrap_or_default(),
         };
         Self {
@@ -223,6 +224,7 @@ mod tests {
                 crowdsec_verdict: String::new(),
                 crowdsec_mode: String::new(),
                 metadata: format!(r#"{{"x":"{}"}}"#, "m".repeat(metadata_len)),
+                country: String::new(),
             },
         }
     }

@@ -97,8 +97,16 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
                 }
             }
         }
-        let (revision, services) = match s.st.store.services_at_revision().await {
-            Ok(v) => v,
+        let loaded = async {
+            let group = s.st.store.proxy(&s.guard.0.id).await?.map(|p| p.group);
+            Ok::<_, crate::store::StoreError>((group, s.st.store.services_at_revision().await?))
+        };
+        let (group, (revision, services)) = match loaded.await {
+            Ok((Some(group), v)) => (group, v),
+            Ok((None, _)) => {
+                tracing::info!(proxy = %s.guard.0.name, "proxy token revoked: closing its stream");
+                return None;
+            }
             Err(e) => {
                 // The proxy reconnects and gets the list then; it keeps serving meanwhile.
                 tracing::error!("cannot load services for proxy {}: {e}", s.guard.0.name);
@@ -111,7 +119,12 @@ async fn next_event(mut s: StreamState) -> Option<(Result<Event, Infallible>, St
         s.sent = Some(revision);
         let update = ServicesUpdate {
             revision,
-            services: services.into_iter().map(|s| s.spec).collect(),
+            // Only the services that target the proxy's group.
+            services: services
+                .into_iter()
+                .filter(|s| s.groups.contains(&group))
+                .map(|s| s.spec)
+                .collect(),
             key_salt: Some(s.st.key_salt.to_string()),
         };
         let event = Event::default()

@@ -13,6 +13,7 @@ mod openapi;
 mod proxies;
 mod services;
 mod session;
+mod stats;
 mod time;
 mod users;
 
@@ -34,6 +35,7 @@ pub use openapi::ApiDoc;
 pub use proxies::{CreatedProxy, ProxyView};
 pub use services::{ServiceBody, ServiceView};
 pub use session::{SessionView, SignInThrottle};
+pub use stats::{EnforcePreview, Timeline, TopLists};
 pub use users::{name_problems, password_problems, CreatedToken, TokenView, UserView};
 
 use crate::changes::Changes;
@@ -70,8 +72,11 @@ pub struct Settings {
     pub auth_exempt_loopback: bool,
     /// How long a sign-in lasts.
     pub session_lifetime: Duration,
-    /// Session cookies are marked Secure (sent over HTTPS only).
+    /// Served over HTTPS: session cookies are marked Secure (sent over HTTPS only) and
+    /// responses carry Strict-Transport-Security.
     pub secure_cookies: bool,
+    /// Origins whose pages may call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -84,6 +89,7 @@ impl Default for Settings {
             auth_exempt_loopback: false,
             session_lifetime: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -112,11 +118,14 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
             services::delete
         ))
         .routes(routes!(proxies::list, proxies::create))
-        .routes(routes!(proxies::get_one, proxies::revoke))
+        .routes(routes!(proxies::get_one, proxies::update, proxies::revoke))
         .routes(routes!(proxies::capabilities))
         .routes(routes!(proxies::countries))
         .routes(routes!(events::query))
         .routes(routes!(export::export))
+        .routes(routes!(stats::timeline))
+        .routes(routes!(stats::top))
+        .routes(routes!(stats::enforce_preview))
         .routes(routes!(link::stream))
         .routes(routes!(link::report))
         .routes(routes!(link::events).layer(DefaultBodyLimit::max(MAX_EVENT_BATCH_BYTES)))
@@ -135,28 +144,72 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = std::sync::Arc::new(doc);
-    api.route(
-        "/api/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
+    let https = state.settings.secure_cookies;
+    let cors = cors(&state.settings.cors_origins);
+    let app = api
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
+        )
+        .fallback(dashboard::serve)
+        .layer(axum::middleware::map_response(
+            move |res: axum::response::Response| security_headers(res, https),
+        ))
+        .with_state(state);
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins only: their pages may call the API with a bearer token.
+/// Without any, no CORS headers at all, so browsers keep other origins out.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static(CSRF_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
     )
-    .route("/healthz", get(|| async { "ok" }))
-    .route(
-        "/api/{*rest}",
-        axum::routing::any(|| async { ApiError::NotFound("no such route".into()) }),
-    )
-    .fallback(dashboard::serve)
-    .layer(axum::middleware::map_response(security_headers))
-    .with_state(state)
 }
 
 /// On every response, API and dashboard alike: no script or style but the dashboard's own
-/// files, no framing, no content sniffing, no referrer leaking tokens in URLs.
-async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
+/// files, no framing, no content sniffing, no referrer leaking tokens in URLs; over HTTPS,
+/// browsers are told to keep to it.
+async fn security_headers(
+    mut res: axum::response::Response,
+    https: bool,
+) -> axum::response::Response {
     use axum::http::header::{self, HeaderValue};
     let h = res.headers_mut();
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

@@ -1,7 +1,7 @@
 //! Proxies as the admin sees them: create one (its token is shown once), list, revoke; and the
 //! cluster's capabilities.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use nb_api::{BouncerReport, TargetReport};
@@ -15,13 +15,16 @@ use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{generate_id, generate_token, hash_token, PROXY_TOKEN_PREFIX};
 use crate::store::{now_ms, Proxy};
 use crate::validate::{
-    appsec_support, crowdsec_support, shared_bouncer_keys, CrowdSecSupport, FieldProblem,
+    appsec_support, crowdsec_support, group_problem, shared_bouncer_keys, CrowdSecSupport,
+    FieldProblem, DEFAULT_GROUP,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProxyView {
     pub id: String,
     pub name: String,
+    /// Its proxy group: it is sent the services that target this group.
+    pub group: String,
     pub created_at: String,
     /// Absent until the proxy first connects.
     pub last_seen: Option<String>,
@@ -50,6 +53,7 @@ impl ProxyView {
         Self {
             id: p.id.clone(),
             name: p.name.clone(),
+            group: p.group.clone(),
             created_at: rfc3339(p.created_at),
             last_seen: p.last_seen.map(rfc3339),
             live: p.is_live(now, st.settings.live_window),
@@ -68,7 +72,7 @@ impl ProxyView {
 
 /// What the audit log keeps of a proxy: who it is, not what it last reported.
 fn audited(p: &ProxyView) -> serde_json::Value {
-    serde_json::json!({ "id": p.id, "name": p.name, "created_at": p.created_at })
+    serde_json::json!({ "id": p.id, "name": p.name, "group": p.group, "created_at": p.created_at })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -76,6 +80,24 @@ fn audited(p: &ProxyView) -> serde_json::Value {
 pub struct NewProxy {
     /// A name for the operator, unique (e.g. `edge-1`).
     pub name: String,
+    /// Its proxy group (default `default`).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyChange {
+    /// Moves the proxy to this group: its stream then sends that group's services.
+    pub group: String,
+}
+
+fn group_of(group: Option<&str>) -> Result<String, ApiError> {
+    let group = group.map(str::trim).unwrap_or(DEFAULT_GROUP);
+    match group_problem(group) {
+        Some(why) => Err(ApiError::invalid(vec![FieldProblem::new("group", why)])),
+        None => Ok(group.to_owned()),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -133,16 +155,26 @@ pub async fn create(
     JsonBody(body): JsonBody<NewProxy>,
 ) -> Result<(StatusCode, Json<CreatedProxy>), ApiError> {
     let name = body.name.trim();
+    let mut problems = Vec::new();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(vec![FieldProblem::new(
+        problems.push(FieldProblem::new(
             "name",
             "must be 1-100 printable characters",
-        )]));
+        ));
     }
+    let group = group_of(body.group.as_deref()).map_err(|e| {
+        if let ApiError::Invalid { problems: p, .. } = e {
+            problems.extend(p);
+        }
+    });
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(problems));
+    }
+    let group = group.unwrap_or_default();
     let token = generate_token(PROXY_TOKEN_PREFIX);
     let proxy = st
         .store
-        .create_proxy(&generate_id(), name, &hash_token(&token))
+        .create_proxy(&generate_id(), name, &group, &hash_token(&token))
         .await?;
     tracing::info!(proxy = %proxy.name, id = %proxy.id, "proxy token created");
     let view = ProxyView::new(&proxy, &st, &[]);
@@ -184,17 +216,78 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/api/v1/proxies/{id}", operation_id = "update_proxy", tag = "proxies",
+    security(("admin" = []), ("session" = [])),
+    params(("id" = String, Path)),
+    request_body = ProxyChange,
+    responses((status = 200, body = ProxyView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn update(
+    Operator(caller): Operator,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ProxyChange>,
+) -> Result<Json<ProxyView>, ApiError> {
+    let group = group_of(Some(&body.group))?;
+    let proxies = st.store.proxies().await?;
+    let before = proxies
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| ProxyView::new(p, &st, &proxies))
+        .ok_or_else(|| ApiError::NotFound(format!("no proxy \"{id}\"")))?;
+    // The move bumps the services revision: the proxy's open stream wakes up and sends the
+    // new group's services.
+    let mut change = st.store.change_services().await?;
+    if !change.move_proxy(&id, &group).await? {
+        return Err(ApiError::NotFound(format!("no proxy \"{id}\"")));
+    }
+    let revision = change.commit().await?;
+    st.changes.publish(revision);
+    tracing::info!(proxy = %before.name, from = %before.group, to = %group, "proxy moved to another group");
+    let proxies = st.store.proxies().await?;
+    let after = proxies
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| ProxyView::new(p, &st, &proxies))
+        .ok_or_else(|| ApiError::NotFound(format!("no proxy \"{id}\"")))?;
+    st.audit_by(
+        &caller,
+        Change::new("update", "proxy", &id)
+            .before(&audited(&before))
+            .after(&audited(&after)),
+    )
+    .await;
+    Ok(Json(after))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CapabilitiesQuery {
+    /// Comma-separated proxy groups: what a service targeting them can use. Without it, the
+    /// whole fleet.
+    pub groups: Option<String>,
+}
+
 #[utoipa::path(get, path = "/api/v1/capabilities", operation_id = "capabilities", tag = "proxies",
     security(("admin" = []), ("session" = [])),
+    params(CapabilitiesQuery),
     responses((status = 200, body = Capabilities)))]
 pub async fn capabilities(
     _: Viewer,
     State(st): State<AppState>,
+    Query(q): Query<CapabilitiesQuery>,
 ) -> Result<Json<Capabilities>, ApiError> {
     let proxies = st.store.proxies().await?;
+    let groups: Option<Vec<String>> = q.groups.as_deref().map(|g| {
+        g.split(',')
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect()
+    });
+    let groups = groups.as_deref();
     Ok(Json(Capabilities {
-        crowdsec: crowdsec_support(&proxies, now_ms(), st.settings.live_window),
-        appsec: appsec_support(&proxies, now_ms(), st.settings.live_window),
+        crowdsec: crowdsec_support(&proxies, groups, now_ms(), st.settings.live_window),
+        appsec: appsec_support(&proxies, groups, now_ms(), st.settings.live_window),
     }))
 }
 

@@ -19,8 +19,8 @@ use super::time::rfc3339;
 use super::{ApiError, AppState};
 use crate::store::{now_ms, Service, ServicesChange};
 use crate::validate::{
-    appsec_support, conflict_problems, crowdsec_support, routes_of, validate_service, FieldProblem,
-    MAX_NAME,
+    appsec_support, conflict_problems, crowdsec_support, groups_problems, routes_of,
+    validate_service, FieldProblem, DEFAULT_GROUP, MAX_NAME,
 };
 
 /// A service as written by the dashboard or a script.
@@ -33,6 +33,9 @@ pub struct ServiceBody {
     /// Display name; defaults to the id.
     #[serde(default)]
     pub name: Option<String>,
+    /// The proxy groups whose proxies serve it (default `["default"]`).
+    #[serde(default = "default_groups")]
+    pub groups: Vec<String>,
     pub protocol: Protocol,
     /// http: host names (or `*.domain`) routed to this service.
     #[serde(default)]
@@ -110,6 +113,8 @@ pub struct ServiceBody {
 pub struct ServiceView {
     pub id: String,
     pub name: String,
+    /// The proxy groups whose proxies serve it.
+    pub groups: Vec<String>,
     pub protocol: Protocol,
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -166,11 +171,16 @@ fn yes() -> bool {
     true
 }
 
+fn default_groups() -> Vec<String> {
+    vec![DEFAULT_GROUP.to_owned()]
+}
+
 impl From<&Service> for ServiceView {
     fn from(s: &Service) -> Self {
         Self {
             id: s.spec.id.clone(),
             name: s.name.clone(),
+            groups: s.groups.clone(),
             protocol: s.spec.protocol,
             hosts: s.spec.hosts.clone(),
             path_prefix: s.spec.path_prefix.clone(),
@@ -198,8 +208,16 @@ impl From<&Service> for ServiceView {
     }
 }
 
+/// What a body stores: the display name, the spec the proxies run, and the target groups.
+struct Parts {
+    name: String,
+    spec: ServiceSpec,
+    groups: Vec<String>,
+}
+
 impl ServiceBody {
-    fn into_parts(self, id: String) -> (String, ServiceSpec) {
+    fn into_parts(self, id: String) -> Parts {
+        let groups = self.groups.iter().map(|g| g.trim().to_owned()).collect();
         let name = self
             .name
             .map(|n| n.trim().to_owned())
@@ -243,7 +261,7 @@ impl ServiceBody {
             https_redirect: self.https_redirect,
             hsts: self.hsts,
         };
-        (name, spec)
+        Parts { name, spec, groups }
     }
 }
 
@@ -309,7 +327,8 @@ pub async fn create(
             "is required",
         )]));
     };
-    let (name, spec) = body.into_parts(id);
+    let parts = body.into_parts(id);
+    let spec = &parts.spec;
     let mut change = st.store.change_services().await?;
     if change.get(&spec.id).await?.is_some() {
         return Err(ApiError::Conflict(format!(
@@ -317,8 +336,10 @@ pub async fn create(
             spec.id
         )));
     }
-    let routes = check(&st, &mut change, &name, &spec, None).await?;
-    let saved = change.insert(&name, &spec, &routes).await?;
+    let routes = check(&st, &mut change, &parts, None).await?;
+    let saved = change
+        .insert(&parts.name, spec, &parts.groups, &routes)
+        .await?;
     finish(&st, change).await?;
     tracing::info!(service = %spec.id, "service created");
     let view = ServiceView::from(&saved);
@@ -351,12 +372,12 @@ pub async fn update(
             )]));
         }
     }
-    let (name, spec) = body.into_parts(id.clone());
+    let parts = body.into_parts(id.clone());
     let mut change = st.store.change_services().await?;
     let current = change.get(&id).await?.ok_or_else(|| not_found(&id))?;
-    let routes = check(&st, &mut change, &name, &spec, Some(&current)).await?;
+    let routes = check(&st, &mut change, &parts, Some(&current)).await?;
     let saved = change
-        .update(&name, &spec, &routes)
+        .update(&parts.name, &parts.spec, &parts.groups, &routes)
         .await?
         .ok_or_else(|| not_found(&id))?;
     finish(&st, change).await?;
@@ -397,8 +418,10 @@ pub async fn delete(
 }
 
 /// The checks of a service's own fields (not of other services).
-fn field_problems(name: &str, spec: &ServiceSpec) -> Vec<FieldProblem> {
+fn field_problems(parts: &Parts) -> Vec<FieldProblem> {
+    let Parts { name, spec, groups } = parts;
     let mut problems = validate_service(spec);
+    problems.extend(groups_problems(groups));
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         problems.push(FieldProblem::new(
             "name",
@@ -420,7 +443,7 @@ fn all_problems(undecoded: Undecoded<ServiceBody>, id: Option<&str>) -> ApiError
         if id.is_none() {
             problems.push(FieldProblem::new("id", "is required"));
         }
-        let (name, spec) = body.into_parts(id.unwrap_or_default());
+        let parts = body.into_parts(id.unwrap_or_default());
         let reported: Vec<String> = problems.iter().map(|p| p.field.clone()).collect();
         // A field, or one inside it or around it, is already reported.
         let within = |inner: &str, outer: &str| {
@@ -433,7 +456,7 @@ fn all_problems(undecoded: Undecoded<ServiceBody>, id: Option<&str>) -> ApiError
                 .iter()
                 .any(|r| within(field, r) || within(r, field))
         };
-        let more = field_problems(&name, &spec);
+        let more = field_problems(&parts);
         problems.extend(more.into_iter().filter(|p| !already(&p.field)));
     }
     ApiError::invalid(problems)
@@ -448,11 +471,11 @@ fn not_found(id: &str) -> ApiError {
 async fn check(
     st: &AppState,
     change: &mut ServicesChange,
-    name: &str,
-    spec: &ServiceSpec,
+    parts: &Parts,
     current: Option<&Service>,
 ) -> Result<Vec<(&'static str, String)>, ApiError> {
-    let mut problems = field_problems(name, spec);
+    let spec = &parts.spec;
+    let mut problems = field_problems(parts);
     let routes = routes_of(spec);
     if problems.is_empty() {
         problems.extend(conflict_problems(
@@ -461,11 +484,12 @@ async fn check(
         ));
     }
 
-    // Turning CrowdSec or AppSec on, or switching its mode, needs the cluster's support;
-    // leaving an existing mode as it is does not, so other edits stay possible while proxies
-    // are away.
+    // Turning CrowdSec or AppSec on, switching its mode, or moving the service to other groups
+    // needs the support of the proxies of its groups; leaving all that as it is does not, so
+    // other edits stay possible while proxies are away.
     let r = &spec.restrictions;
-    let before = current.map(|c| &c.spec.restrictions);
+    let moved = current.is_some_and(|c| c.groups != parts.groups);
+    let before = current.filter(|_| !moved).map(|c| &c.spec.restrictions);
     let wanted = [
         (
             r.crowdsec_mode.is_on() && before.is_none_or(|b| b.crowdsec_mode != r.crowdsec_mode),
@@ -483,7 +507,13 @@ async fn check(
     if wanted.iter().any(|w| w.0) {
         let proxies = st.store.proxies().await?;
         for (_, field, what, support) in wanted.into_iter().filter(|w| w.0) {
-            if let Some(reason) = support(&proxies, now_ms(), st.settings.live_window).reason {
+            let support = support(
+                &proxies,
+                Some(&parts.groups),
+                now_ms(),
+                st.settings.live_window,
+            );
+            if let Some(reason) = support.reason {
                 problems.push(FieldProblem::new(
                     field,
                     format!("{what} is not available: {reason}"),
@@ -498,9 +528,13 @@ async fn check(
     }
 }
 
-/// Whether the live proxies can run a feature (CrowdSec, AppSec).
-type Support =
-    fn(&[crate::store::Proxy], i64, std::time::Duration) -> crate::validate::CrowdSecSupport;
+/// Whether the live proxies of some groups can run a feature (CrowdSec, AppSec).
+type Support = fn(
+    &[crate::store::Proxy],
+    Option<&[String]>,
+    i64,
+    std::time::Duration,
+) -> crate::validate::CrowdSecSupport;
 
 async fn finish(st: &AppState, change: ServicesChange) -> Result<(), ApiError> {
     let revision = change.commit().await?;

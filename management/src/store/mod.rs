@@ -5,10 +5,13 @@
 mod audit;
 mod error;
 mod events;
+mod partitions;
 mod proxies;
+mod rollups;
 mod services;
 mod settings;
 mod sql;
+mod stats;
 mod users;
 
 use std::sync::Once;
@@ -21,9 +24,12 @@ use sqlx::{AnyPool, Executor, Row};
 pub use audit::{AuditEntry, AuditFilter};
 pub use error::StoreError;
 pub use events::{Event, EventCursor, EventFilter, EventPage, NewEvent};
+pub use partitions::{partition_name, Partition, DEFAULT_PARTITION};
 pub use proxies::{Proxy, ProxyIdentity};
+pub use rollups::{bucket, ALL_SERVICES, DENIED, OBSERVED};
 pub use services::{Service, ServicesChange};
 pub use settings::{ADMIN_TOKEN_HASH, KEY_SALT};
+pub use stats::{CountRow, ObservedRow, SourceRow, TopFilter};
 pub use users::{ApiToken, Role, Session, User};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -60,6 +66,9 @@ pub struct Store {
     /// and one connection keeps its page cache of the event indexes warm.
     event_writer: AnyPool,
     backend: Backend,
+    /// PostgreSQL: event batches go in with COPY, which the `Any` driver cannot do.
+    pg: Option<sqlx::PgPool>,
+    partitions: std::sync::Arc<partitions::Partitions>,
 }
 
 /// The URL with any password replaced, for messages.
@@ -113,24 +122,35 @@ impl Store {
             url: redact_url(url),
             source,
         };
-        let (pool, event_writer) = match backend {
+        let (pool, event_writer, pg) = match backend {
             Backend::Sqlite => {
                 let pool = options(4).connect(url).await.map_err(open_error)?;
                 pool.execute("PRAGMA journal_mode = WAL").await?;
                 let writer = options(1).connect(url).await.map_err(open_error)?;
-                (pool, writer)
+                (pool, writer, None)
             }
             Backend::Postgres => {
                 let pool = options(16).connect(url).await.map_err(open_error)?;
-                (pool.clone(), pool)
+                let pg = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .map_err(open_error)?;
+                (pool.clone(), pool, Some(pg))
             }
         };
         let store = Store {
             pool,
             event_writer,
             backend,
+            pg,
+            partitions: Default::default(),
         };
         store.migrate().await?;
+        if backend == Backend::Postgres {
+            store.partitions_ahead().await?;
+        }
         Ok(store)
     }
 
@@ -180,6 +200,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(pg) = &self.pg {
+            pg.close().await;
+        }
         self.event_writer.close().await;
         self.pool.close().await;
     }

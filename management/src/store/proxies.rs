@@ -20,6 +20,8 @@ pub struct Proxy {
     pub report: Option<ProxyReport>,
     /// Access-log lines management refused from it.
     pub events_rejected: i64,
+    /// The proxy group it belongs to: it is sent the services that target this group.
+    pub group: String,
 }
 
 impl Proxy {
@@ -53,27 +55,31 @@ fn proxy_from_row(row: &AnyRow) -> Result<Proxy, StoreError> {
         // A report this version cannot read is shown as absent rather than failing the list.
         report: report.and_then(|r| serde_json::from_str(&r).ok()),
         events_rejected: row.try_get("events_rejected")?,
+        group: row.try_get("group_name")?,
     })
 }
 
 const SELECT: &str = "SELECT id, name, created_at, last_seen, stream_closed_at, version, \
-     supports_crowdsec, report, events_rejected FROM proxies";
+     supports_crowdsec, report, events_rejected, group_name FROM proxies";
 
 impl Store {
     pub async fn create_proxy(
         &self,
         id: &str,
         name: &str,
+        group: &str,
         token_hash: &str,
     ) -> Result<Proxy, StoreError> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO proxies (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO proxies (id, name, token_hash, created_at, group_name) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(name)
         .bind(token_hash)
         .bind(now)
+        .bind(group)
         .execute(self.pool())
         .await
         .map_err(|e| StoreError::from_write(e, || format!("a proxy named \"{name}\"")))?;
@@ -87,6 +93,7 @@ impl Store {
             supports_crowdsec: false,
             report: None,
             events_rejected: 0,
+            group: group.to_owned(),
         })
     }
 

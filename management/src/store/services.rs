@@ -14,6 +14,8 @@ use super::{now_ms, Store, StoreError};
 pub struct Service {
     pub name: String,
     pub spec: ServiceSpec,
+    /// The proxy groups whose proxies serve it.
+    pub groups: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -29,15 +31,19 @@ fn service_from_row(row: &AnyRow) -> Result<Service, StoreError> {
     let spec: String = row.try_get("spec")?;
     let spec: ServiceSpec = serde_json::from_str(&spec)
         .map_err(|e| StoreError::Corrupt(format!("service {id}: {e}")))?;
+    let groups: String = row.try_get("groups")?;
+    let groups: Vec<String> = serde_json::from_str(&groups)
+        .map_err(|e| StoreError::Corrupt(format!("service {id}: groups: {e}")))?;
     Ok(Service {
         name: row.try_get("name")?,
         spec,
+        groups,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
 
-const SELECT: &str = "SELECT id, name, spec, created_at, updated_at FROM services";
+const SELECT: &str = "SELECT id, name, spec, groups, created_at, updated_at FROM services";
 
 impl Store {
     pub async fn services(&self) -> Result<Vec<Service>, StoreError> {
@@ -170,15 +176,18 @@ impl ServicesChange {
         &mut self,
         name: &str,
         spec: &ServiceSpec,
+        groups: &[String],
         routes: &[(&'static str, String)],
     ) -> Result<Service, StoreError> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO services (id, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+            "INSERT INTO services (id, name, spec, groups, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(spec.id.as_str())
         .bind(name)
         .bind(spec_json(spec))
+        .bind(groups_json(groups))
         .bind(now)
         .execute(&mut *self.tx)
         .await
@@ -187,6 +196,7 @@ impl ServicesChange {
         Ok(Service {
             name: name.to_owned(),
             spec: spec.clone(),
+            groups: groups.to_vec(),
             created_at: now,
             updated_at: now,
         })
@@ -197,15 +207,18 @@ impl ServicesChange {
         &mut self,
         name: &str,
         spec: &ServiceSpec,
+        groups: &[String],
         routes: &[(&'static str, String)],
     ) -> Result<Option<Service>, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
-            "UPDATE services SET name = $2, spec = $3, updated_at = $4 WHERE id = $1 RETURNING created_at",
+            "UPDATE services SET name = $2, spec = $3, groups = $4, updated_at = $5 \
+             WHERE id = $1 RETURNING created_at",
         )
         .bind(spec.id.as_str())
         .bind(name)
         .bind(spec_json(spec))
+        .bind(groups_json(groups))
         .bind(now)
         .fetch_optional(&mut *self.tx)
         .await?;
@@ -215,6 +228,7 @@ impl ServicesChange {
         Ok(Some(Service {
             name: name.to_owned(),
             spec: spec.clone(),
+            groups: groups.to_vec(),
             created_at: row.try_get("created_at")?,
             updated_at: now,
         }))
@@ -254,11 +268,27 @@ impl ServicesChange {
         Ok(())
     }
 
+    /// Moves a proxy to another group; false if it does not exist. Done within a change of the
+    /// services so that the revision bump wakes the proxy's stream, which then sends the new
+    /// group's services.
+    pub async fn move_proxy(&mut self, id: &str, group: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE proxies SET group_name = $2 WHERE id = $1")
+            .bind(id)
+            .bind(group)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Makes the change visible; returns the new revision.
     pub async fn commit(self) -> Result<i64, StoreError> {
         self.tx.commit().await?;
         Ok(self.revision)
     }
+}
+
+fn groups_json(groups: &[String]) -> String {
+    serde_json::to_string(groups).unwrap_or_else(|_| "[]".into())
 }
 
 fn spec_json(spec: &ServiceSpec) -> String {

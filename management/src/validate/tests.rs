@@ -159,7 +159,13 @@ fn proxy(name: &str, last_seen: Option<i64>, crowdsec: bool) -> Proxy {
         supports_crowdsec: crowdsec,
         report: None,
         events_rejected: 0,
+        group: DEFAULT_GROUP.into(),
     }
+}
+
+fn in_group(mut p: Proxy, group: &str) -> Proxy {
+    p.group = group.into();
+    p
 }
 
 fn with_key(mut p: Proxy, fingerprint: &str) -> Proxy {
@@ -194,7 +200,7 @@ fn crowdsec_needs_every_live_proxy() {
     let window = Duration::from_secs(60);
     let now = 1_000_000;
 
-    let none = crowdsec_support(&[], now, window);
+    let none = crowdsec_support(&[], None, now, window);
     assert!(!none.supported);
     assert!(none.reason.unwrap().contains("no proxy is connected"));
 
@@ -204,6 +210,7 @@ fn crowdsec_needs_every_live_proxy() {
             proxy("old", Some(now - 61_000), false),
             proxy("edge", Some(now - 5_000), true),
         ],
+        None,
         now,
         window,
     );
@@ -216,6 +223,7 @@ fn crowdsec_needs_every_live_proxy() {
             proxy("b", Some(now), false),
             proxy("never", None, false),
         ],
+        None,
         now,
         window,
     );
@@ -223,4 +231,59 @@ fn crowdsec_needs_every_live_proxy() {
     let why = mixed.reason.unwrap();
     assert!(why.contains("\"b\" has no CrowdSec LAPI"), "{why}");
     assert!(!why.contains("never"), "{why}");
+}
+
+#[test]
+fn crowdsec_is_decided_per_target_group() {
+    let window = Duration::from_secs(60);
+    let now = 1_000_000;
+    let fleet = [
+        in_group(proxy("eu-1", Some(now), true), "eu"),
+        in_group(proxy("eu-2", Some(now), true), "eu"),
+        in_group(proxy("us-1", Some(now), false), "us"),
+        in_group(proxy("asia-1", Some(now), true), "asia"),
+    ];
+    let eu = ["eu".to_owned()];
+    assert!(crowdsec_support(&fleet, Some(&eu), now, window).supported);
+    // The fleet as a whole does not support it, nor does a service that also targets "us".
+    assert!(!crowdsec_support(&fleet, None, now, window).supported);
+    let both = ["eu".to_owned(), "us".to_owned()];
+    let why = crowdsec_support(&fleet, Some(&both), now, window)
+        .reason
+        .unwrap();
+    assert!(
+        why.contains("not every live proxy of groups \"eu\", \"us\" supports CrowdSec: \"us-1\""),
+        "{why}"
+    );
+    let empty = ["africa".to_owned()];
+    let why = appsec_support(&fleet, Some(&empty), now, window)
+        .reason
+        .unwrap();
+    assert!(
+        why.contains("no proxy of group \"africa\" is connected"),
+        "{why}"
+    );
+    assert_eq!(in_groups(&fleet, &eu).len(), 2);
+    // Where every proxy is in the groups asked about, they go unsaid.
+    let why = crowdsec_support(&fleet[2..3], Some(&["us".to_owned()]), now, window)
+        .reason
+        .unwrap();
+    assert!(
+        why.starts_with("not every live proxy supports CrowdSec"),
+        "{why}"
+    );
+}
+
+#[test]
+fn group_names_are_checked_like_ids() {
+    assert!(group_problem("edge-eu.1").is_none());
+    assert!(group_problem("Edge")
+        .unwrap()
+        .contains("\"Edge\" is not a group name"));
+    assert!(group_problem("").is_some());
+    let problems = groups_problems(&["eu".into(), "EU!".into(), "eu".into()]);
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["groups[1]", "groups[2]"]);
+    assert!(problems[1].message.contains("listed twice"));
+    assert_eq!(groups_problems(&[])[0].field, "groups");
 }

@@ -2,10 +2,6 @@
 //! databases, and nb-management served in-process on a loopback port.
 #![allow(dead_code)]
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use nb_management::api::Settings;
@@ -26,11 +22,15 @@ pub const PERSON_ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/api/v1/proxies", Role::Viewer),
     ("POST", "/api/v1/proxies", Role::Operator),
     ("GET", "/api/v1/proxies/{id}", Role::Viewer),
+    ("PUT", "/api/v1/proxies/{id}", Role::Operator),
     ("DELETE", "/api/v1/proxies/{id}", Role::Operator),
     ("GET", "/api/v1/capabilities", Role::Viewer),
     ("GET", "/api/v1/countries", Role::Viewer),
     ("GET", "/api/v1/events", Role::Viewer),
     ("GET", "/api/v1/events/export", Role::Viewer),
+    ("GET", "/api/v1/stats/timeline", Role::Viewer),
+    ("GET", "/api/v1/stats/top", Role::Viewer),
+    ("GET", "/api/v1/stats/enforce-preview", Role::Viewer),
     ("GET", "/api/v1/session", Role::Viewer),
     ("GET", "/api/v1/tokens", Role::Viewer),
     ("POST", "/api/v1/tokens", Role::Viewer),
@@ -51,159 +51,19 @@ pub fn concrete(path: &str) -> String {
 }
 
 pub use nb_e2e::admin_api::AdminApi;
-pub use nb_e2e::ports::reserve_port;
-
-struct Postgres {
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-fn postgres_bin() -> PathBuf {
-    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    versions.sort();
-    let v = versions
-        .last()
-        .expect("PostgreSQL is not installed: scripts/test.sh installs Debian's postgresql");
-    PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))
-}
-
-/// PostgreSQL refuses to run as root: run it as the `postgres` user then.
-fn as_server_user(cmd: &mut Command) {
-    if unsafe { libc::getuid() } == 0 {
-        let out = Command::new("id")
-            .args(["-u", "postgres"])
-            .output()
-            .unwrap();
-        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        let out = Command::new("id")
-            .args(["-g", "postgres"])
-            .output()
-            .unwrap();
-        let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        cmd.uid(uid).gid(gid);
-    }
-}
-
-/// Servers die with their test process but their directories stay; remove those of dead ones.
-fn remove_stale_servers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if !e.file_name().to_string_lossy().starts_with("nb-pg-") {
-            continue;
-        }
-        let pid = std::fs::read_to_string(path.join("data/postmaster.pid"))
-            .ok()
-            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-        let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(30));
-        if !alive && old {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-    }
-}
-
-fn start_postgres() -> Postgres {
-    remove_stale_servers();
-    let dir = tempfile::Builder::new().prefix("nb-pg-").tempdir().unwrap();
-    let data = dir.path().join("data");
-    if unsafe { libc::getuid() } == 0 {
-        Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-    }
-    let bin = postgres_bin();
-    let mut initdb = Command::new(bin.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
-        .stdout(Stdio::null());
-    as_server_user(&mut initdb);
-    let out = initdb.output().expect("initdb runs");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = reserve_port();
-    let socket_dir = dir.path().to_owned();
-    let log = std::fs::File::create(dir.path().join("postgres.log")).unwrap();
-    // Spawned from a thread that never ends, so that the parent-death signal fires only when
-    // the test process exits and the server never outlives it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut cmd = Command::new(bin.join("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(&socket_dir)
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .args(["-c", "max_connections=300"])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        as_server_user(&mut cmd);
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("postgres starts");
-        tx.send(()).unwrap();
-        let _child = child;
-        loop {
-            std::thread::park();
-        }
-    });
-    rx.recv().unwrap();
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            std::thread::sleep(Duration::from_millis(200));
-            return Postgres { port, _dir: dir };
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!(
-        "PostgreSQL did not start: {}",
-        std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default()
-    );
-}
+use nb_e2e::postgres::{Durability, Postgres};
 
 /// A new, empty database on the private server.
 pub async fn fresh_postgres_url() -> String {
-    static SERVER: OnceLock<Postgres> = OnceLock::new();
-    let port = SERVER.get_or_init(start_postgres).port;
+    let server = Postgres::shared(Durability::Off);
     let name = format!("t_{:016x}", fastrand_u64());
-    let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let admin_url = server.admin_url();
     sqlx::any::install_default_drivers();
     let mut conn: sqlx::AnyConnection = sqlx::Connection::connect(&admin_url).await.unwrap();
     sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    format!("postgres://postgres@127.0.0.1:{port}/{name}")
+    server.url_of(&name)
 }
 
 fn fastrand_u64() -> u64 {
@@ -338,19 +198,9 @@ impl Server {
     /// Makes a proxy live as a real one does: opens its stream (held until the returned
     /// connection is dropped) and reports.
     pub async fn connect(&self, token: &str, supports_crowdsec: bool) -> Connection {
-        let res = self
-            .with_token(token, reqwest::Method::GET, nb_api::paths::STREAM)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let task = tokio::spawn(async move {
-            use futures_util::StreamExt;
-            let mut body = res.bytes_stream();
-            while let Some(Ok(_)) = body.next().await {}
-        });
+        let stream = self.updates(token).await;
         self.report(token, supports_crowdsec).await;
-        Connection { task }
+        Connection { _stream: stream }
     }
 
     /// Reports as a proxy would (which alone does not make it live).
@@ -377,15 +227,91 @@ impl Server {
     }
 }
 
-/// A proxy's open stream; closed when dropped.
-pub struct Connection {
+/// A proxy's stream, read: each `services` event's update, in order. Closed when dropped.
+pub struct Updates {
+    rx: tokio::sync::mpsc::UnboundedReceiver<nb_api::ServicesUpdate>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Connection {
+impl Updates {
+    /// The next update within 10 s.
+    pub async fn next(&mut self) -> nb_api::ServicesUpdate {
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("an update within 10 s")
+            .expect("the stream is open")
+    }
+
+    /// The ids of the next update's services, sorted.
+    pub async fn next_ids(&mut self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .next()
+            .await
+            .services
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Reads updates until one holds exactly these services (every change to any service
+    /// sends an update, whether or not it concerns this proxy).
+    pub async fn until_ids(&mut self, want: &[&str]) {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let ids = self.next_ids().await;
+            if ids == want {
+                return;
+            }
+            seen.push(ids);
+        }
+        panic!("no update with {want:?}: {seen:?}");
+    }
+}
+
+impl Drop for Updates {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+impl Server {
+    /// Opens a proxy's stream and reads its server-sent events as the proxy does.
+    pub async fn updates(&self, token: &str) -> Updates {
+        let res = self
+            .with_token(token, reqwest::Method::GET, nb_api::paths::STREAM)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut body = res.bytes_stream();
+            let mut text = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let event: String = text.drain(..end + 2).collect();
+                    let data: String = event
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    if event.lines().any(|l| l == "event: services") {
+                        let _ = tx.send(serde_json::from_str(&data).unwrap());
+                    }
+                }
+            }
+        });
+        Updates { rx, task }
+    }
+}
+
+/// A proxy's open stream; closed when dropped.
+pub struct Connection {
+    _stream: Updates,
 }
 
 /// A user created for a test, signed in (session cookie and CSRF token) and holding a personal

@@ -124,6 +124,7 @@ impl AccessLogEntry {
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             deny_reason: self.deny_reason(),
+            country: self.outcome.country,
             metadata: Metadata {
                 crowdsec_verdict: self.outcome.crowdsec.map(|f| f.verdict),
                 crowdsec_mode: self.outcome.crowdsec.map(|f| f.mode),
@@ -176,6 +177,7 @@ mod tests {
                 }),
                 bypass: false,
                 reputation_checked: true,
+                country: nb_api::CountryCode::parse("NL"),
             },
             upstream_error: None,
             client_error: None,
@@ -198,6 +200,7 @@ mod tests {
         assert_eq!(v["deny_reason"], "crowdsec_ban");
         assert_eq!(v["metadata"]["crowdsec_verdict"], "crowdsec_ban");
         assert_eq!(v["metadata"]["crowdsec_mode"], "enforce");
+        assert_eq!(v["country"], "NL");
         assert!(out.ends_with(b"}\n"));
     }
 
@@ -227,7 +230,7 @@ mod tests {
         let mut out = Vec::new();
         e.to_json_line(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        for absent in ["host", "method", "path", "status"] {
+        for absent in ["host", "method", "path", "status", "country"] {
             assert!(v.get(absent).is_none(), "{absent}");
         }
         assert_eq!(v["deny_reason"], "");

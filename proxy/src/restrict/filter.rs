@@ -49,6 +49,9 @@ pub struct Outcome {
     pub bypass: bool,
     /// The CrowdSec layer was asked (usage metrics' `processed`).
     pub reputation_checked: bool,
+    /// The client's country, for denied and CrowdSec-flagged clients when a GeoIP database is
+    /// loaded (the overview's top countries); not looked up for the others.
+    pub country: Option<CountryCode>,
 }
 
 impl Outcome {
@@ -58,6 +61,7 @@ impl Outcome {
             crowdsec: None,
             bypass: false,
             reputation_checked: false,
+            country: None,
         }
     }
 
@@ -90,6 +94,11 @@ impl Outcome {
 
     pub const fn is_allowed(&self) -> bool {
         self.verdict.is_allow()
+    }
+
+    /// Denied, or flagged by CrowdSec: the entries whose country the overview counts.
+    pub const fn is_noteworthy(&self) -> bool {
+        !self.is_allowed() || self.crowdsec.is_some()
     }
 }
 
@@ -142,6 +151,7 @@ impl Filter {
 
     /// Decides for one client address. First denial wins; later layers are not consulted.
     /// `reputation` is called only when the CrowdSec layer is reached with a mode other than off.
+    /// A denied or flagged client's country is attached when the country layer looked it up.
     pub fn check(
         &self,
         addr: IpAddr,
@@ -149,7 +159,22 @@ impl Filter {
         reputation: impl FnOnce(IpAddr) -> Reputation,
     ) -> Outcome {
         let addr = addr.to_canonical();
+        let mut looked_up = None;
+        let mut outcome = self.decide(addr, geo, reputation, &mut looked_up);
+        if outcome.is_noteworthy() {
+            outcome.country = looked_up.flatten();
+        }
+        outcome
+    }
 
+    /// The layers in order; `looked_up` keeps the country layer's answer when it ran.
+    fn decide(
+        &self,
+        addr: IpAddr,
+        geo: Option<&dyn CountryLookup>,
+        reputation: impl FnOnce(IpAddr) -> Reputation,
+        looked_up: &mut Option<Option<CountryCode>>,
+    ) -> Outcome {
         if self
             .cidr_allow
             .as_ref()
@@ -170,7 +195,9 @@ impl Filter {
             let Some(geo) = geo else {
                 return Outcome::plain(Verdict::GeoUnavailable);
             };
-            let denied = match geo.country(addr) {
+            let country = geo.country(addr);
+            *looked_up = Some(country);
+            let denied = match country {
                 None => self.country_allow.is_some(),
                 Some(code) => {
                     self.country_allow
@@ -207,8 +234,8 @@ impl Filter {
             return Outcome {
                 verdict,
                 crowdsec: flag,
-                bypass: false,
                 reputation_checked: true,
+                ..Outcome::plain(verdict)
             };
         }
 

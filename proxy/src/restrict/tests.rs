@@ -397,3 +397,33 @@ fn a_solved_captcha_allows_only_a_captcha_verdict() {
     let denied = f.check("10.1.1.1".parse().unwrap(), None, |_| Reputation::Clean);
     assert_eq!(denied.captcha_solved().verdict, Verdict::IpRestricted);
 }
+
+#[test]
+fn a_denied_or_flagged_clients_country_is_kept_when_the_country_layer_saw_it() {
+    let table = geo();
+    let deny_fr = Filter::new(
+        nets(&[]),
+        nets(&[]),
+        countries(&[]),
+        countries(&["FR"]),
+        CrowdSecMode::Observe,
+    );
+    let denied = deny_fr.check("192.0.2.2".parse().unwrap(), Some(&table), |_| {
+        Reputation::Clean
+    });
+    assert_eq!(denied.verdict, Verdict::CountryRestricted);
+    assert_eq!(denied.country, CountryCode::parse("FR"));
+
+    let flagged = deny_fr.check("192.0.2.1".parse().unwrap(), Some(&table), |_| {
+        Reputation::Flagged(Verdict::CrowdsecBan, DecisionKind(1))
+    });
+    assert!(flagged.is_allowed() && flagged.is_noteworthy());
+    assert_eq!(flagged.country, CountryCode::parse("DE"));
+
+    // A clean client's country is not kept: the log only counts noteworthy ones.
+    let clean = deny_fr.check("192.0.2.1".parse().unwrap(), Some(&table), |_| {
+        Reputation::Clean
+    });
+    assert!(!clean.is_noteworthy());
+    assert_eq!(clean.country, None);
+}

@@ -68,26 +68,47 @@ async fn check_countries(kind: &str) {
         .arg(db.display().to_string())
         .start()
         .await;
+    // The last column: the country the access log names, for denied entries only (the
+    // overview counts denials by country), whichever layer denied.
     let cases = [
-        ("127.0.0.5", "de.test", 200, ""),
-        ("127.0.1.5", "de.test", 403, "country_restricted"),
-        ("127.0.3.5", "de.test", 403, "country_restricted"), // unknown country vs allow list
-        ("::1", "de.test", 403, "country_restricted"),
-        ("127.0.1.5", "nofr.test", 403, "country_restricted"),
-        ("127.0.2.5", "nofr.test", 403, "country_restricted"), // registered_country fallback
-        ("127.0.3.5", "nofr.test", 200, ""),                   // unknown country vs deny list
-        ("::1", "nofr.test", 200, ""),
-        ("127.0.0.7", "cidr.test", 403, "ip_restricted"), // CIDR decides before country
+        ("127.0.0.5", "de.test", 200, "", None),
+        (
+            "127.0.1.5",
+            "de.test",
+            403,
+            "country_restricted",
+            Some("FR"),
+        ),
+        ("127.0.3.5", "de.test", 403, "country_restricted", None), // unknown country vs allow list
+        ("::1", "de.test", 403, "country_restricted", Some("US")),
+        (
+            "127.0.1.5",
+            "nofr.test",
+            403,
+            "country_restricted",
+            Some("FR"),
+        ),
+        (
+            "127.0.2.5",
+            "nofr.test",
+            403,
+            "country_restricted",
+            Some("JP"),
+        ), // registered_country
+        ("127.0.3.5", "nofr.test", 200, "", None), // unknown country vs deny list
+        ("::1", "nofr.test", 200, "", None),
+        ("127.0.0.7", "cidr.test", 403, "ip_restricted", Some("DE")), // CIDR decides first
     ];
-    for (i, (src, host, status, _)) in cases.iter().enumerate() {
+    for (i, (src, host, status, _, _)) in cases.iter().enumerate() {
         let r = get_from(&proxy, src, host, "/").await;
         assert_eq!(r.status, *status, "{kind} case {i}: {src} -> {host}");
     }
     let entries = proxy.wait_entries(cases.len()).await;
-    for (i, (src, host, _, reason)) in cases.iter().enumerate() {
+    for (i, (src, host, _, reason, country)) in cases.iter().enumerate() {
         assert_eq!(entries[i]["source_ip"], *src, "{kind} case {i}");
         assert_eq!(entries[i]["host"], *host);
         assert_eq!(entries[i]["deny_reason"], *reason, "{kind} case {i}");
+        assert_eq!(entries[i]["country"].as_str(), *country, "{kind} case {i}");
     }
 }
 
