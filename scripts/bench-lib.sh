@@ -29,19 +29,26 @@ cpu_ticks() {
   echo "$total"
 }
 
-# wrk_figures NAME WRK_OUTPUT CPU_TICKS -> "rps p99_ms cpu_us_per_req"; fails on non-2xx answers.
+# A wrk latency percentile line ("50%", "99%") in milliseconds.
+wrk_percentile_ms() { # WRK_OUTPUT PERCENT
+  awk -v p="$2" '$1==p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$1"
+}
+
+# wrk_figures NAME WRK_OUTPUT CPU_TICKS -> "rps p99_ms cpu_us_per_req p50_ms"; fails on non-2xx
+# answers (unless ALLOW_NON2XX=1: the TCP accept test, whose upstream closes each connection).
 wrk_figures() {
-  local name=$1 out=$2 ticks=$3 rps reqs non2xx p99
+  local name=$1 out=$2 ticks=$3 rps reqs non2xx p99 p50
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  [ -z "$non2xx" ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
-  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
-  awk -v r="$rps" -v p="$p99" -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$reqs" \
-    'BEGIN {printf "%s %s %.2f\n", r, p, t / hz * 1e6 / n}'
+  [ -z "$non2xx" ] || [ "${ALLOW_NON2XX:-0}" = 1 ] || { echo "$name answered $non2xx non-2xx responses" >&2; exit 1; }
+  p99=$(wrk_percentile_ms "$out" 99%)
+  p50=$(wrk_percentile_ms "$out" 50%)
+  awk -v r="$rps" -v p="$p99" -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$reqs" -v m="$p50" \
+    'BEGIN {printf "%s %s %.2f %s\n", r, p, t / hz * 1e6 / n, m}'
 }
 
-# measure NAME PID PORT [wrk options...] -> "rps p99_ms cpu_us_per_req": a 1 s warm-up, then
+# measure NAME PID PORT [wrk options...] -> "rps p99_ms cpu_us_per_req p50_ms": a 1 s warm-up, then
 # one DURATION run with CONNECTIONS, counting the CPU of PID and its children.
 measure() {
   local name=$1 pid=$2 port=$3 out before after
@@ -71,3 +78,31 @@ interleaved_rounds() {
 
 # column_median DIR COLUMN NAME: the median of one figure over the rounds.
 column_median() { awk -v c="$2" '{print $c}' "$1/$3.txt" | median; }
+
+# The process and its children.
+family() { echo "$1"; pgrep -P "$1" || true; }
+
+# family_mib PID FILE FIELD: FIELD (a kB line of /proc/P/FILE) summed over the process and its
+# children, in MiB.
+family_mib() {
+  local total=0 p
+  for p in $(family "$1"); do
+    if [ -r "/proc/$p/$2" ]; then
+      total=$((total + $(awk -v f="$3:" '$1 == f {print $2}' "/proc/$p/$2")))
+    fi
+  done
+  echo $((total / 1024))
+}
+
+# pss_mib PID: the proportional set size of the process and its children, MiB.
+pss_mib() { family_mib "$1" smaps_rollup Pss; }
+
+# peak_rss_mib PID: the highest resident set size of the process and its children since they
+# started or since reset_peak_rss, MiB (the kernel's VmHWM, summed).
+peak_rss_mib() { family_mib "$1" status VmHWM; }
+
+# reset_peak_rss PID: starts peak_rss_mib over from the current size.
+reset_peak_rss() {
+  local p
+  for p in $(family "$1"); do echo 5 > "/proc/$p/clear_refs" 2>/dev/null || true; done
+}

@@ -96,6 +96,18 @@ pub enum CaptchaOutcome {
     Cookie,
 }
 
+impl CaptchaOutcome {
+    /// As the access log writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CaptchaOutcome::Served => "served",
+            CaptchaOutcome::Passed => "passed",
+            CaptchaOutcome::Failed => "failed",
+            CaptchaOutcome::Cookie => "cookie",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

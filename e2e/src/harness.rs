@@ -52,6 +52,8 @@ pub struct ProxyBuilder {
     token_file: Option<PathBuf>,
     /// setrlimit(resource, soft = hard = value) in the child before it runs.
     rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    /// `--access-log off` instead of the file in the test's directory.
+    access_log_off: bool,
 }
 
 impl ProxyBuilder {
@@ -80,7 +82,14 @@ impl ProxyBuilder {
             http_port: None,
             rlimits: Vec::new(),
             token_file: None,
+            access_log_off: false,
         }
+    }
+
+    /// Runs with `--access-log off` (no file is written at [`Proxy::access_log`]).
+    pub fn access_log_off(mut self) -> Self {
+        self.access_log_off = true;
+        self
     }
 
     /// Managed mode: the proxy reads its token from this file.
@@ -165,7 +174,11 @@ impl ProxyBuilder {
         cmd.arg("--http-listen")
             .arg(http.to_string())
             .arg("--access-log")
-            .arg(&access_log)
+            .arg(if self.access_log_off {
+                std::ffi::OsStr::new("off")
+            } else {
+                access_log.as_os_str()
+            })
             .arg("--config-poll-interval")
             .arg(&self.poll)
             .arg("--log")

@@ -84,7 +84,7 @@ fn full_batch() -> Batch {
     }
     for i in 0..V6 {
         new.push(Change {
-            target: Target::V6(v6(i)),
+            target: Target::V6(v6(i).into()),
             type_index: 0,
             origin: 0,
             remaining_secs: 14_400,

@@ -213,7 +213,11 @@ async fn start(
     settings: &Settings,
     state: Arc<ProxyState>,
 ) -> Result<(Server, Option<i64>), StartupError> {
-    let workers = Workers::per_core().map_err(StartupError::Workers)?;
+    let workers = match settings.workers {
+        Some(n) => Workers::start(n),
+        None => Workers::per_core(),
+    }
+    .map_err(StartupError::Workers)?;
     let server = Server::start(
         state.clone(),
         settings.listeners.clone(),

@@ -109,7 +109,7 @@ pub struct Args {
     )]
     pub acme_challenge: crate::acme::ChallengeKind,
 
-    /// JSON-lines access log: a file path, or `-` for stdout.
+    /// JSON-lines access log: a file path, `-` for stdout, or `off`.
     #[arg(long, env = "NB_PROXY_ACCESS_LOG", default_value = "-")]
     pub access_log: String,
 
@@ -173,6 +173,11 @@ pub struct Args {
     /// grace (`0` disables). Slower clients get 408: a slow body holds an upstream connection.
     #[arg(long, env = "NB_PROXY_REQUEST_BODY_MIN_RATE", default_value_t = 1024)]
     pub request_body_min_rate: u64,
+
+    /// Worker threads serving connections, each with its own listening sockets (`0`: one per
+    /// CPU core the process may run on).
+    #[arg(long, env = "NB_PROXY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
 
     /// Most connections open at once, HTTP and TCP together (`0`: half the open-file limit,
     /// since each proxied connection takes two descriptors). More are closed at accept.

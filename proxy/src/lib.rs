@@ -19,6 +19,7 @@ pub(crate) mod geo;
 pub(crate) mod http;
 pub(crate) mod io;
 pub(crate) mod managed;
+pub mod memory;
 pub(crate) mod metrics;
 pub(crate) mod neterror;
 pub mod process;

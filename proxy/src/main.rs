@@ -11,6 +11,7 @@ use nb_proxy::settings::Settings;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    nb_proxy::memory::configure();
     let args = Args::parse();
     if let Some(Command::Crowdsec {
         action: CrowdSecCommand::Check { ip },

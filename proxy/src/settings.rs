@@ -20,6 +20,8 @@ use crate::state::Limits;
 #[derive(Debug)]
 pub struct Settings {
     pub listeners: Listeners,
+    /// Worker threads; `None`: one per core.
+    pub workers: Option<usize>,
     /// `/metrics`, `/healthz` and `/readyz`.
     pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
@@ -187,6 +189,7 @@ impl TryFrom<Args> for Settings {
                 https: args.https_listen,
                 https_public_port: args.https_public_port,
             },
+            workers: (args.workers > 0).then_some(args.workers),
             metrics_listen: args.metrics_listen,
             limits: Limits {
                 header_read_timeout: args.header_read_timeout,

@@ -2,7 +2,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use std::borrow::Cow;
+use compact_str::CompactString;
 
 use crate::config::Protocol;
 use crate::restrict::{Outcome, Verdict};
@@ -15,9 +15,10 @@ pub struct AccessLogEntry {
     pub service_id: Arc<str>,
     pub protocol: Protocol,
     pub source_ip: IpAddr,
-    pub host: Option<String>,
-    pub method: Option<String>,
-    pub path: Option<String>,
+    /// Held inline when short (most are): an entry costs no allocation of its own.
+    pub host: Option<CompactString>,
+    pub method: Option<http::Method>,
+    pub path: Option<CompactString>,
     /// HTTP status; absent for TCP.
     pub status: Option<u16>,
     pub duration: Duration,
@@ -40,13 +41,22 @@ pub struct AccessLogEntry {
     pub upstream: Option<Arc<str>>,
 }
 
+/// The service id of an entry not (yet) routed: one per thread, so that entries share it
+/// without allocating and without a refcount bouncing between cores.
+fn no_service() -> Arc<str> {
+    thread_local! {
+        static NO_SERVICE: Arc<str> = Arc::from("");
+    }
+    NO_SERVICE.with(Arc::clone)
+}
+
 impl AccessLogEntry {
     /// A new HTTP request's entry, allowed until decided otherwise.
     pub fn http<B>(ts: SystemTime, source_ip: IpAddr, req: &http::Request<B>) -> Self {
         Self {
-            method: Some(req.method().as_str().to_owned()),
-            path: Some(req.uri().path().to_owned()),
-            ..Self::connection(ts, Protocol::Http, "".into(), source_ip)
+            method: Some(req.method().clone()),
+            path: Some(CompactString::new(req.uri().path())),
+            ..Self::connection(ts, Protocol::Http, no_service(), source_ip)
         }
     }
 
@@ -86,65 +96,25 @@ impl AccessLogEntry {
 
     /// The entry as one JSON line, as the access log writes it.
     pub fn to_json_line(&self, out: &mut Vec<u8>) {
-        self.write_json_line(out, false)
+        super::json::write_line(self, out, false)
     }
 
     /// The line for management: hosts, paths and ids shortened to what it accepts (a client
     /// can send a request head of many kilobytes).
     pub fn to_shipped_line(&self, out: &mut Vec<u8>) {
-        self.write_json_line(out, true)
+        super::json::write_line(self, out, true)
     }
 
-    fn write_json_line(&self, out: &mut Vec<u8>, bounded: bool) {
-        use nb_api::events::*;
-        fn cap(s: &str, max: usize, bounded: bool) -> &str {
-            if bounded {
-                truncated(s, max)
-            } else {
-                s
-            }
-        }
-        let line = AccessLogLine {
-            ts: Timestamp(self.ts),
-            service_id: Cow::Borrowed(cap(&self.service_id, MAX_SERVICE_ID_BYTES, bounded)),
-            protocol: self.protocol,
-            source_ip: self.source_ip,
-            host: self
-                .host
-                .as_deref()
-                .map(|h| Cow::Borrowed(cap(h, MAX_HOST_BYTES, bounded))),
-            method: (self.method.as_deref())
-                .map(|m| Cow::Borrowed(cap(m, MAX_METHOD_BYTES, bounded))),
-            path: self
-                .path
-                .as_deref()
-                .map(|p| Cow::Borrowed(cap(p, MAX_PATH_BYTES, bounded))),
-            status: self.status,
-            duration_ms: (self.duration.as_micros() as f64) / 1000.0,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            deny_reason: self.deny_reason(),
-            country: self.outcome.country,
-            metadata: Metadata {
-                crowdsec_verdict: self.outcome.crowdsec.map(|f| f.verdict),
-                crowdsec_mode: self.outcome.crowdsec.map(|f| f.mode),
-                upstream_error: self.upstream_error.map(Cow::Borrowed),
-                client_error: self.client_error.map(Cow::Borrowed),
-                aborted: self.aborted.map(Cow::Borrowed),
-                reference: self
-                    .reference
-                    .map(|r| Cow::Owned(crate::remediation::format_reference(r))),
-                captcha: self.captcha,
-                bypass: self.outcome.bypass,
-                appsec_verdict: self.appsec.map(|a| a.0),
-                appsec_mode: self.appsec.map(|a| a.1),
-                upstream: self.upstream.as_deref().map(Cow::Borrowed),
-                other: Default::default(),
-            },
-        };
-        // Serialising plain data into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &line);
-        out.push(b'\n');
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_ref().map(http::Method::as_str)
+    }
+
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
     }
 }
 
@@ -162,7 +132,7 @@ mod tests {
             protocol: Protocol::Http,
             source_ip: "203.0.113.7".parse().unwrap(),
             host: Some("whoami.localhost".into()),
-            method: Some("GET".into()),
+            method: Some(http::Method::GET),
             path: Some("/".into()),
             status: Some(403),
             duration: Duration::from_micros(410),

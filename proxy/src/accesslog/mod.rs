@@ -2,6 +2,7 @@
 
 mod counts;
 mod entry;
+mod json;
 mod sink;
 mod writer;
 

@@ -15,10 +15,29 @@ const QUEUE: usize = 32 * 1024;
 /// The single handle every listener uses to record an entry.
 #[derive(Clone, Default)]
 pub struct AccessLog {
-    sink: Option<(mpsc::Sender<Arc<AccessLogEntry>>, Arc<Writer>)>,
+    sink: Option<(mpsc::Sender<Queued>, Arc<Writer>)>,
     dropped: Arc<AtomicU64>,
     counts: Arc<Counts>,
     shipping: Option<ShipQueue>,
+}
+
+/// An entry on its way to the file: moved into the queue when only the file takes it, so that
+/// recording allocates nothing; shared with the shipper otherwise.
+#[allow(clippy::large_enum_variant)] // the entry moves into the queue's slot: no box, on purpose
+pub enum Queued {
+    Owned(AccessLogEntry),
+    Shared(Arc<AccessLogEntry>),
+}
+
+impl std::ops::Deref for Queued {
+    type Target = AccessLogEntry;
+
+    fn deref(&self) -> &AccessLogEntry {
+        match self {
+            Queued::Owned(e) => e,
+            Queued::Shared(e) => e,
+        }
+    }
 }
 
 /// The queue towards management's shipper, with its own drop count (reported to management).
@@ -52,8 +71,11 @@ impl ShipQueue {
 }
 
 impl AccessLog {
-    /// Opens the destination and starts its writer thread.
+    /// Opens the destination and starts its writer thread (none for [`Destination::Off`]).
     pub fn open(dest: Destination) -> std::io::Result<Self> {
+        if matches!(dest, Destination::Off) {
+            return Ok(Self::default());
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let dropped = Arc::<AtomicU64>::default();
         let writer = Writer::start(&dest, rx, dropped.clone())?;
@@ -91,18 +113,23 @@ impl AccessLog {
         if self.sink.is_none() && self.shipping.is_none() {
             return;
         }
-        let entry = Arc::new(entry);
-        if let Some(q) = &self.shipping {
-            if q.tx.try_send(entry.clone()).is_err() {
-                let n = q.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(
-                        dropped = n,
-                        "event queue to management full: entries dropped (reported to management)"
-                    );
+        let entry = match &self.shipping {
+            None => Queued::Owned(entry),
+            Some(q) => {
+                let entry = Arc::new(entry);
+                if q.tx.try_send(entry.clone()).is_err() {
+                    let n = q.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            dropped = n,
+                            "event queue to management full: entries dropped (reported to \
+                             management)"
+                        );
+                    }
                 }
+                Queued::Shared(entry)
             }
-        }
+        };
         if let Some((tx, writer)) = &self.sink {
             if writer.is_closing() || tx.try_send(entry).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

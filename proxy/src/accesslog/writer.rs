@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::AccessLogEntry;
+use super::sink::Queued;
 use crate::ratelimit::LogEvery;
 
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
@@ -28,6 +28,8 @@ const CHUNK: usize = 64 * 1024;
 pub enum Destination {
     Stdout,
     File(PathBuf),
+    /// No access log (metrics and management's events still count every entry).
+    Off,
 }
 
 impl std::fmt::Display for Destination {
@@ -35,16 +37,17 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::Stdout => f.write_str("-"),
             Destination::File(p) => write!(f, "{}", p.display()),
+            Destination::Off => f.write_str("off"),
         }
     }
 }
 
 impl Destination {
     pub fn parse(s: &str) -> Self {
-        if s == "-" {
-            Destination::Stdout
-        } else {
-            Destination::File(PathBuf::from(s))
+        match s {
+            "-" => Destination::Stdout,
+            "off" => Destination::Off,
+            _ => Destination::File(PathBuf::from(s)),
         }
     }
 }
@@ -67,7 +70,7 @@ fn open_file(path: &Path) -> io::Result<File> {
 impl Out {
     fn open(dest: &Destination) -> io::Result<Self> {
         Ok(match dest {
-            Destination::Stdout => Out::Stdout(io::stdout()),
+            Destination::Stdout | Destination::Off => Out::Stdout(io::stdout()),
             Destination::File(path) => Out::File {
                 path: path.clone(),
                 file: open_file(path)?,
@@ -125,7 +128,7 @@ impl Writer {
     /// written are added to `dropped`.
     pub(super) fn start(
         dest: &Destination,
-        rx: mpsc::Receiver<Arc<AccessLogEntry>>,
+        rx: mpsc::Receiver<Queued>,
         dropped: Arc<AtomicU64>,
     ) -> io::Result<Arc<Self>> {
         let out = Out::open(dest)?;
@@ -161,12 +164,7 @@ impl Writer {
 
     /// The writer drains the queue on a tick instead of being woken per entry, so recording an
     /// entry never wakes another thread.
-    fn run(
-        &self,
-        mut rx: mpsc::Receiver<Arc<AccessLogEntry>>,
-        mut out: Out,
-        dropped: Arc<AtomicU64>,
-    ) {
+    fn run(&self, mut rx: mpsc::Receiver<Queued>, mut out: Out, dropped: Arc<AtomicU64>) {
         let errors = LogEvery::new(Duration::from_secs(10));
         let mut failing = false;
         let mut buf = Vec::with_capacity(256 * 1024);

@@ -39,6 +39,9 @@ pub struct ForwardedContext<'a> {
     pub tls: bool,
     /// The port of the listener the request came in on, as a header value.
     pub port: &'a HeaderValue,
+    /// The connection's client and its header value, made once per connection: most requests
+    /// are from it, and need no address written out.
+    pub connection_client: (IpAddr, &'a HeaderValue),
 }
 
 impl ClientAddr {
@@ -57,11 +60,15 @@ impl ClientAddr {
                 headers.remove(name);
             }
         }
-        let client = addr_value(self.client);
+        let value = |ip: IpAddr| match ctx.connection_client {
+            (known, v) if known == ip => v.clone(),
+            _ => addr_value(ip),
+        };
+        let client = value(self.client);
         let xff = match &self.chain {
             Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", self.peer)).ok(),
             None if self.peer == self.client => Some(client.clone()),
-            None => Some(addr_value(self.peer)),
+            None => Some(value(self.peer)),
         };
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR, v);
@@ -88,7 +95,8 @@ impl ClientAddr {
     }
 }
 
-fn addr_value(ip: IpAddr) -> HeaderValue {
+/// An address as a header value.
+pub fn addr_value(ip: IpAddr) -> HeaderValue {
     // An address's text form is always a valid header value.
     HeaderValue::from_str(&ip.to_string()).expect("an address is a valid header value")
 }
@@ -114,15 +122,18 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        let client = policy().request_client(peer.parse().unwrap(), &h);
+        let peer: IpAddr = peer.parse().unwrap();
+        let client = policy().request_client(peer, &h);
         let host = HeaderValue::from_static("web.test");
         let port = HeaderValue::from_static("8080");
+        let peer_value = addr_value(peer);
         client.set_forwarded_headers(
             &mut h,
             ForwardedContext {
                 host: &host,
                 tls: false,
                 port: &port,
+                connection_client: (peer, &peer_value),
             },
         );
         h

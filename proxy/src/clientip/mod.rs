@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName};
 use tokio::net::TcpStream;
 
 pub use forwarded::walk_forwarded_for;
-pub use headers::ForwardedContext;
+pub use headers::{addr_value, ForwardedContext};
 pub use proxy_protocol::{read_header, ProxyHeaderError};
 
 /// A request's client as decided: the connection's client (`peer`: the socket peer or what its
@@ -56,7 +56,11 @@ impl ClientAddressPolicy {
                 chain: Some(client.to_string()),
             };
         }
-        let walked = walk_forwarded_for(peer, &headers.get_all("x-forwarded-for"), &self.trusted);
+        let walked = walk_forwarded_for(
+            peer,
+            &headers.get_all(headers::X_FORWARDED_FOR),
+            &self.trusted,
+        );
         ClientAddr {
             peer: peer.to_canonical(),
             client: walked.client,

@@ -49,6 +49,11 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                     } else {
                         s.apply(batch, now)
                     };
+                    if full || purge {
+                        // The answer's temporaries, freed here, go back to the system now:
+                        // this thread may not allocate again for an hour.
+                        crate::memory::release_freed();
+                    }
                     (s, snap)
                 })
                 .await;
@@ -68,6 +73,10 @@ pub(super) async fn run(client: LapiClient, shared: Arc<Shared>) {
                 let count = snap.len();
                 say_unmatched(&cfg, snap.scoped_len(), &mut unmatched_said);
                 shared.publish(snap);
+                if full {
+                    // The snapshot it replaced (a resync's, after an hour) is freed here.
+                    crate::memory::release_freed();
+                }
                 if purge {
                     last_purge = Instant::now();
                 }

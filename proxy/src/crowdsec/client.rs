@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Certificate, Identity, StatusCode, Url};
 
 use super::filter::DecisionFilter;
-use super::wire::{parse_stream, Batch, ParseError};
+use super::wire::{parse_stream_sized, Batch, ParseError};
 use crate::neterror::NetFailure;
 
 /// A secret that never prints.
@@ -389,11 +389,13 @@ impl LapiClient {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, LapiError>>(8);
         let filter = self.cfg.filter.clone();
         let max = self.cfg.max_decisions;
+        let body_bytes = resp.content_length();
         let parser = tokio::task::spawn_blocking(move || {
-            parse_stream(
+            parse_stream_sized(
                 std::io::BufReader::with_capacity(64 * 1024, ChunkReader::new(rx)),
                 &filter,
                 max,
+                body_bytes,
             )
         });
         let mut body = resp.bytes_stream();

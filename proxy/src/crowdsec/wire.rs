@@ -12,11 +12,40 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use super::duration::parse_go_duration;
 use super::filter::DecisionFilter;
 
+/// An IPv6 address as four words: 4-byte aligned, so that a [`Change`] is 32 bytes rather
+/// than 48 (a million of them are held while a startup answer is read).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct V6Key(pub [u32; 4]);
+
+impl From<u128> for V6Key {
+    fn from(v: u128) -> Self {
+        Self([
+            (v >> 96) as u32,
+            (v >> 64) as u32,
+            (v >> 32) as u32,
+            v as u32,
+        ])
+    }
+}
+
+impl From<std::net::Ipv6Addr> for V6Key {
+    fn from(a: std::net::Ipv6Addr) -> Self {
+        u128::from(a).into()
+    }
+}
+
+impl From<V6Key> for u128 {
+    fn from(k: V6Key) -> u128 {
+        let [a, b, c, d] = k.0;
+        (a as u128) << 96 | (b as u128) << 64 | (c as u128) << 32 | d as u128
+    }
+}
+
 /// What a decision applies to, canonicalised (IPv4-mapped IPv6 ⇒ IPv4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
     V4(u32),
-    V6(u128),
+    V6(V6Key),
     Range(IpNet),
     /// `Country` scope: an ISO 3166-1 alpha-2 code, upper case (needs the GeoIP database).
     Country([u8; 2]),
@@ -73,11 +102,31 @@ pub const OTHER_ORIGIN: &str = "other";
 /// object, which serde then reads from the slice; nothing but the current object is buffered.
 /// `max_decisions` bounds memory whatever the body holds.
 pub fn parse_stream<R: Read>(
-    mut reader: R,
+    reader: R,
     filter: &DecisionFilter,
     max_decisions: usize,
 ) -> Result<Batch, ParseError> {
+    parse_stream_sized(reader, filter, max_decisions, None)
+}
+
+/// A decision takes at least this many bytes of the answer (a short one, with a short scenario
+/// and an IPv4 address, is about 110).
+const MIN_DECISION_BYTES: u64 = 100;
+
+/// [`parse_stream`] for an answer of `body_bytes`, when the LAPI says: room for its decisions
+/// is made at once, so that a million of them are not copied over and over while the list
+/// grows (a growing list holds the old and the new copy at once, the sync's memory peak).
+pub fn parse_stream_sized<R: Read>(
+    mut reader: R,
+    filter: &DecisionFilter,
+    max_decisions: usize,
+    body_bytes: Option<u64>,
+) -> Result<Batch, ParseError> {
     let mut batch = Batch::default();
+    if let Some(bytes) = body_bytes {
+        let expected = (bytes / MIN_DECISION_BYTES).min(max_decisions as u64);
+        batch.new.reserve_exact(expected as usize);
+    }
     let mut ctx = Ctx {
         batch: &mut batch,
         filter,

@@ -24,21 +24,34 @@ use crate::state::ProxyState;
 pub struct PendingEntry {
     entry: Option<AccessLogEntry>,
     started: Instant,
-    body: Arc<BodyStats>,
+    /// What the request body brought, once the request is forwarded (a local answer reads
+    /// none, and allocates nothing for it).
+    body: Option<Arc<BodyStats>>,
     state: Arc<ProxyState>,
     /// The upstream target's count of requests in flight, held until the exchange ends.
     in_flight: Option<InFlight>,
 }
 
 impl PendingEntry {
-    pub fn new(entry: AccessLogEntry, body: Arc<BodyStats>, state: Arc<ProxyState>) -> Self {
+    pub fn new(entry: AccessLogEntry, state: Arc<ProxyState>) -> Self {
         Self {
             entry: Some(entry),
             started: Instant::now(),
-            body,
+            body: None,
             state,
             in_flight: None,
         }
+    }
+
+    /// Counts the request body's bytes (and pace) from here on, for the entry.
+    pub fn count_body(&mut self) -> Arc<BodyStats> {
+        self.body.get_or_insert_with(Arc::default).clone()
+    }
+
+    fn bytes_in(&self) -> u64 {
+        self.body
+            .as_ref()
+            .map_or(0, |b| b.bytes.load(Ordering::Relaxed))
     }
 
     /// Counts the exchange in flight to its upstream target until it ends.
@@ -57,7 +70,7 @@ impl PendingEntry {
             return;
         };
         entry.duration = self.started.elapsed();
-        entry.bytes_in = self.body.bytes.load(Ordering::Relaxed) + tunnel_in;
+        entry.bytes_in = self.bytes_in() + tunnel_in;
         entry.bytes_out = tunnel_out;
         self.state.access_log.record(entry);
     }
@@ -69,7 +82,7 @@ impl PendingEntry {
         };
         entry.duration = self.started.elapsed();
         entry.bytes_out = bytes_out;
-        entry.bytes_in = self.body.bytes.load(Ordering::Relaxed);
+        entry.bytes_in = self.bytes_in();
         self.state.access_log.record(entry);
     }
 }

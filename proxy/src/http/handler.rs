@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use nb_api::{CaptchaOutcome, OversizedBody, Verdict};
 
 use super::authority::request_authority;
-use super::body::{BodyPace, BodyStats, PendingEntry, ProxyBody, RequestBody};
+use super::body::{BodyPace, PendingEntry, ProxyBody, RequestBody};
 use super::challenge::challenge;
 use super::local::{respond, Local};
 use super::rewrite::{is_upgrade, strip_hop_by_hop, to_upstream, Rewrite};
@@ -52,6 +52,8 @@ pub struct ConnHandler {
     tls: bool,
     /// The port of the listener the connection came in on (`X-Forwarded-Port`).
     local_port: HeaderValue,
+    /// `conn_client` as a header value, made once for the connection's requests.
+    client_value: HeaderValue,
     peer: SocketAddr,
     local: SocketAddr,
     https_port: Option<u16>,
@@ -85,6 +87,7 @@ impl ConnHandler {
             conn_client: conn.client,
             tls: conn.tls,
             local_port: HeaderValue::from(conn.local.port()),
+            client_value: crate::clientip::addr_value(conn.client),
             peer: conn.peer,
             local: conn.local,
             https_port: conn.https_port,
@@ -100,10 +103,8 @@ impl ConnHandler {
             .state
             .clients
             .request_client(self.conn_client, req.headers());
-        let body = Arc::new(BodyStats::default());
         let mut pending = PendingEntry::new(
             AccessLogEntry::http(SystemTime::now(), client.client, &req),
-            body.clone(),
             self.state.clone(),
         );
         let routed = self
@@ -112,7 +113,7 @@ impl ConnHandler {
             .and_then(|r| self.to_https(r, &req));
         match routed {
             Ok(routed) => match self.inspect(req, &routed, &mut pending).await {
-                Ok(req) => self.forward(req, routed, pending, body).await,
+                Ok(req) => self.forward(req, routed, pending).await,
                 Err((local, req)) => respond(pending, local, req.headers()),
             },
             Err(Local::Challenge(service, site)) => {
@@ -140,7 +141,7 @@ impl ConnHandler {
         .map_err(Local::Refused)?;
         let host = authority.as_ref().and_then(|a| a.to_str().ok());
         let entry = pending.entry();
-        entry.host = Some(host.unwrap_or_default().to_owned());
+        entry.host = Some(host.unwrap_or_default().into());
         if !self.tls {
             if let Some(answer) = self.acme_http_challenge(req) {
                 return Err(Local::AcmeChallenge(answer));
@@ -323,8 +324,8 @@ impl ConnHandler {
         mut req: Request<RequestBody>,
         routed: Routed,
         mut pending: PendingEntry,
-        body: Arc<BodyStats>,
     ) -> Response<ProxyBody> {
+        let body = pending.count_body();
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let limits = &self.state.limits;
         let rewrite = Rewrite {
@@ -338,6 +339,7 @@ impl ConnHandler {
             },
             client_header: self.state.clients.client_header.as_ref(),
             path: routed.upstream_path.as_ref(),
+            connection_client: (self.conn_client, &self.client_value),
         };
         let mut upstream_req = to_upstream(req, rewrite, body.clone());
         routed

@@ -98,7 +98,7 @@ fn deny(
     let answer = service.remediation.answer(
         &Denial {
             verdict: entry.outcome.verdict,
-            reference: &reference,
+            reference: reference.as_str(),
             client_ip: entry.source_ip,
             host: entry.host.as_deref().unwrap_or_default(),
             service: &service.id,

@@ -12,7 +12,8 @@ use http::{Request, Uri, Version};
 use super::body::{BodyPace, BodyStats, CountedBody, RequestBody};
 use crate::clientip::{ClientAddr, ForwardedContext};
 
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP_COUNT: usize = 9;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -36,6 +37,8 @@ pub struct Rewrite<'a> {
     pub client_header: Option<&'a HeaderName>,
     /// The path and query to send instead of the request's (routing by path prefix).
     pub path: Option<&'a PathAndQuery>,
+    /// The connection's client, and its address as a header value.
+    pub connection_client: (std::net::IpAddr, &'a HeaderValue),
 }
 
 pub fn to_upstream(
@@ -79,6 +82,7 @@ pub fn to_upstream(
             host: rw.authority,
             tls: rw.tls,
             port: rw.local_port,
+            connection_client: rw.connection_client,
         },
     );
     parts.uri = rw
@@ -101,20 +105,42 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these (and without
-    // Connection, no header is named by it).
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names: which hop-by-hop headers are there. Most messages carry none,
+    // a response usually only Connection.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // Headers named in Connection are hop-by-hop too. Its tokens are mostly `close`,
+    // `keep-alive` or `upgrade`, no header of the message: a name is made only for a token
+    // the message has as a header.
+    let named: Vec<HeaderName> = if present[0] {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+            })
+            .filter(|t| headers.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for name in &named {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }

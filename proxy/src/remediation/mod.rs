@@ -143,14 +143,20 @@ impl Remediation {
                 }
                 ("application/json", format!("{v}\n"))
             }
-            Format::Text => (
-                "text/plain; charset=utf-8",
-                format!(
-                    "{}: {reason}\nReference: {}\n",
+            Format::Text => {
+                // Sized exactly, so that the body is this one allocation.
+                let parts = [
                     status.canonical_reason().unwrap_or("Denied"),
-                    d.reference
-                ),
-            ),
+                    ": ",
+                    reason,
+                    "\nReference: ",
+                    d.reference,
+                    "\n",
+                ];
+                let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+                parts.iter().for_each(|p| text.push_str(p));
+                ("text/plain; charset=utf-8", text)
+            }
         };
         let html = content_type.starts_with("text/html");
         let mut resp = Response::new(Bytes::from(body));
@@ -258,6 +264,20 @@ pub(crate) fn new_reference() -> u64 {
     z ^ (z >> 31)
 }
 
-pub(crate) fn format_reference(r: u64) -> String {
-    format!("{r:016x}")
+/// A reference as shown to the client: 16 lower-case hex digits, kept on the stack.
+pub(crate) struct ReferenceText([u8; 16]);
+
+impl ReferenceText {
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+pub(crate) fn format_reference(r: u64) -> ReferenceText {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((r >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    ReferenceText(out)
 }

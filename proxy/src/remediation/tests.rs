@@ -163,5 +163,10 @@ fn templates_reject_unclosed_variables() {
 fn references_do_not_repeat() {
     let refs: std::collections::HashSet<u64> = (0..10_000).map(|_| new_reference()).collect();
     assert_eq!(refs.len(), 10_000);
-    assert_eq!(format_reference(0xab).len(), 16);
+    assert_eq!(format_reference(0xab).as_str(), "00000000000000ab");
+    assert_eq!(
+        format_reference(0x0123_4567_89ab_cdef).as_str(),
+        "0123456789abcdef"
+    );
+    assert_eq!(format_reference(u64::MAX).as_str(), "ffffffffffffffff");
 }

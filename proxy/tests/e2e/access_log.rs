@@ -94,3 +94,54 @@ async fn a_full_disk_drops_whole_lines_counts_them_and_recovers() {
     assert_eq!(mode & 0o777, 0o600, "the new log is private");
     assert!(proxy.stderr_text().contains("writable again"));
 }
+
+/// `--access-log off` writes no log anywhere, yet every request is still counted; `--workers`
+/// sets how many serving threads run.
+#[tokio::test]
+async fn access_log_off_writes_nothing_and_still_counts() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        "services:\n  - id: web\n    protocol: http\n    hosts: [web.test]\n    upstream: {}\n    \
+         restrictions: {{cidr_deny: [127.0.14.2/32]}}\n",
+        up.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .metrics()
+        .access_log_off()
+        .arg("--workers")
+        .arg("3")
+        .start()
+        .await;
+    let workers = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("nb-worker-"))
+        .count();
+    assert_eq!(workers, 3, "one serving thread per --workers");
+    for _ in 0..7 {
+        assert_eq!(
+            get_from(&proxy, "127.0.14.1", "web.test", "/").await.status,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            get_from(&proxy, "127.0.14.2", "web.test", "/").await.status,
+            403
+        );
+    }
+    let series = "nb_proxy_requests_total{protocol=\"http\",verdict=";
+    assert_eq!(proxy.metric(&format!("{series}\"allow\"}}")).await, 7.0);
+    assert_eq!(
+        proxy.metric(&format!("{series}\"ip_restricted\"}}")).await,
+        2.0
+    );
+    assert_eq!(proxy.metric("nb_proxy_access_log_dropped_total").await, 0.0);
+    assert!(!proxy.access_log.exists(), "no log file");
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", proxy.pid())).unwrap();
+    assert!(!cwd.join("off").exists(), "`off` is not a file name here");
+    assert!(
+        !proxy.stderr_text().contains("\"service_id\""),
+        "nor on stderr"
+    );
+}
