@@ -11,6 +11,9 @@
 # Scenario "layers": all three layers on, CIDR (1,001 networks), country (a 57,000-network
 # GeoIP database: nb-proxy --geo-db, nginx's geoip2 module, HAProxy an ACL of the denied
 # country's networks) and the blocklist.
+# Scenario "managed": nb-proxy with one service (a CIDR deny list) from its services file, and
+# the same service from a real nb-management (SQLite, on the same box) to which every entry is
+# also shipped; the proxy's own cost per request in each, and management's beside it.
 # Scenario "tcp": a plain TCP service (nb-proxy), nginx `stream`, HAProxy `mode tcp`, logging
 # each connection: bulk throughput (iperf3, one stream) and accept rate (wrk through the proxy
 # to an upstream that closes every connection).
@@ -22,7 +25,7 @@
 # loads the list; and nb-proxy's ratio to the best peer on each figure.
 #
 #   scripts/bench-peers.sh                       # DURATION=5s ROUNDS=3 CONNECTIONS=64
-#   SCENARIOS=blocklist scripts/bench-peers.sh   # or layers, tcp; comma-separated
+#   SCENARIOS=blocklist scripts/bench-peers.sh   # or layers, managed, tcp; comma-separated
 #   NB_BENCH_PROXY=/path/to/nb-proxy scripts/bench-peers.sh   # another build
 # shellcheck source=scripts/bench-lib.sh
 set -euo pipefail
@@ -31,12 +34,13 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
-SCENARIOS=${SCENARIOS:-blocklist,layers,tcp}
+SCENARIOS=${SCENARIOS:-blocklist,layers,managed,tcp}
 
 bench_tools
 extra=()
 command -v haproxy >/dev/null || extra+=(haproxy)
 command -v iperf3 >/dev/null || extra+=(iperf3)
+command -v jq >/dev/null || extra+=(jq)
 [ -f /usr/lib/nginx/modules/ngx_http_geoip2_module.so ] || extra+=(libnginx-mod-http-geoip2)
 [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || extra+=(libnginx-mod-stream)
 if [ ${#extra[@]} -gt 0 ]; then
@@ -49,6 +53,11 @@ if [ -z "${NB_BENCH_PROXY:-}" ]; then
   cargo build --release -q -p nb-proxy
 fi
 cargo build --release -q -p nb-proxy --example make-geo-db
+NBMANAGEMENT=${NB_BENCH_MANAGEMENT:-target/release/nb-management}
+if [[ ,$SCENARIOS, == *,managed,* ]] && [ -z "${NB_BENCH_MANAGEMENT:-}" ]; then
+  echo "== building nb-management (release)"
+  cargo build --release -q -p nb-management
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -144,6 +153,7 @@ curl_status() { # source port
 probes() {
   case $1 in
     layers) echo "127.0.0.5=403 127.1.2.3=403 127.2.0.1=403 127.3.0.1=403 127.0.0.9=200" ;;
+    managed) echo "127.3.0.1=403 127.0.0.9=200" ;;
     *) echo "127.0.0.5=403 127.1.2.3=403 127.0.0.9=200" ;;
   esac
 }
@@ -165,12 +175,14 @@ ready_after() { # name scenario
   exit 1
 }
 
-start_nbproxy() { # name scenario log
-  local name=$1 scenario=$2 log=$3 geo=() restrictions
+start_nbproxy() { # name scenario log [workers: 0 = one per core]
+  local name=$1 scenario=$2 log=$3 workers=${4:-0} geo=() restrictions
   PORT[$name]=$(free_port)
-  restrictions="cidr_deny: [192.0.2.0/24]"
-  if [ "$scenario" = layers ]; then
-    restrictions="cidr_deny: $(cat "$work/cidr.yaml"), country_deny: [RU]"
+  restrictions="cidr_deny: [192.0.2.0/24], crowdsec_mode: enforce"
+  if [ "$scenario" = managed ]; then
+    restrictions="cidr_deny: [127.3.0.0/16]"
+  elif [ "$scenario" = layers ]; then
+    restrictions="cidr_deny: $(cat "$work/cidr.yaml"), country_deny: [RU], crowdsec_mode: enforce"
     geo=(--geo-db "$work/geo.mmdb")
   fi
   cat > "$work/$name.yaml" <<CONF
@@ -179,13 +191,13 @@ services:
     protocol: http
     hosts: [bench.local]
     upstream: http://127.0.0.1:$UP
-    restrictions: {$restrictions, crowdsec_mode: enforce}
+    restrictions: {$restrictions}
 CONF
   START[$name]=$(date +%s.%N)
   "$NBPROXY" --config "$work/$name.yaml" --http-listen "127.0.0.1:${PORT[$name]}" \
     --access-log "$([ "$log" = on ] && echo "$work/$name-access.log" || echo off)" --log warn \
     --crowdsec-api-url "http://127.0.0.1:$LAPI" --crowdsec-api-key bench-key \
-    --crowdsec-update-interval 1h "${geo[@]}" &
+    --crowdsec-update-interval 1h --workers "$workers" "${geo[@]}" &
   PID[$name]=$!
   pids+=($!)
   ready_after "$name" "$scenario"
@@ -323,6 +335,7 @@ run() { measure "$1" "${PID[$1]}" "${PORT[$1]}" -H 'Host: bench.local'; }
 if [[ ,$SCENARIOS, == *,blocklist,* ]]; then
   echo "== scenario blocklist: starting each server, waiting for correct verdicts"
   start_nbproxy nb-proxy blocklist on
+  start_nbproxy nb-proxy-1w blocklist on 1
   start_nbproxy nb-proxy-nolog blocklist off
   start_nginx nginx-1w blocklist on 1
   start_nginx nginx-2w blocklist on 2
@@ -330,7 +343,7 @@ if [[ ,$SCENARIOS, == *,blocklist,* ]]; then
   start_haproxy haproxy-1t blocklist on 1
   start_haproxy haproxy-2t blocklist on 2
   start_haproxy haproxy-1t-nolog blocklist off 1
-  logged=(nb-proxy nginx-1w nginx-2w haproxy-1t haproxy-2t)
+  logged=(nb-proxy nb-proxy-1w nginx-1w nginx-2w haproxy-1t haproxy-2t)
   unlogged=(nb-proxy-nolog nginx-1w-nolog haproxy-1t-nolog)
   for n in "${logged[@]}" "${unlogged[@]}"; do echo "   $n: correct verdicts ${READY[$n]} s after start"; done
   echo "   nb-proxy while loading the list: peak RSS ${SYNC_PEAK[nb-proxy]} MiB"
@@ -340,7 +353,8 @@ if [[ ,$SCENARIOS, == *,blocklist,* ]]; then
   stop_all "${logged[@]}" "${unlogged[@]}"
   http_table "${logged[@]}" "${unlogged[@]}"
   echo
-  http_ratios nb-proxy "${logged[@]:1}"
+  http_ratios nb-proxy "${logged[@]:2}"
+  http_ratios nb-proxy-1w "${logged[@]:2}"
   http_ratios nb-proxy-nolog "${unlogged[@]:1}"
   echo "nb-proxy's peak RSS while loading the list against its RSS after the rounds: ${SYNC_PEAK[nb-proxy]} / $settled MiB = $(awk -v a="${SYNC_PEAK[nb-proxy]}" -v b="$settled" 'BEGIN {printf "%.2fx", a / b}')"
   echo "(access-log lines written: nb-proxy $(wc -l < "$work/nb-proxy-access.log"), nginx-1w $(wc -l < "$work/nginx-1w/access.log"), haproxy-1t $(wc -l < "$work/haproxy-1t-access.log"))"
@@ -360,6 +374,51 @@ if [[ ,$SCENARIOS, == *,layers,* ]]; then
   http_table "${layered[@]}"
   echo
   http_ratios nb-proxy-l "${layered[@]:1}"
+fi
+
+if [[ ,$SCENARIOS, == *,managed,* ]]; then
+  echo
+  echo "== scenario managed: the same service standalone and from nb-management (SQLite), every entry also shipped"
+  MGMT=$(free_port)
+  ADMIN=bench-admin-$RANDOM$RANDOM$RANDOM$RANDOM
+  NB_MANAGEMENT_ADMIN_TOKEN=$ADMIN "$NBMANAGEMENT" --listen "127.0.0.1:$MGMT" \
+    --data-dir "$work/management" > "$work/management.log" 2>&1 &
+  MGMT_PID=$!
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf -m 1 -o /dev/null "http://127.0.0.1:$MGMT/healthz" && break; sleep 0.1; done
+  api() { # method path [json]
+    curl -sf -m 10 -X "$1" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+      ${3:+--data "$3"} "http://127.0.0.1:$MGMT$2"
+  }
+  created=$(api POST /api/v1/proxies '{"name": "bench"}')
+  proxy_id=$(jq -r .proxy.id <<<"$created")
+  api POST /api/v1/services "$(jq -nc --arg up "http://127.0.0.1:$UP" '{id: "bench", protocol: "http",
+    hosts: ["bench.local"], upstream: $up, restrictions: {cidr_deny: ["127.3.0.0/16"]}}')" >/dev/null
+  start_nbproxy nb-standalone managed on
+  PORT[nb-managed]=$(free_port)
+  START[nb-managed]=$(date +%s.%N)
+  jq -r .token <<<"$created" > "$work/proxy.token"
+  "$NBPROXY" --management-url "http://127.0.0.1:$MGMT" --token-file "$work/proxy.token" \
+    --management-cache "$work/managed-cache.json" --management-report-interval 1s \
+    --http-listen "127.0.0.1:${PORT[nb-managed]}" --access-log "$work/nb-managed-access.log" --log warn &
+  PID[nb-managed]=$!
+  pids+=($!)
+  ready_after nb-managed managed
+  mgmt_before=$(cpu_ticks "$MGMT_PID")
+  interleaved_rounds "$work" nb-standalone nb-managed
+  mgmt_ticks=$(($(cpu_ticks "$MGMT_PID") - mgmt_before))
+  sleep 2
+  dropped=$(api GET "/api/v1/proxies/$proxy_id" | jq -r '.events_dropped // "unknown"')
+  stop_all nb-standalone nb-managed
+  http_table nb-standalone nb-managed
+  echo
+  echo "nb-managed against nb-standalone (the proxy's own figures):"
+  ratio "req/s" "$(col 1 nb-managed)" "$(col 1 nb-standalone)"
+  ratio "CPU us/req" "$(col 3 nb-managed)" "$(col 3 nb-standalone)"
+  shipped=$(wc -l < "$work/nb-managed-access.log")
+  awk -v t="$mgmt_ticks" -v hz="$(getconf CLK_TCK)" -v n="$shipped" \
+    'BEGIN {printf "nb-management storing them: %.2f us CPU per request (its own process, same box)\n", t / hz * 1e6 / n}'
+  echo "entries the managed proxy logged: $shipped; dropped on the way to management: $dropped"
 fi
 
 if [[ ,$SCENARIOS, == *,tcp,* ]]; then

@@ -175,3 +175,86 @@ async fn a_websocket_to_an_https_upstream_that_prefers_http2_goes_over_http1() {
     ws.send(Message::text("hi")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("tls:hi"));
 }
+
+/// SIGTERM drains upgraded connections like the rest: open tunnels keep carrying messages, one
+/// the client closes during the drain is logged whole, and one still open when
+/// `--shutdown-timeout` ends is cut and logged as such; then the proxy exits.
+#[tokio::test]
+async fn sigterm_lets_open_tunnels_carry_on_until_the_shutdown_timeout() {
+    let (upstream, _server) = echo_server().await;
+    let mut proxy = ProxyBuilder::new(&format!(
+        "services:\n  - id: chat\n    protocol: http\n    hosts: [chat.test]\n    upstream: {upstream}\n"
+    ))
+    .arg("--shutdown-timeout")
+    .arg("2s")
+    .start()
+    .await;
+    let open = |path: &'static str| {
+        let addr = proxy.http_addr();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let request = format!("ws://chat.test{path}")
+                .into_client_request()
+                .unwrap();
+            let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+            assert_eq!(response.status(), 101);
+            ws.send(Message::text("before")).await.unwrap();
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text("echo:before")
+            );
+            ws
+        }
+    };
+    let (mut closing, mut staying) = (open("/closing").await, open("/staying").await);
+    let t = Instant::now();
+    proxy.signal(libc::SIGTERM);
+    proxy.wait_log_count("shutting down", 1).await;
+
+    // Both tunnels still work while the proxy drains.
+    for ws in [&mut closing, &mut staying] {
+        ws.send(Message::text("during")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("echo:during")
+        );
+    }
+    // One ends by itself; the other is still open when the timeout comes, and is cut.
+    closing.close(None).await.unwrap();
+    while let Some(Ok(_)) = closing.next().await {}
+    drop(closing);
+    let cut = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match staying.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the open tunnel is cut at the timeout");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits after the cut");
+    assert!(status.success(), "{status:?}");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(5),
+        "the drain lasted the shutdown timeout: {waited:?}"
+    );
+    let entries = proxy.entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let by_path = |p: &str| entries.iter().find(|e| e["path"] == p).unwrap();
+    let (closed, stayed) = (by_path("/closing"), by_path("/staying"));
+    assert_eq!(closed["status"], 101);
+    assert!(closed["metadata"].get("aborted").is_none(), "{closed}");
+    assert_eq!(stayed["status"], 101);
+    assert_eq!(stayed["metadata"]["aborted"], "cut at shutdown", "{stayed}");
+    // What crossed before the cut is counted: two masked messages in, two echoes out.
+    assert!(
+        stayed["bytes_in"].as_u64().unwrap() >= 2 * (6 + 4),
+        "{stayed}"
+    );
+    assert!(stayed["bytes_out"].as_u64().unwrap() >= 2 * 11, "{stayed}");
+}
