@@ -25,17 +25,26 @@ pub struct TargetState {
     check_failed: AtomicBool,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// The state that replaced this one at a reload: requests begun here and still in flight
+    /// count there too, so least-connections sees them after the reload.
+    successor: OnceLock<Arc<TargetState>>,
 }
 
 impl TargetState {
+    /// This state and those that replaced it, oldest first.
+    fn lineage(&self) -> impl Iterator<Item = &TargetState> {
+        std::iter::successors(Some(self), |s| s.successor.get().map(|n| &**n))
+    }
+
     fn available(&self, now: u64) -> bool {
         !self.check_failed.load(Relaxed) && self.ejected_until.load(Relaxed) <= now
     }
 
-    /// What a reload keeps of the target it replaces (not in-flight counts: those belong to
-    /// the old one's requests, which still finish there).
+    /// What a reload keeps of the target it replaces, in-flight requests included (their
+    /// guards also release them here, through `successor`).
     fn adopt(&self, old: &TargetState) {
         let copy = |new: &AtomicU64, old: &AtomicU64| new.store(old.load(Relaxed), Relaxed);
+        copy(&self.in_flight, &old.in_flight);
         copy(&self.ejected_until, &old.ejected_until);
         copy(&self.requests, &old.requests);
         copy(&self.failures, &old.failures);
@@ -63,7 +72,13 @@ pub struct InFlight(Option<Arc<TargetState>>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(state) = &self.0 {
-            state.in_flight.fetch_sub(1, Relaxed);
+            for s in state.lineage() {
+                // Saturating: a request begun in the instant between a reload's copy of the
+                // count and its link was counted in the old state only.
+                let _ = s
+                    .in_flight
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            }
         }
     }
 }
@@ -215,7 +230,10 @@ impl<U> Targets<U> {
             return InFlight(None);
         }
         let state = &self.list[i].state;
-        state.in_flight.fetch_add(1, Relaxed);
+        // A worker may still pick from the routes a reload replaced: the newer state counts it.
+        for s in state.lineage() {
+            s.in_flight.fetch_add(1, Relaxed);
+        }
         state.requests.fetch_add(1, Relaxed);
         InFlight(Some(state.clone()))
     }
@@ -267,6 +285,7 @@ impl<U> Targets<U> {
         for target in self.list.iter() {
             if let Some(o) = old.list.iter().find(|o| o.name == target.name) {
                 target.state.adopt(&o.state);
+                let _ = o.state.successor.set(target.state.clone());
             }
         }
     }

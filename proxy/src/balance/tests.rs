@@ -115,7 +115,8 @@ fn least_connections_prefers_the_least_loaded() {
 #[test]
 fn a_reload_keeps_the_state_of_targets_it_keeps() {
     let old = targets(2, LoadBalancing::RoundRobin, 1);
-    let _guard = old.begin(0);
+    let _gone = old.begin(0);
+    let _guard = old.begin(1);
     old.failed(1, 0);
     let list = vec![(Arc::from("t1"), ()), (Arc::from("t9"), ())];
     let new = Targets::new(
@@ -132,7 +133,37 @@ fn a_reload_keeps_the_state_of_targets_it_keeps() {
         Some("ejected"),
         "t1 stays ejected"
     );
-    assert_eq!((report[0].requests, report[0].failures), (0, 1));
+    assert_eq!((report[0].requests, report[0].failures), (1, 1));
     assert!(report[1].healthy, "t9 is new");
-    assert_eq!(report.iter().map(|r| r.in_flight).sum::<u64>(), 0);
+    let in_flight = |t: &Targets<()>| t.report(1).map(|r| r.in_flight).collect::<Vec<_>>();
+    assert_eq!(
+        in_flight(&new),
+        [1, 0],
+        "t1's request in flight still counts"
+    );
+    // A worker still on the old routes: the new state counts its request too.
+    let late = old.begin(1);
+    assert_eq!(in_flight(&new), [2, 0]);
+    drop((_gone, _guard, late));
+    assert_eq!(in_flight(&new), [0, 0], "both released in the new state");
+    assert_eq!(in_flight(&old), [0, 0]);
+}
+
+#[test]
+fn least_connections_sees_requests_in_flight_across_reloads() {
+    let old = targets(2, LoadBalancing::LeastConnections, 3);
+    let busy: Vec<_> = (0..3).map(|_| old.begin(0)).collect();
+    let mut current = old;
+    // Two reloads in a row: the count follows the chain.
+    for _ in 0..2 {
+        let next = targets(2, LoadBalancing::LeastConnections, 3);
+        next.adopt(&current);
+        current = next;
+    }
+    for _ in 0..3 {
+        assert_eq!(current.pick(0, None), Some(1), "t0 has 3 in flight");
+    }
+    drop(busy);
+    let t0 = current.report(0).next().unwrap();
+    assert_eq!(t0.in_flight, 0);
 }
