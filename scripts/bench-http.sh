@@ -15,6 +15,9 @@
 #                                         # HTTP/1.1 keep-alive to the same upstream
 #   UPSTREAM=targets4 scripts/bench-http.sh  # one service, 4 upstream targets (4 ports of the
 #                                         # upstream), round-robin in both proxies
+#   CLIENTS=close scripts/bench-http.sh   # every request on a new client connection (wrk sends
+#                                         # Connection: close): upstream connections must be
+#                                         # reused across clients; combines with UPSTREAM
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -23,6 +26,12 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 UPSTREAM=${UPSTREAM:-plain}
 case "$UPSTREAM" in plain|https|h2c|targets4) ;; *) echo "UPSTREAM must be plain, https, h2c or targets4" >&2; exit 2;; esac
+CLIENTS=${CLIENTS:-keepalive}
+case "$CLIENTS" in
+  keepalive) CLIENT_HEADERS=() ;;
+  close) CLIENT_HEADERS=(-H 'Connection: close') ;;
+  *) echo "CLIENTS must be keepalive or close" >&2; exit 2 ;;
+esac
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
@@ -169,16 +178,16 @@ sleep 1
 run() {
   local name=$1 port=$2; shift 2
   curl -fsS -o /dev/null -H 'Host: bench.local' "http://127.0.0.1:$port/" || { echo "$name does not answer" >&2; exit 1; }
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -H 'Host: bench.local' "http://127.0.0.1:$port/" >/dev/null
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d1s -H 'Host: bench.local' "${CLIENT_HEADERS[@]}" "http://127.0.0.1:$port/" >/dev/null
   local before after out
   before=$(cpu_ticks "$@")
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "http://127.0.0.1:$port/")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H 'Host: bench.local' "${CLIENT_HEADERS[@]}" "http://127.0.0.1:$port/")
   after=$(cpu_ticks "$@")
   wrk_figures "$name" "$out" $((after - before))
 }
 
 NGINX_MASTER=$(cat "$work/px/nginx.pid")
-echo "== upstream: $UPSTREAM; wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
+echo "== upstream: $UPSTREAM, clients: $CLIENTS; wrk: $THREADS thread(s), $CONNECTIONS connections, $DURATION per run, $ROUNDS rounds"
 : > "$work/ng.txt"; : > "$work/nb.txt"
 for round in $(seq "$ROUNDS"); do
   run nginx "$NGINX_PORT" "$NGINX_MASTER" >> "$work/ng.txt"

@@ -10,6 +10,7 @@ mod path;
 mod rewrite;
 mod tunnel;
 mod upstream_pool;
+mod worker_pool;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! A downstream connection's upstream connection, kept for the next request of the same
-//! downstream connection: HTTP/1.1 or HTTP/2, plain or TLS, as the service says. One upstream
-//! connection per downstream connection needs no shared pool and no lock that other
-//! connections contend on.
+//! downstream connection: HTTP/1.1 or HTTP/2, plain or TLS, as the service says. A connection
+//! it does not have yet comes from its worker's pool ([`super::worker_pool`]) before a new one
+//! is opened, and its idle connections go there when it closes.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,24 +19,35 @@ use nb_api::UpstreamProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::CountedBody;
+use super::worker_pool;
 use crate::balance::{now_ms, InFlight};
 use crate::config::HttpService;
 use crate::upstream::{dial_with, UpstreamError};
 
-enum Sender {
+pub(super) enum Sender {
     Http1(http1::SendRequest<CountedBody>),
     /// Shared by the connection's concurrent streams: cloned out, never taken.
     Http2(http2::SendRequest<CountedBody>),
 }
 
-struct Kept {
+impl Sender {
+    /// Open, and (HTTP/1.1) not busy with another request.
+    pub(super) fn can_send(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_ready(),
+            Sender::Http2(s) => !s.is_closed(),
+        }
+    }
+}
+
+pub(super) struct Kept {
     /// The service it was opened for: its targets, TLS and protocol (a reload makes new ones).
-    service: Arc<HttpService>,
+    pub(super) service: Arc<HttpService>,
     /// Which of the service's targets.
-    target: usize,
+    pub(super) target: usize,
     /// The client its PROXY header named, if it sent one: only that client's requests use it.
-    client: Option<IpAddr>,
-    sender: Sender,
+    pub(super) client: Option<IpAddr>,
+    pub(super) sender: Sender,
 }
 
 /// A PROXY protocol v2 header to open the upstream connection with, and the client it names.
@@ -121,7 +132,7 @@ impl UpstreamPool {
         let resp = match tokio::time::timeout(deadlines.response, sent).await {
             Err(_) => return fail(UpstreamError::Timeout),
             Ok(Err(e)) => {
-                tracing::debug!(service = %service.id, error = %e, "upstream request failed");
+                tracing::debug!(service = %service.id, error = ?e, "upstream request failed");
                 return fail(if e.is_canceled() || e.is_incomplete_message() {
                     UpstreamError::Closed
                 } else {
@@ -159,11 +170,26 @@ impl UpstreamPool {
         client: Option<IpAddr>,
     ) -> Option<Kept> {
         let mut slots = self.idle.lock().ok()?;
-        // Connections of a service a reload replaced are of no more use.
-        slots.retain(|k| Arc::ptr_eq(&k.service, service));
-        let at = slots
+        // Connections of another service (or of one a reload replaced) serve the worker's
+        // other clients.
+        let mut i = 0;
+        while i < slots.len() {
+            if Arc::ptr_eq(&slots[i].service, service) {
+                i += 1;
+            } else {
+                park(slots.swap_remove(i));
+            }
+        }
+        let Some(at) = slots
             .iter()
-            .position(|k| k.target == target && k.client == client)?;
+            .position(|k| k.target == target && k.client == client)
+        else {
+            drop(slots);
+            return match client {
+                None => worker_pool::take(service, target, upgrade),
+                Some(_) => None,
+            };
+        };
         match &slots[at].sender {
             Sender::Http2(s) if s.is_closed() => {
                 slots.swap_remove(at);
@@ -186,6 +212,23 @@ impl UpstreamPool {
                 None
             }
         }
+    }
+}
+
+impl Drop for UpstreamPool {
+    /// The downstream connection closed: its idle connections serve the worker's next clients.
+    fn drop(&mut self) {
+        let Ok(slots) = self.idle.get_mut() else {
+            return;
+        };
+        slots.drain(..).for_each(park);
+    }
+}
+
+/// Gives an idle connection that names no client to the worker's pool; drops the rest.
+fn park(kept: Kept) {
+    if kept.client.is_none() && kept.sender.can_send() {
+        worker_pool::park(kept);
     }
 }
 

@@ -219,6 +219,71 @@ async fn h2c_upstreams_get_http2_by_prior_knowledge_and_keep_one_connection() {
 }
 
 #[tokio::test]
+async fn a_worker_shares_its_upstream_connections_between_clients() {
+    let (h1, h2) = (Upstream::start("h1").await, Upstream::start("h2").await);
+    let yaml = [
+        "services:\n".to_owned(),
+        service("a", "a.test", &h1.url(), ""),
+        service("c", "c.test", &h2.url(), "    upstream_protocol: h2c\n"),
+    ]
+    .concat();
+    // One worker: every client lands on the same pool.
+    let proxy = ProxyBuilder::new(&yaml)
+        .arg("--workers")
+        .arg("1")
+        .start()
+        .await;
+    let connections = |up: &Upstream| up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // HTTP/1.1: clients one after another, each on a connection of its own that it then closes.
+    for i in 0..5 {
+        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+        let r = send(&mut client, "a.test", &format!("/client{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        drop(client);
+        // Time for the proxy to see the close and park the upstream connection.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        connections(&h1),
+        1,
+        "the idle connection served the next client"
+    );
+    // Two clients at once, still open, are not given the same HTTP/1.1 connection.
+    let mut one = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+    let mut two = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+    for client in [&mut one, &mut two] {
+        assert_eq!(send(client, "a.test", "/", &[]).await.unwrap().status, 200);
+    }
+    assert_eq!(connections(&h1), 2);
+    // HTTP/2 likewise: a closed client's connection serves the next one; two clients at once
+    // each have their own.
+    for client in [&mut one, &mut two] {
+        let r = send(client, "c.test", "/", &[]).await.unwrap();
+        assert_eq!(r.json()["version"], "HTTP/2.0", "{}", r.body);
+    }
+    assert_eq!(connections(&h2), 2);
+    drop((one, two));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+        assert_eq!(
+            send(&mut client, "c.test", "/", &[]).await.unwrap().status,
+            200
+        );
+        drop(client);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        connections(&h2),
+        2,
+        "parked HTTP/2 connections served the next clients"
+    );
+    assert_eq!(connections(&h1), 2);
+}
+
+#[tokio::test]
 async fn headers_are_changed_both_ways_and_the_client_address_stays_decided() {
     let up = Upstream::start("h").await;
     let extra = "    headers:\n      request:\n        set: {X-Env: prod}\n        add: {X-Tag: nb}\n        remove: [X-Debug]\n      response:\n        set: {X-Frame-Options: DENY}\n        remove: [Server]\n";
