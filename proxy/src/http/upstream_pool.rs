@@ -38,6 +38,13 @@ impl Sender {
             Sender::Http2(s) => !s.is_closed(),
         }
     }
+
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
 }
 
 pub(super) struct Kept {
@@ -142,17 +149,25 @@ impl UpstreamPool {
             Ok(Ok(r)) => r,
         };
         targets.succeeded(target);
+        let kept = Kept {
+            service: kept_for,
+            target,
+            client,
+            sender,
+        };
         // An upgraded connection belongs to its tunnel now.
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            if let Ok(mut slots) = self.idle.lock() {
-                slots.retain(|k| k.target != target);
-                slots.push(Kept {
-                    service: kept_for,
-                    target,
-                    client,
-                    sender,
-                });
-            }
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let shared = targets.len() > 1 && client.is_none();
+        if upgraded {
+            drop(kept);
+        } else if shared && matches!(kept.sender, Sender::Http1(_)) {
+            // Several targets: rather than one connection per target for every client, the
+            // worker's clients share them (busy until this response's body is read), so that
+            // upstream connections follow the requests in flight, as in nginx's keep-alive pool.
+            worker_pool::park(kept);
+        } else if let Ok(mut slots) = self.idle.lock() {
+            slots.retain(|k| k.target != target);
+            slots.push(kept);
         }
         Ok(Answered {
             response: resp,

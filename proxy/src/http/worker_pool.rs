@@ -1,11 +1,13 @@
 //! Upstream connections a worker's downstream connections hand on to each other: when a
 //! downstream connection closes, its idle upstream connections wait here for the worker's next
-//! client, which then opens no new connection (nor TLS handshake). A connection serves one
-//! downstream connection at a time, HTTP/2 ones too: sharing one between concurrent clients was
-//! measured to turn the streams an upstream refuses when it ends a connection (GOAWAY, e.g.
-//! nginx's `keepalive_requests`) into 502s. Each worker is a single-threaded runtime, so the
-//! pool is thread-local and nothing in it is locked. Connections that open with a PROXY header
-//! name one client and never come here.
+//! client, which then opens no new connection (nor TLS handshake). Services with several targets
+//! put their HTTP/1.1 connections here after every response, so that the worker's clients share
+//! them rather than each keeping one per target. A connection serves one downstream connection
+//! at a time, HTTP/2 ones too: sharing one between concurrent clients was measured to turn the
+//! streams an upstream refuses when it ends a connection (GOAWAY, e.g. nginx's
+//! `keepalive_requests`) into 502s. Each worker is a single-threaded runtime, so the pool is
+//! thread-local and nothing in it is locked. Connections that open with a PROXY header name one
+//! client and never come here.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -54,7 +56,8 @@ pub(super) fn take(service: &Arc<HttpService>, target: usize, upgrade: bool) -> 
     SHARED.with_borrow_mut(|s| s.take(service, target, upgrade, Instant::now()))
 }
 
-/// Keeps an idle connection, whose downstream connection closed, for the worker's next client.
+/// Keeps a connection for the worker's next client: an idle one whose downstream connection
+/// closed, or (services with several targets) one whose response is still being read.
 pub(super) fn park(kept: Kept) {
     debug_assert!(kept.client.is_none(), "a PROXY header names one client");
     let start_sweeping = SHARED.with_borrow_mut(|s| {
@@ -106,9 +109,8 @@ impl Shared {
             if upgrade && matches!(entry.sender, Sender::Http2(_)) {
                 continue; // HTTP/2 cannot carry an upgrade: left for another client.
             }
-            let usable = entry.sender.can_send();
-            let entry = self.idle.remove(at)?;
-            if usable {
+            if entry.sender.can_send() {
+                let entry = self.idle.remove(at)?;
                 return Some(Kept {
                     service: service.clone(),
                     target,
@@ -116,7 +118,10 @@ impl Shared {
                     sender: entry.sender,
                 });
             }
-            // Closed by the upstream, or left mid-response: of no more use.
+            if entry.sender.is_closed() {
+                self.idle.remove(at);
+            }
+            // Else still reading a response: left for later.
         }
         None
     }
@@ -134,8 +139,13 @@ impl Shared {
         });
     }
 
-    /// Drops what went unused for `IDLE`, and connections of services a reload replaced.
+    /// Drops what went unused for `IDLE`, and connections of services a reload replaced (once
+    /// the oldest is due, so that the request path seldom walks the list).
     fn expire(&mut self, now: Instant) {
+        let due = |e: &Entry| now.duration_since(e.parked) > IDLE;
+        if !self.idle.front().is_some_and(due) {
+            return;
+        }
         self.idle
             .retain(|e| now.duration_since(e.parked) <= IDLE && e.service.strong_count() > 0);
     }

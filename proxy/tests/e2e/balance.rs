@@ -339,3 +339,40 @@ async fn tcp_connections_are_balanced_and_a_refused_one_is_retried() {
     assert!(state["failures"].as_u64().unwrap() >= 1, "{state}");
     assert_eq!(state["healthy"], true, "max_failures 0 never ejects");
 }
+
+#[tokio::test]
+async fn a_workers_clients_share_the_connections_to_several_targets() {
+    let ups = [
+        Upstream::start("t0").await,
+        Upstream::start("t1").await,
+        Upstream::start("t2").await,
+    ];
+    let urls: Vec<String> = ups.iter().map(Upstream::url).collect();
+    let proxy = ProxyBuilder::new(&http_service(&urls, ""))
+        .arg("--workers")
+        .arg("1")
+        .start()
+        .await;
+    // Two keep-alive clients taking turns: round-robin sends each of them to every target.
+    let mut clients = [
+        keep_alive_from("127.0.0.1", proxy.http_addr()).await,
+        keep_alive_from("127.0.0.2", proxy.http_addr()).await,
+    ];
+    let mut names = Vec::new();
+    for i in 0..6 {
+        let r = send(&mut clients[i % 2], "web.test", "/", &[])
+            .await
+            .unwrap();
+        names.push(r.json()["upstream"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        tally(&names),
+        BTreeMap::from([("t0", 2), ("t1", 2), ("t2", 2)])
+    );
+    // One request at a time: one connection per target, not one per client and target.
+    let opened: Vec<usize> = ups
+        .iter()
+        .map(|u| u.connections.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(opened, [1, 1, 1]);
+}
