@@ -2,13 +2,16 @@
 //! plain-HTTP clients to HTTPS. Real TLS on both sides, on loopback.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ServerConfig;
@@ -212,7 +215,7 @@ async fn h2c_upstreams_get_http2_by_prior_knowledge_and_keep_one_connection() {
         assert_eq!(seen["xff"], "127.0.0.1");
     }
     assert_eq!(
-        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        up.connections.load(Ordering::SeqCst),
         1,
         "one HTTP/2 connection carried the three requests"
     );
@@ -233,7 +236,7 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
         .arg("1")
         .start()
         .await;
-    let connections = |up: &Upstream| up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let connections = |up: &Upstream| up.connections.load(Ordering::SeqCst);
     // HTTP/1.1: clients one after another, each on a connection of its own that it then closes.
     for i in 0..5 {
         let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
@@ -243,7 +246,7 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
         assert_eq!(r.status, 200, "{}", r.body);
         drop(client);
         // Time for the proxy to see the close and park the upstream connection.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
         connections(&h1),
@@ -265,7 +268,7 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
     }
     assert_eq!(connections(&h2), 2);
     drop((one, two));
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     for _ in 0..3 {
         let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
         assert_eq!(
@@ -273,7 +276,7 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
             200
         );
         drop(client);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
         connections(&h2),
@@ -281,6 +284,65 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
         "parked HTTP/2 connections served the next clients"
     );
     assert_eq!(connections(&h1), 2);
+}
+
+/// An HTTP/1.1 upstream that keeps a connection open only `idle` after each answer, as servers
+/// with a short keep-alive timeout do, without saying so; returns its address and how many
+/// connections it accepted.
+async fn short_keep_alive_upstream(idle: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        _ => return, // idle too long, or the peer left: close
+                    };
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        head.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_is_not_handed_on() {
+    let (url, accepted) = short_keep_alive_upstream(Duration::from_secs(1)).await;
+    let yaml = ["services:\n".to_owned(), service("a", "a.test", &url, "")].concat();
+    let proxy = ProxyBuilder::new(&yaml)
+        .arg("--workers")
+        .arg("1")
+        .start()
+        .await;
+    for pause_ms in [20, 1500, 20, 1500] {
+        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+        let r = send(&mut client, "a.test", "/", &[]).await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        drop(client);
+        // After 1.5 s the upstream has closed the parked connection (still within the pool's 4 s):
+        // the next client must get a new one, not a 502.
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "reused after 20 ms, not after 1.5 s"
+    );
 }
 
 #[tokio::test]
