@@ -54,6 +54,9 @@ pub(super) struct Kept {
     pub(super) target: usize,
     /// The client its PROXY header named, if it sent one: only that client's requests use it.
     pub(super) client: Option<IpAddr>,
+    /// A request on it authenticated the connection itself (NTLM, Negotiate): it serves only
+    /// the client connection that did, never another client.
+    pub(super) authenticated: bool,
     pub(super) sender: Sender,
 }
 
@@ -123,8 +126,10 @@ impl UpstreamPool {
         let Kept {
             service: kept_for,
             mut sender,
+            authenticated,
             ..
         } = kept;
+        let authenticated = authenticated || authenticates_connection(req.headers());
         let tls = targets.get(target).upstream.tls.is_some();
         let sent = match &mut sender {
             Sender::Http1(s) => Either::Left(s.send_request(req)),
@@ -153,11 +158,12 @@ impl UpstreamPool {
             service: kept_for,
             target,
             client,
+            authenticated,
             sender,
         };
         // An upgraded connection belongs to its tunnel now.
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let shared = targets.len() > 1 && client.is_none();
+        let shared = targets.len() > 1 && kept.may_serve_others();
         if upgraded {
             drop(kept);
         } else if shared && matches!(kept.sender, Sender::Http1(_)) {
@@ -216,6 +222,7 @@ impl UpstreamPool {
                 service: service.clone(),
                 target,
                 client,
+                authenticated: slots[at].authenticated,
                 sender: Sender::Http2(s.clone()),
             }),
             Sender::Http1(s) if s.is_ready() => Some(slots.swap_remove(at)),
@@ -240,11 +247,31 @@ impl Drop for UpstreamPool {
     }
 }
 
-/// Gives an idle connection that names no client to the worker's pool; drops the rest.
+/// Gives an idle connection that may serve other clients to the worker's pool; drops the rest.
 fn park(kept: Kept) {
-    if kept.client.is_none() && kept.sender.can_send() {
+    if kept.may_serve_others() && kept.sender.can_send() {
         worker_pool::park(kept);
     }
+}
+
+impl Kept {
+    /// Neither opened for one client (PROXY header) nor authenticated by one.
+    fn may_serve_others(&self) -> bool {
+        self.client.is_none() && !self.authenticated
+    }
+}
+
+/// NTLM and Negotiate (Kerberos) authenticate the connection, not the request.
+fn authenticates_connection(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    [&b"NTLM "[..], b"Negotiate "].iter().any(|scheme| {
+        value
+            .get(..scheme.len())
+            .is_some_and(|v| v.eq_ignore_ascii_case(scheme))
+    })
 }
 
 /// Dials target `target` and speaks the protocol the service asks for (or ALPN chose).
@@ -285,6 +312,7 @@ async fn connect(
         service: service.clone(),
         target,
         client: proxy_header.map(|h| h.client),
+        authenticated: false,
         sender,
     })
 }

@@ -7,7 +7,8 @@
 //! streams an upstream refuses when it ends a connection (GOAWAY, e.g. nginx's
 //! `keepalive_requests`) into 502s. Each worker is a single-threaded runtime, so the pool is
 //! thread-local and nothing in it is locked. Connections that open with a PROXY header name one
-//! client and never come here.
+//! client, and those a client authenticated with NTLM or Negotiate belong to it: neither ever
+//! comes here.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -59,7 +60,10 @@ pub(super) fn take(service: &Arc<HttpService>, target: usize, upgrade: bool) -> 
 /// Keeps a connection for the worker's next client: an idle one whose downstream connection
 /// closed, or (services with several targets) one whose response is still being read.
 pub(super) fn park(kept: Kept) {
-    debug_assert!(kept.client.is_none(), "a PROXY header names one client");
+    debug_assert!(
+        kept.client.is_none() && !kept.authenticated,
+        "bound to one client"
+    );
     let start_sweeping = SHARED.with_borrow_mut(|s| {
         s.park(kept, Instant::now());
         !std::mem::replace(&mut s.sweeping, true)
@@ -115,6 +119,7 @@ impl Shared {
                     service: service.clone(),
                     target,
                     client: None,
+                    authenticated: false,
                     sender: entry.sender,
                 });
             }

@@ -286,6 +286,47 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
     assert_eq!(connections(&h1), 2);
 }
 
+#[tokio::test]
+async fn a_connection_a_client_authenticated_is_never_handed_to_another() {
+    let up = Upstream::start("windows").await;
+    let yaml = [
+        "services:\n".to_owned(),
+        service("a", "a.test", &up.url(), ""),
+    ]
+    .concat();
+    let proxy = ProxyBuilder::new(&yaml)
+        .arg("--workers")
+        .arg("1")
+        .start()
+        .await;
+    // NTLM and Negotiate authenticate the upstream connection itself; Basic does not.
+    let clients = [
+        Some("NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAF1YAAAADw=="),
+        Some("negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAu"),
+        Some("Basic dXNlcjpwYXNz"),
+        None,
+    ];
+    for authorization in clients {
+        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        // The same client connection keeps its own connection, authenticated or not.
+        for _ in 0..2 {
+            let r = send(&mut client, "a.test", "/", &headers).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        3,
+        "the NTLM and Negotiate connections were not reused; the Basic one was"
+    );
+}
+
 /// An HTTP/1.1 upstream that keeps a connection open only `idle` after each answer, as servers
 /// with a short keep-alive timeout do, without saying so; returns its address and how many
 /// connections it accepted.
