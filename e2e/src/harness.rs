@@ -104,6 +104,11 @@ impl ProxyBuilder {
         self
     }
 
+    /// Runs `n` serving threads (`--workers`); one puts every client on the same worker.
+    pub fn workers(self, n: usize) -> Self {
+        self.arg("--workers").arg(n.to_string())
+    }
+
     /// Serves `/metrics` on a port of its own (see [`Proxy::metric`]).
     pub fn metrics(self) -> Self {
         self.arg("--metrics-listen").arg("127.0.0.1:0")
@@ -397,6 +402,22 @@ pub struct Reply {
 impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Raises this test process's open-file limit to its hard limit, for tests that hold hundreds
+/// of connections at once (a soft limit of 1,024 is common).
+pub fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 

@@ -392,3 +392,49 @@ fn warn_tls_failure(service: &HttpService, upstream: &str, e: &std::io::Error) {
         tracing::debug!(service = %service.id, error = %e, "TLS handshake with the upstream failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::authenticates_connection;
+    use http::{HeaderMap, HeaderValue};
+
+    fn with_authorization(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_bytes(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_ntlm_and_negotiate_bind_the_connection() {
+        for bound in [
+            &b"NTLM TlRMTVNTUAAB"[..],
+            b"ntlm x",
+            b"Negotiate YIIG",
+            b"NEGOTIATE x",
+        ] {
+            assert!(
+                authenticates_connection(&with_authorization(bound)),
+                "{bound:?}"
+            );
+        }
+        let long = [b"Basic ".as_slice(), &[b'a'; 16 * 1024]].concat();
+        let not_bound: [&[u8]; 8] = [
+            b"Basic dXNlcjpwYXNz",
+            b"Bearer eyJhbGciOi",
+            b"NTLM",
+            b"NTLMSSP x",
+            b" NTLM x",
+            b"Negotiat x",
+            b"\xffNTLM x",
+            &long,
+        ];
+        for value in not_bound {
+            let shown = String::from_utf8_lossy(&value[..value.len().min(20)]).into_owned();
+            assert!(
+                !authenticates_connection(&with_authorization(value)),
+                "{shown}"
+            );
+        }
+        assert!(!authenticates_connection(&HeaderMap::new()));
+    }
+}

@@ -152,6 +152,6 @@ impl Shared {
             return;
         }
         self.idle
-            .retain(|e| now.duration_since(e.parked) <= IDLE && e.service.strong_count() > 0);
+            .retain(|e| !due(e) && e.service.strong_count() > 0);
     }
 }

@@ -108,8 +108,7 @@ async fn access_log_off_writes_nothing_and_still_counts() {
     let proxy = ProxyBuilder::new(&yaml)
         .metrics()
         .access_log_off()
-        .arg("--workers")
-        .arg("3")
+        .workers(3)
         .start()
         .await;
     let workers = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))

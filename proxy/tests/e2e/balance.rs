@@ -349,8 +349,7 @@ async fn a_workers_clients_share_the_connections_to_several_targets() {
     ];
     let urls: Vec<String> = ups.iter().map(Upstream::url).collect();
     let proxy = ProxyBuilder::new(&http_service(&urls, ""))
-        .arg("--workers")
-        .arg("1")
+        .workers(1)
         .start()
         .await;
     // Two keep-alive clients taking turns: round-robin sends each of them to every target.

@@ -221,32 +221,46 @@ async fn h2c_upstreams_get_http2_by_prior_knowledge_and_keep_one_connection() {
     );
 }
 
+/// A proxy with one worker serving `services`, so that every client lands on the same pool of
+/// upstream connections.
+async fn one_worker(services: &[String]) -> Proxy {
+    let yaml = format!("services:\n{}", services.concat());
+    ProxyBuilder::new(&yaml).workers(1).start().await
+}
+
+/// `requests` requests to `host` on a client connection of its own, each answered 200, then the
+/// client closes and waits for the proxy to see it (and park its upstream connection). Returns
+/// the last answer.
+async fn client_that_closes(
+    proxy: &Proxy,
+    host: &str,
+    headers: &[(&str, &str)],
+    requests: usize,
+) -> Reply {
+    let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+    let mut last = None;
+    for _ in 0..requests {
+        let r = send(&mut client, host, "/", headers).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        last = Some(r);
+    }
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    last.unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_shares_its_upstream_connections_between_clients() {
     let (h1, h2) = (Upstream::start("h1").await, Upstream::start("h2").await);
-    let yaml = [
-        "services:\n".to_owned(),
+    let proxy = one_worker(&[
         service("a", "a.test", &h1.url(), ""),
         service("c", "c.test", &h2.url(), "    upstream_protocol: h2c\n"),
-    ]
-    .concat();
-    // One worker: every client lands on the same pool.
-    let proxy = ProxyBuilder::new(&yaml)
-        .arg("--workers")
-        .arg("1")
-        .start()
-        .await;
+    ])
+    .await;
     let connections = |up: &Upstream| up.connections.load(Ordering::SeqCst);
     // HTTP/1.1: clients one after another, each on a connection of its own that it then closes.
-    for i in 0..5 {
-        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
-        let r = send(&mut client, "a.test", &format!("/client{i}"), &[])
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        drop(client);
-        // Time for the proxy to see the close and park the upstream connection.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    for _ in 0..5 {
+        client_that_closes(&proxy, "a.test", &[], 1).await;
     }
     assert_eq!(
         connections(&h1),
@@ -270,13 +284,7 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
     drop((one, two));
     tokio::time::sleep(Duration::from_millis(250)).await;
     for _ in 0..3 {
-        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
-        assert_eq!(
-            send(&mut client, "c.test", "/", &[]).await.unwrap().status,
-            200
-        );
-        drop(client);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        client_that_closes(&proxy, "c.test", &[], 1).await;
     }
     assert_eq!(
         connections(&h2),
@@ -287,18 +295,34 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
 }
 
 #[tokio::test]
+async fn a_workers_pool_keeps_at_most_256_idle_connections() {
+    raise_open_files_limit();
+    let up = Upstream::start("many").await;
+    let proxy = one_worker(&[service("a", "a.test", &up.url(), "")]).await;
+    // 300 clients at once, each on its own upstream connection, then all close: 300 parked.
+    let wave = || async {
+        let mut clients = Vec::new();
+        for _ in 0..300 {
+            clients.push(keep_alive_from("127.0.0.1", proxy.http_addr()).await);
+        }
+        let answers =
+            futures_util::future::join_all(clients.iter_mut().map(|c| send(c, "a.test", "/", &[])))
+                .await;
+        assert!(answers.iter().all(|r| r.as_ref().unwrap().status == 200));
+        drop(clients);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    wave().await;
+    assert_eq!(up.connections.load(Ordering::SeqCst), 300);
+    // The next 300 find only the 256 the pool kept: 44 new connections.
+    wave().await;
+    assert_eq!(up.connections.load(Ordering::SeqCst), 344);
+}
+
+#[tokio::test]
 async fn a_connection_a_client_authenticated_is_never_handed_to_another() {
     let up = Upstream::start("windows").await;
-    let yaml = [
-        "services:\n".to_owned(),
-        service("a", "a.test", &up.url(), ""),
-    ]
-    .concat();
-    let proxy = ProxyBuilder::new(&yaml)
-        .arg("--workers")
-        .arg("1")
-        .start()
-        .await;
+    let proxy = one_worker(&[service("a", "a.test", &up.url(), "")]).await;
     // NTLM and Negotiate authenticate the upstream connection itself; Basic does not.
     let clients = [
         Some("NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAF1YAAAADw=="),
@@ -307,18 +331,12 @@ async fn a_connection_a_client_authenticated_is_never_handed_to_another() {
         None,
     ];
     for authorization in clients {
-        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
         let headers: Vec<(&str, &str)> = authorization
             .map(|a| ("authorization", a))
             .into_iter()
             .collect();
         // The same client connection keeps its own connection, authenticated or not.
-        for _ in 0..2 {
-            let r = send(&mut client, "a.test", "/", &headers).await.unwrap();
-            assert_eq!(r.status, 200, "{}", r.body);
-        }
-        drop(client);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        client_that_closes(&proxy, "a.test", &headers, 2).await;
     }
     assert_eq!(
         up.connections.load(Ordering::SeqCst),
@@ -364,25 +382,19 @@ async fn short_keep_alive_upstream(idle: Duration) -> (String, Arc<AtomicUsize>)
 #[tokio::test]
 async fn a_kept_connection_the_upstream_closed_is_not_handed_on() {
     let (url, accepted) = short_keep_alive_upstream(Duration::from_secs(1)).await;
-    let yaml = ["services:\n".to_owned(), service("a", "a.test", &url, "")].concat();
-    let proxy = ProxyBuilder::new(&yaml)
-        .arg("--workers")
-        .arg("1")
-        .start()
-        .await;
-    for pause_ms in [20, 1500, 20, 1500] {
-        let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
-        let r = send(&mut client, "a.test", "/", &[]).await.unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-        drop(client);
+    let proxy = one_worker(&[service("a", "a.test", &url, "")]).await;
+    // The client waits 250 ms after closing, then this much more.
+    for more_ms in [0, 1250, 0, 1250] {
+        let r = client_that_closes(&proxy, "a.test", &[], 1).await;
+        assert_eq!(r.body, "ok");
         // After 1.5 s the upstream has closed the parked connection (still within the pool's 4 s):
         // the next client must get a new one, not a 502.
-        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        tokio::time::sleep(Duration::from_millis(more_ms)).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         2,
-        "reused after 20 ms, not after 1.5 s"
+        "reused after 250 ms, not after 1.5 s"
     );
 }
 
