@@ -291,7 +291,8 @@ describe("dashboard", () => {
     await until("enforce to apply", async () => (await proxy.get("web.test", "127.0.0.77")) === 403 || undefined);
     await page.click("text=Event log");
     await page.selectOption("#f-verdict", "crowdsec_ban");
-    const denied = page.locator("tr.event", { hasText: "127.0.0.77" }).first();
+    // Until the filtered page replaces it, the unfiltered one shows this client's observe rows.
+    const denied = page.locator("tr.event", { hasText: "127.0.0.77", has: page.locator(".badge.deny") }).first();
     await denied.waitFor({ timeout: 20_000 });
     expect(await denied.locator(".badge.deny").textContent()).toBe("crowdsec_ban");
     expect(await denied.locator("td").nth(5).textContent()).toBe("403");

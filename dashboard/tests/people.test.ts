@@ -91,6 +91,8 @@ describe("people", () => {
     expect(text).toContain("127.0.0.1");
     expect(text).toContain("restrictions.cidr_deny: [] → [\"192.0.2.0/24\"]");
     await page.selectOption("#audit-kind", "session");
+    // The unfiltered page already shows session rows: wait for the filtered one to replace it.
+    await page.waitForSelector("tr[data-kind=service]", { state: "detached" });
     await page.waitForSelector("tr[data-kind=session][data-action=sign_in_failed]");
     expect(await page.locator("tr[data-kind=service]").count()).toBe(0);
     await page.selectOption("#audit-kind", "");
