@@ -122,10 +122,12 @@ async fn serve_connection(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
         }
+        // The TLS branch's futures are boxed: inline, they would make every connection's task
+        // (plain ones too) kilobytes larger for as long as it lives.
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(state.limits.tls_handshake_timeout, acceptor.accept(stream));
-            let tls_stream = match handshake.await {
+            let tls_stream = match Box::pin(handshake).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -142,7 +144,7 @@ async fn serve_connection(
                 return;
             }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
+            Box::pin(drive(&state, conn, &traffic, |c| c.graceful_shutdown())).await
         }
     };
     if let Some(timeout) = traffic.head_timeout() {

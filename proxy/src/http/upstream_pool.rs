@@ -1,7 +1,8 @@
-//! A downstream connection's upstream connection, kept for the next request of the same
-//! downstream connection: HTTP/1.1 or HTTP/2, plain or TLS, as the service says. A connection
-//! it does not have yet comes from its worker's pool ([`super::worker_pool`]) before a new one
-//! is opened, and its idle connections go there when it closes.
+//! A downstream connection's upstream connections: HTTP/1.1 or HTTP/2, plain or TLS, as the
+//! service says. A connection it does not have comes from its worker's pool
+//! ([`super::worker_pool`]) before a new one is opened. HTTP/1.1 connections go back there after
+//! each response; HTTP/2 ones (and connections bound to this client) are kept for its next
+//! request, and go to the pool when it closes.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +68,8 @@ pub struct ProxyHeader {
 }
 
 /// Only its downstream connection touches it; HTTP/2 streams may briefly overlap. At most one
-/// kept connection per target of the service (one, for most services).
+/// kept connection per target of the service: HTTP/2 ones, and HTTP/1.1 ones bound to this
+/// client (PROXY header, NTLM); the others go to the worker's pool after each response.
 #[derive(Default)]
 pub struct UpstreamPool {
     idle: Mutex<Vec<Kept>>,
@@ -117,7 +119,11 @@ impl UpstreamPool {
             .attempt(retry, |target| async move {
                 match self.take_idle(service, target, upgrade, client) {
                     Some(kept) => Ok(kept),
-                    None => connect(service, target, deadlines.connect, upgrade, header).await,
+                    // Boxed: the handshakes' state (TLS, HTTP/2) is kilobytes that every
+                    // request's future would otherwise carry and copy, to be used by few.
+                    None => {
+                        Box::pin(connect(service, target, deadlines.connect, upgrade, header)).await
+                    }
                 }
             })
             .await
@@ -163,13 +169,13 @@ impl UpstreamPool {
         };
         // An upgraded connection belongs to its tunnel now.
         let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let shared = targets.len() > 1 && kept.may_serve_others();
         if upgraded {
             drop(kept);
-        } else if shared && matches!(kept.sender, Sender::Http1(_)) {
-            // Several targets: rather than one connection per target for every client, the
+        } else if kept.may_serve_others() && matches!(kept.sender, Sender::Http1(_)) {
+            // Rather than every client keeping a connection (per target) while it idles, the
             // worker's clients share them (busy until this response's body is read), so that
-            // upstream connections follow the requests in flight, as in nginx's keep-alive pool.
+            // upstream connections and their buffers follow the requests in flight, as in
+            // nginx's keep-alive pool.
             worker_pool::park(kept);
         } else if let Ok(mut slots) = self.idle.lock() {
             slots.retain(|k| k.target != target);

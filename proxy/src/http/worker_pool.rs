@@ -1,14 +1,14 @@
-//! Upstream connections a worker's downstream connections hand on to each other: when a
-//! downstream connection closes, its idle upstream connections wait here for the worker's next
-//! client, which then opens no new connection (nor TLS handshake). Services with several targets
-//! put their HTTP/1.1 connections here after every response, so that the worker's clients share
-//! them rather than each keeping one per target. A connection serves one downstream connection
-//! at a time, HTTP/2 ones too: sharing one between concurrent clients was measured to turn the
-//! streams an upstream refuses when it ends a connection (GOAWAY, e.g. nginx's
-//! `keepalive_requests`) into 502s. Each worker is a single-threaded runtime, so the pool is
-//! thread-local and nothing in it is locked. Connections that open with a PROXY header name one
-//! client, and those a client authenticated with NTLM or Negotiate belong to it: neither ever
-//! comes here.
+//! Upstream connections a worker's downstream connections hand on to each other. HTTP/1.1
+//! connections come here after every response, so that the worker's clients share them rather
+//! than each keeping one (per target) while it idles: upstream connections, and the memory they
+//! hold, follow the requests in flight, as in nginx's keep-alive pool. An HTTP/2 connection comes
+//! here when its downstream connection closes, for the worker's next client, which then opens no
+//! new connection (nor TLS handshake). A connection serves one downstream connection at a time,
+//! HTTP/2 ones too: sharing one between concurrent clients was measured to turn the streams an
+//! upstream refuses when it ends a connection (GOAWAY, e.g. nginx's `keepalive_requests`) into
+//! 502s. Each worker is a single-threaded runtime, so the pool is thread-local and nothing in it
+//! is locked. Connections that open with a PROXY header name one client, and those a client
+//! authenticated with NTLM or Negotiate belong to it: neither ever comes here.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -58,7 +58,7 @@ pub(super) fn take(service: &Arc<HttpService>, target: usize, upgrade: bool) -> 
 }
 
 /// Keeps a connection for the worker's next client: an idle one whose downstream connection
-/// closed, or (services with several targets) one whose response is still being read.
+/// closed, or an HTTP/1.1 one whose response is still being read.
 pub(super) fn park(kept: Kept) {
     debug_assert!(
         kept.client.is_none() && !kept.authenticated,

@@ -267,12 +267,24 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
         1,
         "the idle connection served the next client"
     );
-    // Two clients at once, still open, are not given the same HTTP/1.1 connection.
+    // Clients that stay open but idle hold no HTTP/1.1 connection: the next client's request
+    // takes the one the previous request used.
     let mut one = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
     let mut two = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
     for client in [&mut one, &mut two] {
         assert_eq!(send(client, "a.test", "/", &[]).await.unwrap().status, 200);
     }
+    assert_eq!(
+        connections(&h1),
+        1,
+        "an idle client kept its upstream connection to itself"
+    );
+    // Requests in flight at once are not given the same HTTP/1.1 connection.
+    let (a, b) = tokio::join!(
+        send(&mut one, "a.test", "/wait/300", &[]),
+        send(&mut two, "a.test", "/wait/300", &[])
+    );
+    assert_eq!((a.unwrap().status, b.unwrap().status), (200, 200));
     assert_eq!(connections(&h1), 2);
     // HTTP/2 likewise: a closed client's connection serves the next one; two clients at once
     // each have their own.
