@@ -10,14 +10,19 @@
 #   NB_BENCH_PROXY=/path/to/nb-proxy scripts/bench-http.sh   # another build
 #   UPSTREAM=https scripts/bench-http.sh  # both proxies dial the upstream over TLS (HTTP/1.1,
 #                                         # certificate verified against a CA file)
-#   UPSTREAM=h2c scripts/bench-http.sh    # nb-proxy speaks h2c to the upstream; nginx cannot
-#                                         # (HTTP proxying is HTTP/1.x only), so it stays on
-#                                         # HTTP/1.1 keep-alive to the same upstream
+#   UPSTREAM=h2c scripts/bench-http.sh    # both proxies speak h2c to the upstream: nginx with
+#                                         # grpc_pass (its proxy_pass is HTTP/1.x only; its
+#                                         # gRPC module proxies any request over HTTP/2)
+#   UPSTREAM=h2c NGINX_H2C=http1 ...      # nginx on HTTP/1.1 keep-alive to the same upstream
+#                                         # instead (a cheaper protocol than nb-proxy's)
 #   UPSTREAM=targets4 scripts/bench-http.sh  # one service, 4 upstream targets (4 ports of the
 #                                         # upstream), round-robin in both proxies
 #   CLIENTS=close scripts/bench-http.sh   # every request on a new client connection (wrk sends
 #                                         # Connection: close): upstream connections must be
 #                                         # reused across clients; combines with UPSTREAM
+#   IDLE=1000 (the default; 0 skips it)   # last, memory per idle keep-alive client: IDLE clients
+#                                         # connect one after another, each sends a request and
+#                                         # stays open; each proxy's resident memory growth / IDLE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
@@ -27,6 +32,7 @@ THREADS=${THREADS:-1}
 UPSTREAM=${UPSTREAM:-plain}
 case "$UPSTREAM" in plain|https|h2c|targets4) ;; *) echo "UPSTREAM must be plain, https, h2c or targets4" >&2; exit 2;; esac
 CLIENTS=${CLIENTS:-keepalive}
+IDLE=${IDLE:-1000}
 case "$CLIENTS" in
   keepalive) CLIENT_HEADERS=() ;;
   close) CLIENT_HEADERS=(-H 'Connection: close') ;;
@@ -106,8 +112,13 @@ case "$UPSTREAM" in
     upstream_protocol: http1
     upstream_tls: {ca_file: $work/ca.pem, server_name: up.bench}" ;;
   h2c)
-    NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
-    NGINX_PASS="proxy_pass http://up;"
+    if [ "${NGINX_H2C:-h2c}" = http1 ]; then
+      NGINX_UP="server 127.0.0.1:$UP_PORT; keepalive 128;"
+      NGINX_PASS="proxy_pass http://up;"
+    else
+      NGINX_UP="server 127.0.0.1:$UP_H2C_PORT; keepalive 128;"
+      NGINX_PASS="grpc_pass grpc://up; grpc_set_header Host \$host; grpc_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;"
+    fi
     NB_UP="upstream: http://127.0.0.1:$UP_H2C_PORT
     upstream_protocol: h2c" ;;
   targets4)
@@ -204,3 +215,37 @@ printf '%-10s %12.0f %10.2f %16.2f\n' nb-proxy "$NB_RPS" "$NB_P99" "$NB_CPU"
 awk -v a="$NB_RPS" -v b="$NG_RPS" -v c="$NB_CPU" -v d="$NG_CPU" -v e="$NB_P99" -v f="$NG_P99" 'BEGIN {
   printf "\nnb-proxy / nginx: req/s %.2fx (target >= 1.0), CPU per request %.2fx (target <= 1.0), p99 %.2fx\n", a/b, c/d, e/f }'
 echo "access-log lines: nginx $(wc -l < "$work/px/access.log"), nb-proxy $(wc -l < "$work/nb-access.log")"
+
+# idle_kib PORT PID... -> KiB of resident memory (summed over PIDs) per idle keep-alive client.
+idle_kib() {
+  python3 - "$IDLE" "$@" <<'PY'
+import socket, sys, time
+n, port, pids = int(sys.argv[1]), int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+def rss_kib():
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    return total
+before, clients = rss_kib(), []
+for _ in range(n):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n")
+    answer = b""
+    while b"hello from the upstream" not in answer:
+        chunk = c.recv(4096)
+        if not chunk:
+            sys.exit(f"the proxy closed idle client {len(clients) + 1}")
+        answer += chunk
+    clients.append(c)
+time.sleep(0.5)
+print(f"{(rss_kib() - before) / n:.1f}")
+PY
+}
+
+if [ "$IDLE" -gt 0 ]; then
+  # shellcheck disable=SC2046 # one PID per word
+  NG_IDLE=$(idle_kib "$NGINX_PORT" $(pgrep -P "$NGINX_MASTER"))
+  NB_IDLE=$(idle_kib "$NB_PORT" "$NB_PID")
+  echo "memory per idle keep-alive client ($IDLE clients, resident): nginx $NG_IDLE KiB, nb-proxy $NB_IDLE KiB"
+fi
