@@ -156,6 +156,7 @@ fn build_state(settings: &Settings) -> Result<(Arc<ProxyState>, Option<Shipping>
         .max
         .unwrap_or_else(|| (open_files.saturating_sub(64) / 2).max(1) as usize);
     let per_ip = settings.connections.per_ip;
+    crate::http::keep_upstream_connections_at_most(max_connections);
     tracing::info!(
         max_connections,
         max_connections_per_ip = per_ip,

@@ -31,6 +31,7 @@ use crate::state::ProxyState;
 use handler::{ConnHandler, ConnInfo};
 
 pub use client_error::ClientError;
+pub use worker_pool::keep_at_most as keep_upstream_connections_at_most;
 
 /// Accepts connections until the task is dropped. With `tls`, certificates follow SNI.
 /// On the plain listener, `https_port` is where allowed requests for hosts with a certificate

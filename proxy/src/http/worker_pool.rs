@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,17 @@ use crate::config::HttpService;
 /// servers use (5 s: Node.js, Apache), so that a connection taken here is rarely one the
 /// upstream is closing at that moment.
 const IDLE: Duration = Duration::from_secs(4);
-/// At most this many per worker; the least recently parked go first.
-const MAX_IDLE: usize = 256;
+/// At most this many per worker, the least recently parked going first: `--max-connections`
+/// (see [`keep_at_most`]). A worker never has more HTTP/1.1 requests in flight than client
+/// connections, so a lower bound would close and reopen connections whenever more than that many
+/// requests overlap; one connection per client connection is what the descriptor budget behind
+/// `--max-connections` allows for anyway.
+static KEEP_AT_MOST: AtomicUsize = AtomicUsize::new(256);
+
+/// Sets how many connections each worker's pool keeps at most (the process's connection limit).
+pub fn keep_at_most(n: usize) {
+    KEEP_AT_MOST.store(n.max(1), Ordering::Relaxed);
+}
 
 struct Entry {
     /// Weak: a service a reload replaced is not kept alive by its connections here (nor its
@@ -133,7 +143,7 @@ impl Shared {
 
     fn park(&mut self, kept: Kept, now: Instant) {
         self.expire(now);
-        if self.idle.len() >= MAX_IDLE {
+        if self.idle.len() >= KEEP_AT_MOST.load(Ordering::Relaxed) {
             self.idle.pop_front();
         }
         self.idle.push_back(Entry {

@@ -307,21 +307,68 @@ async fn a_worker_shares_its_upstream_connections_between_clients() {
 }
 
 #[tokio::test]
-async fn a_workers_pool_keeps_at_most_256_idle_connections() {
+async fn a_worker_keeps_as_many_connections_as_its_requests_overlap() {
     raise_open_files_limit();
     let up = Upstream::start("many").await;
     let proxy = one_worker(&[service("a", "a.test", &up.url(), "")]).await;
-    // 300 clients at once, each on its own upstream connection, then all close: 300 parked.
-    let wave = || async {
-        let mut clients = Vec::new();
-        for _ in 0..300 {
-            clients.push(keep_alive_from("127.0.0.1", proxy.http_addr()).await);
-        }
-        let answers =
-            futures_util::future::join_all(clients.iter_mut().map(|c| send(c, "a.test", "/", &[])))
-                .await;
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(keep_alive_from("127.0.0.1", proxy.http_addr()).await);
+    }
+    // 300 requests at once, twice, from the same open clients: the second wave finds the first
+    // wave's 300 connections idle in the pool rather than opening new ones.
+    for _ in 0..2 {
+        let answers = futures_util::future::join_all(
+            clients
+                .iter_mut()
+                .map(|c| send(c, "a.test", "/wait/200", &[])),
+        )
+        .await;
         assert!(answers.iter().all(|r| r.as_ref().unwrap().status == 200));
-        drop(clients);
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), 300);
+}
+
+/// An HTTP/2 client connection to the proxy's plain listener (prior knowledge).
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test]
+async fn a_workers_pool_keeps_at_most_max_connections() {
+    raise_open_files_limit();
+    let up = Upstream::start("many").await;
+    let yaml = format!("services:\n{}", service("a", "a.test", &up.url(), ""));
+    let proxy = ProxyBuilder::new(&yaml)
+        .workers(1)
+        .arg("--max-connections")
+        .arg("256")
+        .start()
+        .await;
+    // Two HTTP/2 clients with 150 requests each in flight: 300 HTTP/1.1 upstream connections at
+    // once, more than the 256 client connections the proxy admits (which bounds the pool).
+    let wave = || async {
+        let mut requests = Vec::new();
+        for _ in 0..2 {
+            let client = h2_client(proxy.http_addr()).await;
+            for _ in 0..150 {
+                let mut client = client.clone();
+                let req = Request::get("http://a.test/wait/200")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                requests.push(async move { client.send_request(req).await.unwrap().status() });
+            }
+        }
+        let statuses = futures_util::future::join_all(requests).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     wave().await;
