@@ -4,6 +4,7 @@ mod authority;
 mod body;
 mod challenge;
 mod client_error;
+mod first_bytes;
 mod handler;
 mod local;
 mod path;
@@ -16,6 +17,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,6 +30,7 @@ use crate::admission::Permit;
 use crate::io::{ClientStream, HeadTimeout, Traffic};
 use crate::shutdown::Phase;
 use crate::state::ProxyState;
+use first_bytes::{first_bytes, FirstBytes};
 use handler::{ConnHandler, ConnInfo};
 
 pub use client_error::ClientError;
@@ -42,7 +45,7 @@ pub async fn run_listener(
     tls: Option<TlsAcceptor>,
     https_port: Option<u16>,
 ) {
-    let builder = Arc::new(builder(&state));
+    let builder = Arc::new(builders(&state));
     let st = state.clone();
     crate::accept::accept_loop(listener, state, move |stream, peer, permit| {
         tokio::spawn(serve_connection(
@@ -58,23 +61,47 @@ pub async fn run_listener(
     .await;
 }
 
-fn builder(state: &ProxyState) -> auto::Builder<TokioExecutor> {
+/// How connections are served, HTTP/1.1 and HTTP/2 configured alike in each.
+struct Builders {
+    /// On TLS: hyper-util tells the versions apart.
+    auto: auto::Builder<TokioExecutor>,
+    /// In the clear: [`first_bytes`] tells them apart.
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn builders(state: &ProxyState) -> Builders {
     let limits = &state.limits;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+    let (read_timeout, max_buf) = (
+        limits.header_read_timeout,
+        limits.max_header_bytes.max(8192),
+    );
+    let max_header_list = limits.max_header_bytes as u32;
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .header_read_timeout(read_timeout)
+        .max_buf_size(max_buf)
         .keep_alive(true);
-    b.http2()
+    auto.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
-    b
+        .max_header_list_size(max_header_list);
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .max_buf_size(max_buf)
+        .keep_alive(true);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_list);
+    Builders { auto, http1, http2 }
 }
 
 async fn serve_connection(
     state: Arc<ProxyState>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     mut stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -98,6 +125,19 @@ async fn serve_connection(
         crate::accept::refused(&state, reason, SocketAddr::new(client, peer.port()));
         return;
     }
+    let (rest, http2) = match tls {
+        Some(_) => (rest, false),
+        None => match first_bytes(&mut stream, rest, head_deadline).await {
+            FirstBytes::Http1(first) => (first, false),
+            FirstBytes::Http2(first) => (first, true),
+            FirstBytes::Gone => return,
+            FirstBytes::TimedOut => {
+                // As the head deadline does when nothing was sent: closed without an answer.
+                state.admission.count_head_timeout();
+                return;
+            }
+        },
+    };
     let traffic = Traffic::new();
     let stream = ClientStream::new(stream, rest, traffic.clone())
         .with_head_deadline(head_deadline, tls.is_none());
@@ -119,8 +159,17 @@ async fn serve_connection(
         async move { Ok::<_, Infallible>(handler.handle(req).await) }
     });
     let result = match tls {
+        None if http2 => {
+            let conn = builder
+                .http2
+                .serve_connection(TokioIo::new(stream), service);
+            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
+        }
         None => {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let conn = builder
+                .http1
+                .serve_connection(TokioIo::new(stream), service);
+            let conn = conn.with_upgrades();
             drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
         }
         // The TLS branch's futures are boxed: inline, they would make every connection's task
@@ -144,7 +193,9 @@ async fn serve_connection(
                 tracing::debug!(%peer, "ACME tls-alpn-01 validation handshake");
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            let conn = builder
+                .auto
+                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
             Box::pin(drive(&state, conn, &traffic, |c| c.graceful_shutdown())).await
         }
     };
@@ -171,14 +222,15 @@ type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Serves one connection until it ends, it idles out, or shutdown: at the drain it finishes the
 /// requests in flight and closes; at the cut it closes at once.
-async fn drive<C>(
+async fn drive<C, E>(
     state: &ProxyState,
     conn: C,
     traffic: &Traffic,
     graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
 ) -> ConnResult
 where
-    C: std::future::Future<Output = ConnResult>,
+    C: std::future::Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut shutdown = state.shutdown.watch();
     let mut draining = false;
@@ -186,7 +238,7 @@ where
     tokio::pin!(conn, idle);
     loop {
         tokio::select! {
-            r = conn.as_mut() => return r,
+            r = conn.as_mut() => return r.map_err(Into::into),
             _ = &mut idle => return Ok(()),
             _ = shutdown.reached(if draining { Phase::Cut } else { Phase::Draining }) => {
                 if draining {
