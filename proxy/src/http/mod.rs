@@ -20,7 +20,6 @@ use std::sync::Arc;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -61,42 +60,55 @@ pub async fn run_listener(
     .await;
 }
 
-/// How connections are served, HTTP/1.1 and HTTP/2 configured alike in each.
+/// How connections are served: HTTP/1.1, or HTTP/2 when the client starts with its preface
+/// (in the clear) or chose it by ALPN (TLS).
 struct Builders {
-    /// On TLS: hyper-util tells the versions apart.
-    auto: auto::Builder<TokioExecutor>,
-    /// In the clear: [`first_bytes`] tells them apart.
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
 fn builders(state: &ProxyState) -> Builders {
     let limits = &state.limits;
-    let (read_timeout, max_buf) = (
-        limits.header_read_timeout,
-        limits.max_header_bytes.max(8192),
-    );
-    let max_header_list = limits.max_header_bytes as u32;
-    let mut auto = auto::Builder::new(TokioExecutor::new());
-    auto.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
-        .max_buf_size(max_buf)
-        .keep_alive(true);
-    auto.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_header_list);
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
-        .max_buf_size(max_buf)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_header_list_size(max_header_list);
-    Builders { auto, http1, http2 }
+        .max_header_list_size(limits.max_header_bytes as u32);
+    Builders { http1, http2 }
+}
+
+impl Builders {
+    /// Serves the connection, in HTTP/2 or HTTP/1.1, until it ends, idles out or shutdown cuts
+    /// it.
+    async fn serve<I>(
+        &self,
+        state: &ProxyState,
+        io: I,
+        http2: bool,
+        handler: Arc<ConnHandler>,
+        traffic: &Traffic,
+    ) -> ConnResult
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req).await) }
+        });
+        if http2 {
+            let conn = self.http2.serve_connection(TokioIo::new(io), service);
+            drive(state, conn, traffic, |c| c.graceful_shutdown()).await
+        } else {
+            let conn = self.http1.serve_connection(TokioIo::new(io), service);
+            let conn = conn.with_upgrades();
+            drive(state, conn, traffic, |c| c.graceful_shutdown()).await
+        }
+    }
 }
 
 async fn serve_connection(
@@ -154,26 +166,14 @@ async fn serve_connection(
         traffic.clone(),
         Arc::new(permit),
     ));
-    let service = service_fn(move |req| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.handle(req).await) }
-    });
     let result = match tls {
-        None if http2 => {
-            let conn = builder
-                .http2
-                .serve_connection(TokioIo::new(stream), service);
-            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
-        }
         None => {
-            let conn = builder
-                .http1
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = conn.with_upgrades();
-            drive(&state, conn, &traffic, |c| c.graceful_shutdown()).await
+            builder
+                .serve(&state, stream, http2, handler, &traffic)
+                .await
         }
-        // The TLS branch's futures are boxed: inline, they would make every connection's task
-        // (plain ones too) kilobytes larger for as long as it lives.
+        // Boxed: inline, the TLS branch's futures would make every connection's task (plain
+        // ones too) kilobytes larger for as long as it lives.
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(state.limits.tls_handshake_timeout, acceptor.accept(stream));
@@ -188,15 +188,15 @@ async fn serve_connection(
                     return;
                 }
             };
-            if tls_stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+            let alpn = tls_stream.get_ref().1.alpn_protocol();
+            if alpn == Some(crate::acme::ACME_TLS_ALPN) {
                 // A CA's TLS-ALPN-01 validation: the handshake was the whole answer.
                 tracing::debug!(%peer, "ACME tls-alpn-01 validation handshake");
                 return;
             }
-            let conn = builder
-                .auto
-                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-            Box::pin(drive(&state, conn, &traffic, |c| c.graceful_shutdown())).await
+            // Over TLS, HTTP/2 is chosen by ALPN (RFC 9113, section 3.2), never by preface.
+            let http2 = alpn == Some(b"h2");
+            Box::pin(builder.serve(&state, tls_stream, http2, handler, &traffic)).await
         }
     };
     if let Some(timeout) = traffic.head_timeout() {

@@ -43,6 +43,11 @@ impl Pki {
         connector_trusting(self.ca_der.clone())
     }
 
+    /// A client trusting this CA that offers `alpn`.
+    pub fn connector_offering(&self, alpn: &[&[u8]]) -> TlsConnector {
+        connector_offering(self.ca_der.clone(), alpn)
+    }
+
     /// The CA certificate, PEM, written to `dir/ca.pem`; returns the path.
     pub fn write_ca(&self, dir: &std::path::Path) -> std::path::PathBuf {
         let path = dir.join("ca.pem");
@@ -74,6 +79,11 @@ impl Pki {
 
 /// A TLS client that trusts `root` alone.
 pub fn connector_trusting(root: CertificateDer<'static>) -> TlsConnector {
+    connector_offering(root, &[])
+}
+
+/// A TLS client that trusts `root` alone and offers `alpn` (none when empty).
+pub fn connector_offering(root: CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     roots.add(root).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -82,5 +92,7 @@ pub fn connector_trusting(root: CertificateDer<'static>) -> TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(cfg))
 }

@@ -224,3 +224,61 @@ async fn changed_certificate_files_are_served_without_a_config_change() {
     .unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn http2_over_tls_is_chosen_by_alpn_only() {
+    let up = Upstream::start("a").await;
+    let pki = Pki::new();
+    let certs = tempfile::tempdir().unwrap();
+    pki.issue(certs.path(), "a.test");
+    let yaml = format!(
+        "services:\n  - id: a\n    protocol: http\n    hosts: [a.test]\n    upstream: {}\n",
+        up.url()
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .https()
+        .arg("--tls-dir")
+        .arg(certs.path().display().to_string())
+        .start()
+        .await;
+    let https = proxy.https.unwrap();
+    let handshake = |alpn: &'static [&'static [u8]]| {
+        let connector = pki.connector_offering(alpn);
+        async move {
+            let tcp = connect_from("127.0.0.1", https).await.unwrap();
+            let name = ServerName::try_from("a.test").unwrap();
+            connector.connect(name, tcp).await.expect("handshake")
+        }
+    };
+    let h2_get = |tls| async move {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("https://a.test/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await
+    };
+    // ALPN h2: HTTP/2.
+    let tls = handshake(&[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let resp = h2_get(tls).await.expect("an HTTP/2 answer");
+    assert_eq!(
+        (resp.status(), resp.version()),
+        (hyper::StatusCode::OK, hyper::Version::HTTP_2)
+    );
+    // ALPN http/1.1, or none: HTTP/1.1.
+    const HTTP1: &[&[u8]] = &[b"http/1.1"];
+    for alpn in [HTTP1, &[]] {
+        let tls = handshake(alpn).await;
+        let r = request_over(tls, "a.test", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "ALPN {alpn:?}");
+    }
+    // HTTP/2 without ALPN (prior knowledge) is for cleartext only (RFC 9113, section 3.3):
+    // over TLS the connection speaks HTTP/1.1, and the preface is no HTTP/1.1 request.
+    let tls = handshake(&[]).await;
+    assert!(h2_get(tls).await.is_err(), "HTTP/2 without ALPN was served");
+}
