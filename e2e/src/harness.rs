@@ -376,6 +376,20 @@ pub async fn status_of(proxy: &Proxy, source: &str, host: &str) -> u16 {
     get_from(proxy, source, host, "/").await.status
 }
 
+/// An HTTP/2 client on `io` (prior knowledge in the clear, or TLS after ALPN `h2`); its
+/// connection runs in a task of its own.
+pub async fn http2_client<I>(
+    io: I,
+) -> hyper::Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// A TCP connection from a chosen source address.
 pub async fn connect_from(source: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let source: IpAddr = source.parse().unwrap();

@@ -66,16 +66,34 @@ mod tests {
         Instant::now() + Duration::from_millis(300)
     }
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// What `first_bytes` told, in words, and the bytes it kept.
+    async fn told(
+        server: &mut TcpStream,
+        rest: &[u8],
+        deadline: Instant,
+    ) -> (&'static str, Vec<u8>) {
+        match first_bytes(server, Bytes::copy_from_slice(rest), deadline).await {
+            FirstBytes::Http1(b) => ("HTTP/1", b.to_vec()),
+            FirstBytes::Http2(b) => ("HTTP/2", b.to_vec()),
+            FirstBytes::Gone => ("gone", Vec::new()),
+            FirstBytes::TimedOut => ("timed out", Vec::new()),
+        }
+    }
+
     #[tokio::test]
     async fn an_http1_head_comes_whole_from_one_read() {
         let (mut server, mut client) = pair().await;
         let head = b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: t\r\n\r\n";
         client.write_all(head).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        match first_bytes(&mut server, Bytes::new(), soon()).await {
-            FirstBytes::Http1(b) => assert_eq!(&b[..], &head[..]),
-            _ => panic!("not HTTP/1"),
-        }
+        assert_eq!(
+            told(&mut server, b"", soon()).await,
+            ("HTTP/1", head.to_vec())
+        );
     }
 
     #[tokio::test]
@@ -88,16 +106,10 @@ mod tests {
             }
             client
         });
-        match first_bytes(
-            &mut server,
-            Bytes::new(),
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        {
-            FirstBytes::Http2(b) => assert_eq!(&b[..], H2_PREFACE),
-            _ => panic!("not HTTP/2"),
-        }
+        assert_eq!(
+            told(&mut server, b"", far()).await,
+            ("HTTP/2", H2_PREFACE.to_vec())
+        );
         drop(writer.await);
     }
 
@@ -106,37 +118,27 @@ mod tests {
         let (mut server, mut client) = pair().await;
         // "PRI * HTTP/1.1": the preface up to the version, then not. No waiting for 24 bytes.
         client.write_all(b"PRI * HTTP/1").await.unwrap();
-        let far = Instant::now() + Duration::from_secs(10);
-        match first_bytes(&mut server, Bytes::new(), far).await {
-            FirstBytes::Http1(b) => assert_eq!(&b[..], b"PRI * HTTP/1"),
-            _ => panic!("not HTTP/1"),
-        }
+        assert_eq!(
+            told(&mut server, b"", far()).await,
+            ("HTTP/1", b"PRI * HTTP/1".to_vec())
+        );
     }
 
     #[tokio::test]
     async fn a_client_that_stalls_inside_the_preface_times_out() {
         let (mut server, mut client) = pair().await;
         client.write_all(b"PRI * HT").await.unwrap();
-        assert!(matches!(
-            first_bytes(&mut server, Bytes::new(), soon()).await,
-            FirstBytes::TimedOut
-        ));
+        assert_eq!(told(&mut server, b"", soon()).await.0, "timed out");
         // Nothing sent at all: likewise.
         let (mut server, _client) = pair().await;
-        assert!(matches!(
-            first_bytes(&mut server, Bytes::new(), soon()).await,
-            FirstBytes::TimedOut
-        ));
+        assert_eq!(told(&mut server, b"", soon()).await.0, "timed out");
     }
 
     #[tokio::test]
     async fn a_client_that_closes_first_is_gone() {
         let (mut server, client) = pair().await;
         drop(client);
-        assert!(matches!(
-            first_bytes(&mut server, Bytes::new(), soon()).await,
-            FirstBytes::Gone
-        ));
+        assert_eq!(told(&mut server, b"", soon()).await.0, "gone");
     }
 
     #[tokio::test]
@@ -144,19 +146,16 @@ mod tests {
         // What followed a PROXY header already tells: nothing more is read (the client sent
         // nothing else, and the deadline is far).
         let (mut server, _client) = pair().await;
-        let far = Instant::now() + Duration::from_secs(10);
-        let rest = Bytes::from_static(b"GET / HT");
-        match first_bytes(&mut server, rest, far).await {
-            FirstBytes::Http1(b) => assert_eq!(&b[..], b"GET / HT"),
-            _ => panic!("not HTTP/1"),
-        }
+        assert_eq!(
+            told(&mut server, b"GET / HT", far()).await,
+            ("HTTP/1", b"GET / HT".to_vec())
+        );
         // A part of the preface past it: the rest is read from the socket.
         let (mut server, mut client) = pair().await;
         client.write_all(&H2_PREFACE[6..]).await.unwrap();
-        let rest = Bytes::copy_from_slice(&H2_PREFACE[..6]);
-        match first_bytes(&mut server, rest, far).await {
-            FirstBytes::Http2(b) => assert_eq!(&b[..], H2_PREFACE),
-            _ => panic!("not HTTP/2"),
-        }
+        assert_eq!(
+            told(&mut server, &H2_PREFACE[..6], far()).await,
+            ("HTTP/2", H2_PREFACE.to_vec())
+        );
     }
 }

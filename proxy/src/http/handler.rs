@@ -478,7 +478,6 @@ mod tests {
         // its whole size is copied per request. The rare paths' state (upstream handshakes,
         // captcha challenges) is boxed to keep it out.
         let size = future_size(ConnHandler::handle);
-        eprintln!("ConnHandler::handle future: {size} bytes");
         assert!(size <= 6 * 1024, "{size} bytes");
     }
 }

@@ -204,7 +204,7 @@ impl UpstreamPool {
             if Arc::ptr_eq(&slots[i].service, service) {
                 i += 1;
             } else {
-                park(slots.swap_remove(i));
+                hand_on(slots.swap_remove(i));
             }
         }
         let Some(at) = slots
@@ -249,12 +249,12 @@ impl Drop for UpstreamPool {
         let Ok(slots) = self.idle.get_mut() else {
             return;
         };
-        slots.drain(..).for_each(park);
+        slots.drain(..).for_each(hand_on);
     }
 }
 
 /// Gives an idle connection that may serve other clients to the worker's pool; drops the rest.
-fn park(kept: Kept) {
+fn hand_on(kept: Kept) {
     if kept.may_serve_others() && kept.sender.can_send() {
         worker_pool::park(kept);
     }

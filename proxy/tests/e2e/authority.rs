@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::harness::*;
 
@@ -93,11 +92,7 @@ async fn http2_authority_that_disagrees_with_host_is_refused() {
     let up = Upstream::start("shared").await;
     let proxy = ProxyBuilder::new(&shared_upstream(&up)).start().await;
     let stream = connect_from("127.0.0.66", proxy.http_addr()).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2_client(stream).await.unwrap();
 
     let attack = hyper::Request::builder()
         .uri("http://open.test/x")

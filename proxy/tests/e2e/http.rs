@@ -2,7 +2,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::harness::*;
 
@@ -163,11 +162,7 @@ async fn http2_clients_are_served() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let proxy = ProxyBuilder::new(&two_services(&a, &b)).start().await;
     let stream = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http2_client(stream).await.unwrap();
     for _ in 0..3 {
         let req = hyper::Request::builder()
             .uri("http://beta.test/h2")

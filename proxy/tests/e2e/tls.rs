@@ -251,14 +251,9 @@ async fn http2_over_tls_is_chosen_by_alpn_only() {
         }
     };
     let h2_get = |tls| async move {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await?;
-        tokio::spawn(conn);
+        let mut sender = http2_client(tls).await?;
         let req = hyper::Request::get("https://a.test/")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(http_body_util::Full::default())
             .unwrap();
         sender.send_request(req).await
     };

@@ -329,19 +329,6 @@ async fn a_worker_keeps_as_many_connections_as_its_requests_overlap() {
     assert_eq!(up.connections.load(Ordering::SeqCst), 300);
 }
 
-/// An HTTP/2 client connection to the proxy's plain listener (prior knowledge).
-async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 #[tokio::test]
 async fn a_workers_pool_keeps_at_most_max_connections() {
     raise_open_files_limit();
@@ -358,7 +345,8 @@ async fn a_workers_pool_keeps_at_most_max_connections() {
     let wave = || async {
         let mut requests = Vec::new();
         for _ in 0..2 {
-            let client = h2_client(proxy.http_addr()).await;
+            let tcp = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
+            let client = http2_client(tcp).await.unwrap();
             for _ in 0..150 {
                 let mut client = client.clone();
                 let req = Request::get("http://a.test/wait/200")
