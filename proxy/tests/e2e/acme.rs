@@ -77,7 +77,7 @@ impl Pebble {
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log("pebble.log"))
-            .stderr(Stdio::null())
+            .stderr(log("pebble.err"))
             .spawn()
             .expect("pebble (Debian package pebble) runs");
         let p = Self {
@@ -87,8 +87,10 @@ impl Pebble {
             children: vec![dns_server, pebble],
             dir,
         };
+        // Generous: pebble starts slowly when the whole suite loads both cores (2.5 s was
+        // once not enough in a full run).
         for port in [api, management] {
-            poll(100, || {
+            poll(600, || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).ok()
             })
             .await
@@ -98,7 +100,8 @@ impl Pebble {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+        let read = |name| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        read("pebble.log") + &read("pebble.err")
     }
 
     /// The CA pebble's HTTPS (its own, from the test's PKI) is signed by.
