@@ -9,10 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::{Instant, Sleep};
 
+use super::upstream_h2::H2Body;
 use crate::accesslog::AccessLogEntry;
 use crate::balance::InFlight;
 use crate::shutdown::Phase;
@@ -100,8 +103,31 @@ impl Drop for PendingEntry {
     }
 }
 
+/// A response body from the upstream, by the protocol spoken to it.
+pub enum UpstreamBody {
+    Http1(Incoming),
+    Http2(H2Body),
+}
+
+impl UpstreamBody {
+    /// The head of a `101 Switching Protocols` response, and the upstream's side of the
+    /// upgraded connection (HTTP/1.1 only: HTTP/2 has no `101`).
+    pub fn upgrade(resp: Response<Self>) -> (http::response::Parts, Option<OnUpgrade>) {
+        let (parts, body) = resp.into_parts();
+        match body {
+            UpstreamBody::Http1(body) => {
+                let mut resp = Response::from_parts(parts, body);
+                let upgraded = hyper::upgrade::on(&mut resp);
+                (resp.into_parts().0, Some(upgraded))
+            }
+            UpstreamBody::Http2(_) => (parts, None),
+        }
+    }
+}
+
 enum Inner {
-    Upstream(Incoming),
+    Http1(Incoming),
+    Http2(H2Body),
     Full(Option<Bytes>),
 }
 
@@ -112,9 +138,12 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, pending: PendingEntry) -> Self {
+    pub fn upstream(body: UpstreamBody, pending: PendingEntry) -> Self {
         Self {
-            inner: Inner::Upstream(body),
+            inner: match body {
+                UpstreamBody::Http1(body) => Inner::Http1(body),
+                UpstreamBody::Http2(body) => Inner::Http2(body),
+            },
             sent: 0,
             pending: Some(pending),
         }
@@ -143,15 +172,16 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         match &polled {
@@ -168,14 +198,16 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Http1(b) => b.is_end_stream(),
+            Inner::Http2(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(b) => b.size_hint(),
+            Inner::Http1(b) => b.size_hint(),
+            Inner::Http2(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

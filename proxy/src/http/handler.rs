@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use nb_api::{CaptchaOutcome, OversizedBody, Verdict};
 
 use super::authority::request_authority;
-use super::body::{BodyPace, PendingEntry, ProxyBody, RequestBody};
+use super::body::{BodyPace, PendingEntry, ProxyBody, RequestBody, UpstreamBody};
 use super::challenge::challenge;
 use super::local::{respond, Local};
 use super::rewrite::{is_upgrade, strip_hop_by_hop, to_upstream, Rewrite};
@@ -29,7 +29,7 @@ use crate::config::{HostRoutes, HttpService};
 use crate::io::Traffic;
 use crate::restrict::{appsec_outcome, AppSecAnswer};
 use crate::state::ProxyState;
-use crate::upstream::proxy_v2_header;
+use crate::upstream::{proxy_v2_header, UpstreamError};
 
 /// What the listener knows of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -405,8 +405,15 @@ impl ConnHandler {
         pending.entry().status = Some(resp.status().as_u16());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_side) = upgrade {
+                let (parts, upstream_side) = UpstreamBody::upgrade(resp);
+                let Some(upstream_side) = upstream_side else {
+                    return respond(
+                        pending,
+                        Local::Upstream(UpstreamError::Failed),
+                        &HeaderMap::new(),
+                    );
+                };
                 // The entry goes with the tunnel: it is written when the tunnel closes.
-                let upstream_side = hyper::upgrade::on(&mut resp);
                 let shutdown = self.state.shutdown.watch();
                 tokio::spawn(tunnel(
                     client_side,
@@ -415,7 +422,6 @@ impl ConnHandler {
                     self.permit.clone(),
                     shutdown,
                 ));
-                let (parts, _) = resp.into_parts();
                 return Response::from_parts(
                     parts,
                     ProxyBody::full(hyper::body::Bytes::new(), None),

@@ -10,6 +10,7 @@ mod local;
 mod path;
 mod rewrite;
 mod tunnel;
+mod upstream_h2;
 mod upstream_pool;
 mod worker_pool;
 

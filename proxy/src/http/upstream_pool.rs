@@ -13,13 +13,13 @@ use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use nb_api::UpstreamProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::CountedBody;
+use super::body::{CountedBody, UpstreamBody};
+use super::upstream_h2::{self, H2Sender};
 use super::worker_pool;
 use crate::balance::{now_ms, InFlight};
 use crate::config::HttpService;
@@ -28,7 +28,7 @@ use crate::upstream::{dial_with, UpstreamError};
 pub(super) enum Sender {
     Http1(http1::SendRequest<CountedBody>),
     /// Shared by the connection's concurrent streams: cloned out, never taken.
-    Http2(http2::SendRequest<CountedBody>),
+    Http2(H2Sender),
 }
 
 impl Sender {
@@ -87,7 +87,7 @@ pub struct Deadlines {
 /// The upstream's response, the target that gave it, and that target's in-flight count,
 /// held until the response body is done.
 pub struct Answered {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub target: usize,
     pub in_flight: InFlight,
 }
@@ -138,26 +138,34 @@ impl UpstreamPool {
         let authenticated = authenticated || authenticates_connection(req.headers());
         let tls = targets.get(target).upstream.tls.is_some();
         let sent = match &mut sender {
-            Sender::Http1(s) => Either::Left(s.send_request(req)),
-            Sender::Http2(s) => Either::Right(s.send_request(as_http2(req, tls))),
-        };
-        let fail = |error| {
-            if error != UpstreamError::Closed {
-                targets.failed(target, now_ms());
-            }
-            Err(Failed { error, target })
+            Sender::Http1(s) => Either::Left(async {
+                let resp = s.send_request(req).await.map_err(|e| {
+                    tracing::debug!(service = %service.id, error = ?e, "upstream request failed");
+                    if e.is_canceled() || e.is_incomplete_message() {
+                        UpstreamError::Closed
+                    } else {
+                        UpstreamError::Failed
+                    }
+                })?;
+                Ok(resp.map(UpstreamBody::Http1))
+            }),
+            Sender::Http2(s) => Either::Right(async {
+                let resp = s.send(as_http2(req, tls)).await?;
+                Ok(resp.map(UpstreamBody::Http2))
+            }),
         };
         let resp = match tokio::time::timeout(deadlines.response, sent).await {
-            Err(_) => return fail(UpstreamError::Timeout),
-            Ok(Err(e)) => {
-                tracing::debug!(service = %service.id, error = ?e, "upstream request failed");
-                return fail(if e.is_canceled() || e.is_incomplete_message() {
-                    UpstreamError::Closed
-                } else {
-                    UpstreamError::Failed
-                });
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(sent) => sent,
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(error) => {
+                if error != UpstreamError::Closed {
+                    targets.failed(target, now_ms());
+                }
+                return Err(Failed { error, target });
             }
-            Ok(Ok(r)) => r,
         };
         targets.succeeded(target);
         let kept = Kept {
@@ -328,15 +336,9 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if http2 {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|_| UpstreamError::Failed)?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Sender::Http2(sender))
+        Ok(Sender::Http2(
+            upstream_h2::handshake(io.into_inner()).await?,
+        ))
     } else {
         let (sender, connection) = http1::Builder::new()
             .handshake(io)

@@ -221,6 +221,110 @@ async fn h2c_upstreams_get_http2_by_prior_knowledge_and_keep_one_connection() {
     );
 }
 
+/// An h2c upstream for bodies larger than HTTP/2's flow-control windows (hyper's server opens
+/// 1 MiB; the proxy, 2 MiB per stream): `POST /count` reads the whole body and answers its
+/// length; `GET /bytes/N` sends N bytes; anything else answers 413 without reading the body.
+async fn h2c_bulk_upstream() -> String {
+    use hyper::server::conn::http2;
+    use hyper_util::rt::TokioExecutor;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let answer = |req: Request<hyper::body::Incoming>| async move {
+                let path = req.uri().path().to_owned();
+                let (status, body) = if path == "/count" {
+                    let read = req.into_body().collect().await?.to_bytes();
+                    (200, Bytes::from(read.len().to_string()))
+                } else if let Some(n) = path.strip_prefix("/bytes/") {
+                    (200, Bytes::from(vec![b'x'; n.parse().unwrap()]))
+                } else {
+                    (413, Bytes::from_static(b"too large"))
+                };
+                let resp = hyper::Response::builder()
+                    .status(status)
+                    .body(Full::new(body));
+                Ok::<_, hyper::Error>(resp.unwrap())
+            };
+            tokio::spawn(
+                http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(answer)),
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn h2c_bodies_larger_than_the_flow_control_windows_go_both_ways() {
+    let up = h2c_bulk_upstream().await;
+    let proxy = one_worker(&[service("c", "c.test", &up, "    upstream_protocol: h2c\n")]).await;
+    let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
+    const UP: usize = 5 * 1024 * 1024;
+    let req = Request::post("/count")
+        .header("host", "c.test")
+        .body(Full::new(Bytes::from(vec![b'u'; UP])))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.send_request(req))
+        .await
+        .expect("a 5 MiB upload completes (the proxy waits for the upstream's window)")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body,
+        UP.to_string().as_bytes(),
+        "the upstream read every byte"
+    );
+
+    const DOWN: usize = 8 * 1024 * 1024;
+    let req = Request::get(format!("/bytes/{DOWN}"))
+        .header("host", "c.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let resp = client.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap().to_bytes().len()
+    })
+    .await
+    .expect("an 8 MiB download completes (the proxy gives its window back as it relays)");
+    assert_eq!(read, DOWN);
+}
+
+#[tokio::test]
+async fn an_h2c_upstream_that_answers_before_reading_the_body_is_relayed() {
+    let up = h2c_bulk_upstream().await;
+    let proxy = one_worker(&[service("c", "c.test", &up, "    upstream_protocol: h2c\n")]).await;
+    let mut stream = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
+    const BODY: usize = 5 * 1024 * 1024;
+    let head = format!("POST /early HTTP/1.1\r\nhost: c.test\r\ncontent-length: {BODY}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // The client keeps sending while the answer comes; the proxy may stop reading it.
+    let sending = tokio::spawn(async move {
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..BODY / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        write
+    });
+    let mut answer = vec![0; 12];
+    tokio::time::timeout(Duration::from_secs(10), read.read_exact(&mut answer))
+        .await
+        .expect("the upstream's early answer reaches the client while it still sends")
+        .unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 413",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    sending.abort();
+}
+
 /// A proxy with one worker serving `services`, so that every client lands on the same pool of
 /// upstream connections.
 async fn one_worker(services: &[String]) -> Proxy {
