@@ -13,12 +13,19 @@
 #   scripts/bench-instructions.sh                 # DURATION=4s CONNECTIONS=20
 #   UPSTREAM=h2c scripts/bench-instructions.sh    # both proxies speak h2c to the upstream
 #                                                 # (nginx through grpc_pass, as bench-http.sh)
+#   CLIENTS=close scripts/bench-instructions.sh   # every request on a new client connection
 #   NB_BENCH_PROXY=/path/to/nb-proxy scripts/bench-instructions.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-4s}
 CONNECTIONS=${CONNECTIONS:-20}
 UPSTREAM=${UPSTREAM:-plain}
+CLIENTS=${CLIENTS:-keepalive}
+case "$CLIENTS" in
+  keepalive) CLIENT_HEADERS=() ;;
+  close) CLIENT_HEADERS=(-H 'Connection: close') ;;
+  *) echo "CLIENTS must be keepalive or close" >&2; exit 2 ;;
+esac
 case "$UPSTREAM" in
   plain)
     NGINX_PASS="proxy_pass http://up;"
@@ -153,9 +160,9 @@ count() {
   local name=$1 pid=$2 port=$3 host=$4 status=$5 out reqs non2xx dump ir
   for _ in $(seq 100); do [ "$(answers "$port" "$host")" = "$status" ] && break; sleep 0.3; done
   [ "$(answers "$port" "$host")" = "$status" ] || { echo "$name does not answer $host with $status" >&2; exit 1; }
-  wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: $host" "http://127.0.0.1:$port/" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: $host" "${CLIENT_HEADERS[@]}" "http://127.0.0.1:$port/" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>&1
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Host: $host" "http://127.0.0.1:$port/")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Host: $host" "${CLIENT_HEADERS[@]}" "http://127.0.0.1:$port/")
   callgrind_control -d "$pid" >/dev/null 2>&1
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
@@ -171,7 +178,7 @@ count() {
   echo $((ir / reqs))
 }
 
-echo "== upstream: $UPSTREAM; callgrind, one worker each, wrk -t1 -c$CONNECTIONS for $DURATION per path"
+echo "== upstream: $UPSTREAM, clients: $CLIENTS; callgrind, one worker each, wrk -t1 -c$CONNECTIONS for $DURATION per path"
 NG_PROXIED=$(count nginx "$NGINX_PID" "$NGINX_PORT" bench.local 200)
 NG_ANSWERED=$(count nginx "$NGINX_PID" "$NGINX_PORT" denied.local 403)
 NB_PROXIED=$(count nb "$NB_PID" "$NB_PORT" bench.local 200)

@@ -18,6 +18,7 @@ pub(crate) mod crowdsec;
 pub(crate) mod geo;
 pub(crate) mod http;
 pub(crate) mod io;
+pub(crate) mod ip_text;
 pub(crate) mod managed;
 pub mod memory;
 pub(crate) mod metrics;

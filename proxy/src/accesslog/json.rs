@@ -9,6 +9,7 @@ use nb_api::events::{
 };
 
 use super::AccessLogEntry;
+use crate::ip_text::IpText;
 
 /// Bytes that need a backslash escape in a JSON string: `"`, `\` and the control characters.
 const fn escapes() -> [bool; 256] {
@@ -132,7 +133,7 @@ pub fn write_line(e: &AccessLogEntry, out: &mut Vec<u8>, bounded: bool) {
     key(out, f, "source_ip");
     out.push(b'"');
     // An address's text has nothing to escape.
-    let mut ip = itoa_ip::Buffer::default();
+    let mut ip = IpText::default();
     out.extend_from_slice(ip.format(e.source_ip));
     out.push(b'"');
     if let Some(h) = e.host() {
@@ -220,49 +221,6 @@ fn metadata(e: &AccessLogEntry, out: &mut Vec<u8>) {
 }
 
 /// IP addresses written without a formatter or an allocation.
-mod itoa_ip {
-    use std::io::Write;
-    use std::net::IpAddr;
-
-    pub struct Buffer {
-        bytes: [u8; 48],
-    }
-
-    impl Default for Buffer {
-        fn default() -> Self {
-            Self { bytes: [0; 48] }
-        }
-    }
-
-    impl Buffer {
-        pub fn format(&mut self, ip: IpAddr) -> &[u8] {
-            match ip {
-                IpAddr::V4(v4) => {
-                    let mut n = 0;
-                    for (i, octet) in v4.octets().into_iter().enumerate() {
-                        if i > 0 {
-                            self.bytes[n] = b'.';
-                            n += 1;
-                        }
-                        let mut digits = itoa::Buffer::new();
-                        let text = digits.format(octet).as_bytes();
-                        self.bytes[n..n + text.len()].copy_from_slice(text);
-                        n += text.len();
-                    }
-                    &self.bytes[..n]
-                }
-                IpAddr::V6(v6) => {
-                    // Rare on the request path; std's canonical form (RFC 5952).
-                    let mut w = &mut self.bytes[..];
-                    let _ = write!(w, "{v6}");
-                    let left = w.len();
-                    &self.bytes[..48 - left]
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ClientAddr;
+use crate::ip_text::IpText;
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -98,7 +99,8 @@ impl ClientAddr {
 /// An address as a header value.
 pub fn addr_value(ip: IpAddr) -> HeaderValue {
     // An address's text form is always a valid header value.
-    HeaderValue::from_str(&ip.to_string()).expect("an address is a valid header value")
+    HeaderValue::from_bytes(IpText::default().format(ip))
+        .expect("an address is a valid header value")
 }
 
 #[cfg(test)]

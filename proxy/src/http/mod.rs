@@ -48,7 +48,9 @@ pub async fn run_listener(
     let builder = Arc::new(builders(&state));
     let st = state.clone();
     crate::accept::accept_loop(listener, state, move |stream, peer, permit| {
-        tokio::spawn(serve_connection(
+        // Boxed: a task holds its future inline, and tokio moves the whole of it (kilobytes)
+        // when the task is spawned and again when it finishes; a box is moved once.
+        tokio::spawn(Box::pin(serve_connection(
             st.clone(),
             builder.clone(),
             stream,
@@ -56,7 +58,7 @@ pub async fn run_listener(
             tls.clone(),
             https_port,
             permit,
-        ));
+        )));
     })
     .await;
 }

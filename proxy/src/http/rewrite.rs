@@ -25,6 +25,9 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// How many headers `set_forwarded_headers` inserts.
+const IDENTITY_HEADERS_SET: usize = 5;
+
 /// What a request going upstream is rewritten with.
 pub struct Rewrite<'a> {
     pub client: &'a ClientAddr,
@@ -47,6 +50,9 @@ pub fn to_upstream(
     stats: Arc<BodyStats>,
 ) -> Request<CountedBody> {
     let (mut parts, body) = req.into_parts();
+    // Room for the identity headers, made at once: a new connection's first request comes in
+    // a map sized to its own headers, which would grow (and rehash) more than once.
+    parts.headers.reserve(IDENTITY_HEADERS_SET);
     let upgrade = is_upgrade(&parts.headers);
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     // `te: trailers` says the client takes trailers (gRPC needs it); the rest of TE is hop-by-hop.
@@ -142,5 +148,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "Close"),
+            ("x-secret", "1"),
+            ("close", "a header named by the close option"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, gzip"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_unchanged() {
+        let mut h = headers(&[("accept", "*/*"), ("x-keep", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 }
