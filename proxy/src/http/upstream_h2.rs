@@ -4,7 +4,7 @@
 //! per request to await the response: about a third of the upstream leg's instructions
 //! (`scripts/bench-instructions.sh UPSTREAM=h2c`). Settings are hyper's client defaults.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 use super::body::CountedBody;
 use crate::upstream::UpstreamError;
@@ -99,10 +100,17 @@ impl H2Sender {
         let (response, stream) = send
             .send_request(head, end_of_stream)
             .map_err(|e| stream_error(&e))?;
+        let mut abandoned = None;
         if !end_of_stream {
-            tokio::spawn(send_body(body, stream));
+            let (tell, told) = oneshot::channel();
+            abandoned = Some(Abandoned(Some(tell)));
+            tokio::spawn(send_body(body, stream, told));
         }
         let response = response.await.map_err(|e| stream_error(&e))?;
+        if let Some(mut a) = abandoned {
+            // The response came: the body goes on (gRPC streams both ways).
+            a.0 = None;
+        }
         let length = content_length(response.headers());
         Ok(response.map(|recv| H2Body {
             recv,
@@ -162,36 +170,118 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     first.to_str().ok()?.parse().ok()
 }
 
-/// Sends the request body as the upstream's flow control allows; resets the stream if the
-/// client's body fails (it went away, or was too slow) or the upstream reset the stream.
-async fn send_body(mut body: CountedBody, mut stream: SendStream<Bytes>) {
+/// Tells a request body's sender, when dropped armed, that the response will not be waited
+/// for (timeout, or the client went away): the stream is then reset rather than fed.
+struct Abandoned(Option<oneshot::Sender<()>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(tell) = self.0.take() {
+            let _ = tell.send(());
+        }
+    }
+}
+
+/// Whether the response was abandoned (timeout, or the client went away) before it came.
+/// `None` once the response came: nothing more to watch.
+struct Watch(Option<oneshot::Receiver<()>>);
+
+impl Watch {
+    fn poll_abandoned(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(told) = &mut self.0 else {
+            return false;
+        };
+        match Pin::new(told).poll(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(_)) => {
+                self.0 = None;
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+/// Why sending stopped early.
+enum Stop {
+    /// The upstream reset the stream (it answered already, or failed): nothing more to send.
+    ResetByUpstream,
+    /// The client's body failed, or the response was abandoned: the stream is to be reset.
+    Cancel,
+}
+
+/// Sends the request body as the upstream's flow control allows. Resets the stream if the
+/// client's body fails (it went away, or was too slow) or the response was abandoned; stops if
+/// the upstream reset the stream.
+async fn send_body(
+    mut body: CountedBody,
+    mut stream: SendStream<Bytes>,
+    abandoned: oneshot::Receiver<()>,
+) {
+    let mut watch = Watch(Some(abandoned));
+    match pump(&mut body, &mut stream, &mut watch).await {
+        Ok(()) | Err(Stop::ResetByUpstream) => {}
+        Err(Stop::Cancel) => stream.send_reset(Reason::CANCEL),
+    }
+}
+
+async fn pump(
+    body: &mut CountedBody,
+    stream: &mut SendStream<Bytes>,
+    watch: &mut Watch,
+) -> Result<(), Stop> {
     loop {
         let frame = poll_fn(|cx| {
-            if let Poll::Ready(reason) = stream.poll_reset(cx) {
-                return Poll::Ready(Err(reason.ok()));
+            if stream.poll_reset(cx).is_ready() {
+                return Poll::Ready(Err(Stop::ResetByUpstream));
             }
-            Pin::new(&mut body).poll_frame(cx).map(Ok)
+            if watch.poll_abandoned(cx) {
+                return Poll::Ready(Err(Stop::Cancel));
+            }
+            Pin::new(&mut *body).poll_frame(cx).map(Ok)
         })
-        .await;
+        .await?;
         let frame = match frame {
-            // The upstream reset the stream (it answered already, or failed): nothing to send.
-            Err(_) => return,
-            Ok(None) => {
+            None => {
                 let _ = stream.send_data(Bytes::new(), true);
-                return;
+                return Ok(());
             }
-            Ok(Some(Err(e))) => {
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, "request body failed; resetting the upstream stream");
-                stream.send_reset(Reason::CANCEL);
-                return;
+                return Err(Stop::Cancel);
             }
-            Ok(Some(Ok(frame))) => frame,
+            Some(Ok(frame)) => frame,
         };
         let frame = match frame.into_data() {
-            Ok(data) => {
+            Ok(mut data) => {
                 let last = body.is_end_stream();
-                if send_data(&mut stream, data, last).await.is_err() || last {
-                    return;
+                // In pieces, as the stream gets capacity.
+                loop {
+                    stream.reserve_capacity(data.len());
+                    let granted = poll_fn(|cx| {
+                        if watch.poll_abandoned(cx) {
+                            return Poll::Ready(Err(Stop::Cancel));
+                        }
+                        match stream.poll_capacity(cx) {
+                            Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
+                            // Closed for sending, or reset.
+                            Poll::Ready(_) => Poll::Ready(Err(Stop::ResetByUpstream)),
+                            Poll::Pending if data.is_empty() => Poll::Ready(Ok(0)),
+                            Poll::Pending => Poll::Pending,
+                        }
+                    })
+                    .await?;
+                    let piece = data.split_to(granted.min(data.len()));
+                    let end = last && data.is_empty();
+                    if (!piece.is_empty() || end) && stream.send_data(piece, end).is_err() {
+                        return Err(Stop::ResetByUpstream);
+                    }
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+                if last {
+                    return Ok(());
                 }
                 continue;
             }
@@ -199,36 +289,9 @@ async fn send_body(mut body: CountedBody, mut stream: SendStream<Bytes>) {
         };
         if let Ok(trailers) = frame.into_trailers() {
             let _ = stream.send_trailers(trailers);
-            return;
+            return Ok(());
         }
     }
-}
-
-/// Sends `data` in pieces as the stream gets capacity.
-async fn send_data(
-    stream: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    last: bool,
-) -> Result<(), h2::Error> {
-    if data.is_empty() {
-        return stream.send_data(data, last);
-    }
-    while !data.is_empty() {
-        stream.reserve_capacity(data.len());
-        let granted = poll_fn(|cx| stream.poll_capacity(cx)).await;
-        let granted = match granted {
-            Some(Ok(n)) => n,
-            Some(Err(e)) => return Err(e),
-            // The stream is closed for sending.
-            None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let piece = data.split_to(granted.min(data.len()));
-        stream.send_data(piece, last && data.is_empty())?;
-    }
-    Ok(())
 }
 
 /// A response body from an HTTP/2 upstream: its data, then its trailers (gRPC's status).

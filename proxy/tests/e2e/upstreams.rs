@@ -224,27 +224,36 @@ async fn h2c_upstreams_get_http2_by_prior_knowledge_and_keep_one_connection() {
 /// An h2c upstream for bodies larger than HTTP/2's flow-control windows (hyper's server opens
 /// 1 MiB; the proxy, 2 MiB per stream): `POST /count` reads the whole body and answers its
 /// length; `GET /bytes/N` sends N bytes; anything else answers 413 without reading the body.
-async fn h2c_bulk_upstream() -> String {
+/// Returns its URL and how many `/count` bodies ended in an error (their stream was reset).
+async fn h2c_bulk_upstream() -> (String, Arc<AtomicUsize>) {
     use hyper::server::conn::http2;
     use hyper_util::rt::TokioExecutor;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let failures = failed.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let answer = |req: Request<hyper::body::Incoming>| async move {
-                let path = req.uri().path().to_owned();
-                let (status, body) = if path == "/count" {
-                    let read = req.into_body().collect().await?.to_bytes();
-                    (200, Bytes::from(read.len().to_string()))
-                } else if let Some(n) = path.strip_prefix("/bytes/") {
-                    (200, Bytes::from(vec![b'x'; n.parse().unwrap()]))
-                } else {
-                    (413, Bytes::from_static(b"too large"))
-                };
-                let resp = hyper::Response::builder()
-                    .status(status)
-                    .body(Full::new(body));
-                Ok::<_, hyper::Error>(resp.unwrap())
+            let failures = failures.clone();
+            let answer = move |req: Request<hyper::body::Incoming>| {
+                let failures = failures.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let (status, body) = if path == "/count" {
+                        let read = req.into_body().collect().await.inspect_err(|_| {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        })?;
+                        (200, Bytes::from(read.to_bytes().len().to_string()))
+                    } else if let Some(n) = path.strip_prefix("/bytes/") {
+                        (200, Bytes::from(vec![b'x'; n.parse().unwrap()]))
+                    } else {
+                        (413, Bytes::from_static(b"too large"))
+                    };
+                    let resp = hyper::Response::builder()
+                        .status(status)
+                        .body(Full::new(body));
+                    Ok::<_, hyper::Error>(resp.unwrap())
+                }
             };
             tokio::spawn(
                 http2::Builder::new(TokioExecutor::new())
@@ -252,12 +261,12 @@ async fn h2c_bulk_upstream() -> String {
             );
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), failed)
 }
 
 #[tokio::test]
 async fn h2c_bodies_larger_than_the_flow_control_windows_go_both_ways() {
-    let up = h2c_bulk_upstream().await;
+    let (up, _) = h2c_bulk_upstream().await;
     let proxy = one_worker(&[service("c", "c.test", &up, "    upstream_protocol: h2c\n")]).await;
     let mut client = keep_alive_from("127.0.0.1", proxy.http_addr()).await;
     const UP: usize = 5 * 1024 * 1024;
@@ -294,7 +303,7 @@ async fn h2c_bodies_larger_than_the_flow_control_windows_go_both_ways() {
 
 #[tokio::test]
 async fn an_h2c_upstream_that_answers_before_reading_the_body_is_relayed() {
-    let up = h2c_bulk_upstream().await;
+    let (up, _) = h2c_bulk_upstream().await;
     let proxy = one_worker(&[service("c", "c.test", &up, "    upstream_protocol: h2c\n")]).await;
     let mut stream = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
     const BODY: usize = 5 * 1024 * 1024;
@@ -323,6 +332,47 @@ async fn an_h2c_upstream_that_answers_before_reading_the_body_is_relayed() {
         String::from_utf8_lossy(&answer)
     );
     sending.abort();
+}
+
+#[tokio::test]
+async fn an_h2c_request_whose_response_timed_out_is_reset_upstream() {
+    let (up, failed) = h2c_bulk_upstream().await;
+    let yaml = format!(
+        "services:\n{}",
+        service("c", "c.test", &up, "    upstream_protocol: h2c\n")
+    );
+    let proxy = ProxyBuilder::new(&yaml)
+        .arg("--upstream-timeout")
+        .arg("500ms")
+        .start()
+        .await;
+    // Part of the body, then the client stalls (within its body timeout, 10 s by default).
+    let mut stream = connect_from("127.0.0.1", proxy.http_addr()).await.unwrap();
+    let head = "POST /count HTTP/1.1\r\nhost: c.test\r\ncontent-length: 100000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'u'; 1000]).await.unwrap();
+    let mut answer = vec![0; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .expect("the proxy answers once the upstream timeout passes")
+        .unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 504",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Nobody waits for the upstream's answer any more: it must not be left waiting for the
+    // rest of the body while the client holds it open.
+    let reset = async {
+        while failed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), reset)
+        .await
+        .expect("the upstream's stream is reset while the client still holds its body open");
+    drop(stream);
 }
 
 /// A proxy with one worker serving `services`, so that every client lands on the same pool of
