@@ -113,9 +113,10 @@ impl H2Sender {
         }
         let length = content_length(response.headers());
         Ok(response.map(|recv| H2Body {
+            // No length said, and it ended with its head: empty (as hyper's client has it).
+            length: length.or(recv.is_end_stream().then_some(0)),
             recv,
             data_done: false,
-            length,
         }))
     }
 }
