@@ -43,24 +43,8 @@ esac
 . scripts/bench-lib.sh
 bench_tools
 
-# NB_BENCH_PROXY=PATH measures another nb-proxy binary (e.g. an older build) instead.
-NBPROXY=${NB_BENCH_PROXY:-target/release/nb-proxy}
-if [ -z "${NB_BENCH_PROXY:-}" ]; then
-  echo "== building nb-proxy (release)"
-  cargo build --release -q -p nb-proxy
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$work/up/nginx.pid" "$work/px/nginx.pid"; do
-    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
-  done
-  sleep 0.3
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_nbproxy
+bench_workdir
 
 UP_PORT=$(free_port); UP_TLS_PORT=$(free_port); UP_H2C_PORT=$(free_port)
 UP_MORE_PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
@@ -144,21 +128,11 @@ pid $work/px/nginx.pid;
 error_log $work/px/error.log warn;
 events { worker_connections 4096; }
 http {
-  log_format json escape=json '{"ts":"\$time_iso8601","source_ip":"\$remote_addr","host":"\$host","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"bytes_out":\$bytes_sent}';
-  access_log $work/px/access.log json buffer=64k flush=1s;
-  geo \$country { default ZZ; 127.0.0.0/8 DE; }
+$(nginx_peer_http)
   upstream up { $NGINX_UP }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
-    location / {
-      allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
-      if (\$country !~ ^(DE|FR|NL)\$) { return 403; }
-      $NGINX_PASS
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
+$(nginx_peer_location "$NGINX_PASS")
   }
 }
 CONF

@@ -46,21 +46,8 @@ if ! command -v valgrind >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 fi
 
-NBPROXY=${NB_BENCH_PROXY:-target/release/nb-proxy}
-if [ -z "${NB_BENCH_PROXY:-}" ]; then
-  echo "== building nb-proxy (release)"
-  cargo build --release -q -p nb-proxy
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -f "$work/up/nginx.pid" ]; then kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true; fi
-  sleep 0.3
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_nbproxy
+bench_workdir
 
 UP_PORT=$(free_port); NGINX_PORT=$(free_port); NB_PORT=$(free_port)
 mkdir -p "$work/up" "$work/px"
@@ -89,22 +76,12 @@ pid $work/px/nginx.pid;
 error_log $work/px/error.log warn;
 events { worker_connections 4096; }
 http {
-  log_format json escape=json '{"ts":"\$time_iso8601","source_ip":"\$remote_addr","host":"\$host","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"bytes_out":\$bytes_sent}';
-  access_log $work/px/access.log json buffer=64k flush=1s;
-  geo \$country { default ZZ; 127.0.0.0/8 DE; }
+$(nginx_peer_http)
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT reuseport;
     server_name bench.local;
-    location / {
-      allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
-      if (\$country !~ ^(DE|FR|NL)\$) { return 403; }
-      $NGINX_PASS
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
+$(nginx_peer_location "$NGINX_PASS")
   }
   server {
     listen 127.0.0.1:$NGINX_PORT;

@@ -14,6 +14,62 @@ bench_tools() {
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
+# bench_nbproxy: NBPROXY is the nb-proxy to measure; NB_BENCH_PROXY=PATH measures another build
+# (e.g. an older one), else the release build is made.
+bench_nbproxy() {
+  # shellcheck disable=SC2034 # used by the scripts that source this file
+  NBPROXY=${NB_BENCH_PROXY:-target/release/nb-proxy}
+  if [ -z "${NB_BENCH_PROXY:-}" ]; then
+    echo "== building nb-proxy (release)"
+    cargo build --release -q -p nb-proxy
+  fi
+}
+
+# bench_workdir: `work`, a scratch directory removed on exit, and `pids`, processes killed on exit
+# along with every nginx whose pid file is in a directory under `work`.
+bench_workdir() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local p f
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$work"/*/nginx.pid; do
+    # A pid file may go between the look and the read (its nginx was in `pids`).
+    if p=$(cat "$f" 2>/dev/null); then kill "$p" 2>/dev/null || true; fi
+  done
+  sleep 0.3
+  rm -rf "$work"
+}
+
+# nginx_peer_http: the peer's http-level lines: the JSON access log and the geo table standing in
+# for a GeoIP lookup (127.0.0.0/8 is DE), in $work/px.
+nginx_peer_http() {
+  cat <<CONF
+  log_format json escape=json '{"ts":"\$time_iso8601","source_ip":"\$remote_addr","host":"\$host","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"bytes_out":\$bytes_sent}';
+  access_log $work/px/access.log json buffer=64k flush=1s;
+  geo \$country { default ZZ; 127.0.0.0/8 DE; }
+CONF
+}
+
+# nginx_peer_location PASS: the peer's location: nb-proxy's restrictions (a CIDR allow list, a
+# country list), then PASS to the upstream `up`.
+nginx_peer_location() {
+  cat <<CONF
+    location / {
+      allow 127.0.0.0/8; allow 10.0.0.0/8; deny all;
+      if (\$country !~ ^(DE|FR|NL)\$) { return 403; }
+      $1
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+CONF
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }

@@ -125,9 +125,37 @@ impl UpstreamBody {
     }
 }
 
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::Http2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::Http2(b) => b.size_hint(),
+        }
+    }
+}
+
 enum Inner {
-    Http1(Incoming),
-    Http2(H2Body),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -140,10 +168,7 @@ pub struct ProxyBody {
 impl ProxyBody {
     pub fn upstream(body: UpstreamBody, pending: PendingEntry) -> Self {
         Self {
-            inner: match body {
-                UpstreamBody::Http1(body) => Inner::Http1(body),
-                UpstreamBody::Http2(body) => Inner::Http2(body),
-            },
+            inner: Inner::Upstream(body),
             sent: 0,
             pending: Some(pending),
         }
@@ -180,8 +205,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Inner::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         match &polled {
@@ -198,16 +222,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Http1(b) => b.is_end_stream(),
-            Inner::Http2(b) => b.is_end_stream(),
+            Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Http1(b) => b.size_hint(),
-            Inner::Http2(b) => b.size_hint(),
+            Inner::Upstream(b) => b.size_hint(),
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
         }

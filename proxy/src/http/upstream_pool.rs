@@ -11,9 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::Either;
 use futures_util::FutureExt;
-use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header;
+use http::{Request, Response, StatusCode};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use nb_api::UpstreamProtocol;
@@ -143,7 +142,7 @@ impl UpstreamPool {
             // Boxed: inline, its state would make every request's future (HTTP/1.1 ones too)
             // 800 bytes larger, and hyper moves that future whole for each request.
             Sender::Http2(s) => Either::Right(Box::pin(async {
-                let resp = s.send(as_http2(req, tls)).await?;
+                let resp = s.send(req, tls).await?;
                 Ok(resp.map(UpstreamBody::Http2))
             })),
         };
@@ -359,36 +358,6 @@ where
         });
         Ok(Sender::Http1(sender))
     }
-}
-
-/// HTTP/2 carries the authority and scheme as pseudo-headers: an absolute URI, no `Host`.
-fn as_http2(mut req: Request<CountedBody>, tls: bool) -> Request<CountedBody> {
-    let authority = req
-        .headers_mut()
-        .remove(header::HOST)
-        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-    parts.authority = authority;
-    parts.path_and_query = Some(path);
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = Version::HTTP_2;
-    // HTTP/2 allows `te` with `trailers` only; the rewrite kept nothing else.
-    if req
-        .headers()
-        .get(header::TE)
-        .is_some_and(|v| v != HeaderValue::from_static("trailers"))
-    {
-        req.headers_mut().remove(header::TE);
-    }
-    req
 }
 
 /// A failed TLS handshake is an operator's problem (CA file, server name): said at warn, at
